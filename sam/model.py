@@ -1,0 +1,317 @@
+"""SAM: Style-based Age Manipulation (Alaluf, Patashnik, Cohen-Or, SIGGRAPH 2021), the network and its checkpoints.
+
+Paper Sec. 3 / Fig. 3: an input face (RGB in [-1, 1]) gets a fourth constant channel holding the target age
+divided by 100. A trained pSp encoder maps it to a *residual* in W+; a frozen, pretrained pSp encoder maps the RGB
+image to its own W+ code; their sum plus StyleGAN's average latent is decoded by a frozen StyleGAN2 generator:
+
+    W+ = encoder([x, age/100]) + pretrained_encoder(x) + latent_avg
+    y  = decoder(W+)                  # 1024 x 1024, pooled to 256 when ``resize``
+
+Style mixing (Sec. 4.4, "reference-guided"): rows ``latent_mask`` of W+ are replaced by (or blended with weight
+``alpha`` into) another code, e.g. ``pretrained_encoder(reference) + latent_avg``.
+
+:class:`SAM` keeps the published module names (``encoder``, ``pretrained_encoder``, ``decoder``) and call
+signature, loads the published ``sam_ffhq_aging.pt`` with strict key checking and saves the same layout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .encoders import EncoderConfig, GradualStyleEncoder
+from .stylegan2 import Generator
+
+__all__ = ["SAM", "SAMConfig", "CheckpointError", "add_age_channel"]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used: unreadable, truncated, or not in the expected layout."""
+
+
+@dataclass(frozen=True)
+class SAMConfig:
+    """Every size of the model. Defaults: the published FFHQ aging model (1024 px, IR-SE50 encoders)."""
+
+    output_size: int = 1024
+    input_nc: int = 4  # RGB + age channel
+    style_dim: int = 512
+    n_mlp: int = 8
+    channel_multiplier: int = 2
+    channel_max: int = 512
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    start_from_encoded_w_plus: bool = True  # add the frozen encoder's code (SAM)
+    start_from_latent_avg: bool = False  # add latent_avg to the trained encoder's output alone (pSp)
+    pool_size: int = 256  # side of the ``resize=True`` output
+
+    @property
+    def n_styles(self) -> int:
+        """Rows of W+ (18 at 1024 px)."""
+        return 2 * int(math.log2(self.output_size)) - 2
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["encoder"]["units"] = list(d["encoder"]["units"])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SAMConfig:
+        d = dict(d)
+        enc = dict(d.pop("encoder", {}) or {})
+        if "units" in enc:
+            enc["units"] = tuple(enc["units"])
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(encoder=EncoderConfig(**enc), **{k: v for k, v in d.items() if k in known})
+
+    @classmethod
+    def from_opts(cls, opts: dict[str, Any]) -> SAMConfig:
+        """The config a training-options dict describes (published opts + our optional ``model_config``)."""
+        base = dict(opts.get("model_config") or {})
+        for key in ("output_size", "input_nc", "start_from_encoded_w_plus", "start_from_latent_avg"):
+            if key in opts and opts[key] is not None:
+                base[key] = opts[key]
+        return cls.from_dict(base)
+
+
+def add_age_channel(rgb: torch.Tensor, ages: torch.Tensor | list[float] | float) -> torch.Tensor:
+    """``B x 3 x H x W`` images in [-1, 1] and ages in years -> ``B x 4 x H x W`` network input (age / 100)."""
+    ages_t = torch.as_tensor(ages, dtype=rgb.dtype, device=rgb.device).reshape(-1)
+    if ages_t.numel() == 1 and rgb.shape[0] > 1:
+        ages_t = ages_t.expand(rgb.shape[0])
+    if ages_t.numel() != rgb.shape[0]:
+        raise ValueError(f"got {ages_t.numel()} ages for {rgb.shape[0]} images")
+    age_plane = (ages_t / 100.0).view(-1, 1, 1, 1).expand(-1, 1, *rgb.shape[2:])
+    return torch.cat([rgb, age_plane], dim=1)
+
+
+class SAM(nn.Module):
+    """The SAM age transformation network (encoder + frozen pretrained encoder + StyleGAN2 decoder)."""
+
+    def __init__(self, config: SAMConfig | None = None, opts: dict[str, Any] | None = None):
+        super().__init__()
+        self.config = config = config or SAMConfig()
+        self.opts: dict[str, Any] = dict(opts or {})
+        self.opts.setdefault("output_size", config.output_size)
+        self.opts.setdefault("input_nc", config.input_nc)
+        self.opts.setdefault("start_from_encoded_w_plus", config.start_from_encoded_w_plus)
+        self.opts.setdefault("start_from_latent_avg", config.start_from_latent_avg)
+        self.opts.setdefault("device", "cpu")
+        n = config.n_styles
+        enc_cfg = dataclasses.replace(config.encoder, style_dim=config.style_dim)
+        self.encoder = GradualStyleEncoder(config.input_nc, n, enc_cfg)
+        self.pretrained_encoder = GradualStyleEncoder(config.input_nc - 1, n, enc_cfg)
+        self.pretrained_encoder.requires_grad_(False)
+        self.decoder = Generator(config.output_size, config.style_dim, config.n_mlp, config.channel_multiplier,
+                                 config.channel_max)
+        self.face_pool = nn.AdaptiveAvgPool2d((config.pool_size, config.pool_size))
+        # Stored beside (not inside) the state_dict in the published checkpoint, hence not persistent here.
+        self.register_buffer("latent_avg", torch.zeros(n, config.style_dim), persistent=False)
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Forward pass (the published interface)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        resize: bool = True,
+        latent_mask: list[int] | None = None,
+        input_code: bool = False,
+        randomize_noise: bool = True,
+        inject_latent: torch.Tensor | None = None,
+        return_latents: bool = False,
+        alpha: float | None = None,
+        input_is_full: bool = False,
+        pretrained_codes: torch.Tensor | None = None,
+        resolution: int | None = None,
+    ):
+        """Age faces, or decode codes.
+
+        Args:
+            x: ``B x 4 x 256 x 256`` (RGB in [-1, 1] + a plane of age / 100), or W+ codes with ``input_code``.
+            resize: pool the output to ``pool_size`` (256).
+            latent_mask, inject_latent, alpha: style mixing of the listed W+ rows (zeroed without inject_latent).
+            input_code: ``x`` is a code; it goes through the mapping network unless ``input_is_full``.
+            randomize_noise: fresh noise per call (published default) or the stored noise maps.
+            return_latents: also return the W+ code that was decoded.
+            pretrained_codes: ``pretrained_encoder(x_rgb)`` computed earlier (it does not depend on the age).
+            resolution: stop the generator at this side (its intermediate toRGB output), e.g. for previews.
+        """
+        if input_code:
+            codes = x
+        else:
+            codes = self.encode(x, pretrained_codes=pretrained_codes)
+        if latent_mask is not None:
+            codes = mix_styles(codes, latent_mask, inject_latent, alpha)
+        input_is_latent = (not input_code) or input_is_full
+        images, result_latent = self.decoder(
+            [codes], input_is_latent=input_is_latent, randomize_noise=randomize_noise,
+            return_latents=return_latents, resolution=resolution,
+        )
+        if resize and images.shape[-1] != self.config.pool_size:
+            images = self.face_pool(images)
+        if return_latents:
+            return images, result_latent
+        return images
+
+    def encode(self, x: torch.Tensor, pretrained_codes: torch.Tensor | None = None) -> torch.Tensor:
+        """W+ codes of ``B x 4 x H x W`` inputs: trained residual (+ frozen encoder's code) (+ latent_avg)."""
+        codes = self.encoder(x)
+        if self.config.start_from_latent_avg:
+            codes = codes + self.latent_avg
+        if self.config.start_from_encoded_w_plus:
+            if pretrained_codes is None:
+                pretrained_codes = self.pretrained_encoder(x[:, :-1])
+            codes = codes + pretrained_codes + self.latent_avg
+        return codes
+
+    def encode_reference(self, rgb: torch.Tensor) -> torch.Tensor:
+        """The W+ code of an image without aging: ``pretrained_encoder(rgb) + latent_avg`` (for style mixing)."""
+        return self.pretrained_encoder(rgb) + self.latent_avg
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Checkpoints
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | os.PathLike, device: str | torch.device = "cpu", mmap: bool = True
+    ) -> SAM:
+        """Load a checkpoint in the published layout (``state_dict``, ``latent_avg``, ``opts``).
+
+        Tensors are read with ``weights_only=True`` (no code is unpickled) and, where the file format allows,
+        memory-mapped and assigned to the module without a copy, so a 2.3 GB file does not need twice the memory.
+        Raises :class:`CheckpointError` naming every missing, unexpected or mis-shaped tensor.
+        """
+        path = Path(path)
+        ckpt = load_checkpoint_file(path, mmap=mmap)
+        opts = dict(ckpt.get("opts") or {})
+        try:
+            config = SAMConfig.from_opts(opts)
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"{path}: cannot read the model configuration from its opts: {exc}") from None
+        with torch.device("meta"):
+            model = cls(config, opts)
+        state = ckpt["state_dict"]
+        check_state_dict(model, state, source=str(path))
+        state = {k: (v.float() if v.is_floating_point() and v.dtype != torch.float32 else v) for k, v in state.items()}
+        model.load_state_dict(state, strict=True, assign=True)
+        model.latent_avg = _latent_avg_from(ckpt.get("latent_avg"), config, path)
+        model.pretrained_encoder.requires_grad_(False)
+        model.opts["device"] = str(device)
+        return model.to(device).eval()
+
+    def checkpoint_dict(self) -> dict[str, Any]:
+        """``{'state_dict', 'latent_avg', 'opts'}``, the published layout (plus ``opts['model_config']``)."""
+        opts = dict(self.opts)
+        opts["model_config"] = self.config.to_dict()
+        state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
+        return {"state_dict": state, "latent_avg": self.latent_avg.detach().cpu().clone(), "opts": opts}
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the checkpoint atomically (a temporary file renamed into place)."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(self.checkpoint_dict(), tmp)
+        os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Style mixing and checkpoint helpers
+
+
+def mix_styles(
+    codes: torch.Tensor, latent_mask: list[int], inject_latent: torch.Tensor | None, alpha: float | None = None
+) -> torch.Tensor:
+    """Replace (or blend, with ``alpha``) the W+ rows in ``latent_mask`` by those of ``inject_latent``.
+
+    Without ``inject_latent`` the masked rows are zeroed (the published behaviour). Returns a new tensor.
+    """
+    codes = codes.clone()
+    n = codes.shape[1]
+    for i in latent_mask:
+        if not -n <= int(i) < n:
+            raise ValueError(f"latent_mask index {i} is outside 0..{n - 1}")
+        if inject_latent is None:
+            codes[:, i] = 0
+        elif alpha is not None:
+            codes[:, i] = alpha * inject_latent[:, i] + (1 - alpha) * codes[:, i]
+        else:
+            codes[:, i] = inject_latent[:, i]
+    return codes
+
+
+def load_checkpoint_file(path: Path, mmap: bool = True) -> dict[str, Any]:
+    """``torch.load`` with ``weights_only=True`` and clear errors; memory-mapped when the file format allows."""
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path} is empty (0 bytes): the download or copy did not finish")
+    use_mmap = mmap and zipfile.is_zipfile(path)  # mmap needs the zip-based format (torch >= 1.6)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=use_mmap)
+    except Exception as exc:  # noqa: BLE001 - every failure here means "not a usable checkpoint"
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        hint = "it may be truncated (an interrupted download?) or not a PyTorch checkpoint"
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+            hint = "it holds Python objects other than tensors and plain values, which are not loaded for safety"
+        raise CheckpointError(f"cannot read checkpoint {path}: {hint} ({type(exc).__name__}: {reason[:300]})") from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
+        found = sorted(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise CheckpointError(
+            f"{path} is not a SAM checkpoint: expected a dict with 'state_dict', 'latent_avg' and 'opts', "
+            f"found {found}"
+        )
+    return ckpt
+
+
+def check_state_dict(model: nn.Module, state: dict[str, Any], source: str = "checkpoint") -> None:
+    """Raise one :class:`CheckpointError` listing missing, unexpected and mis-shaped tensors, if any."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    bad_types = sorted(k for k, v in state.items() if not isinstance(v, torch.Tensor))
+    got = {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
+    missing = sorted(set(expected) - set(got) - set(bad_types))
+    unexpected = sorted(set(got) - set(expected))
+    mismatched = sorted(k for k in set(expected) & set(got) if expected[k] != got[k])
+    if not (missing or unexpected or mismatched or bad_types):
+        return
+
+    def listing(keys: list[str], fmt=lambda k: k, limit: int = 12) -> str:
+        shown = ", ".join(fmt(k) for k in keys[:limit])
+        return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing: {listing(missing)}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected: {listing(unexpected)}")
+    if mismatched:
+        parts.append(f"{len(mismatched)} with the wrong shape: "
+                     + listing(mismatched, lambda k: f"{k} (file {list(got[k])}, model {list(expected[k])})"))
+    if bad_types:
+        parts.append(f"{len(bad_types)} not tensors: {listing(bad_types)}")
+    raise CheckpointError(f"{source} does not match the SAM layout: " + "; ".join(parts))
+
+
+def _latent_avg_from(value: Any, config: SAMConfig, path: Path) -> torch.Tensor:
+    n, d = config.n_styles, config.style_dim
+    if value is None:
+        if config.start_from_encoded_w_plus or config.start_from_latent_avg:
+            raise CheckpointError(f"{path} has no 'latent_avg', which this model adds to its codes")
+        return torch.zeros(n, d)
+    if not isinstance(value, torch.Tensor):
+        raise CheckpointError(f"{path}: 'latent_avg' is a {type(value).__name__}, not a tensor")
+    value = value.detach().float()
+    if tuple(value.shape) in ((1, d), (d,)):
+        value = value.reshape(1, d).repeat(n, 1)
+    if tuple(value.shape) != (n, d):
+        raise CheckpointError(f"{path}: 'latent_avg' has shape {list(value.shape)}, expected [{n}, {d}]")
+    return value.clone()

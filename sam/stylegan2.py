@@ -1,0 +1,335 @@
+"""The StyleGAN2 generator (config-f) that SAM decodes its W+ codes with.
+
+Karras et al., "Analyzing and Improving the Image Quality of StyleGAN" (CVPR 2020): a mapping network
+(Sec. 2 of StyleGAN: pixel norm + an 8-layer MLP with a 100x lower learning rate), a learned 4x4 constant,
+modulated / demodulated 3x3 convolutions (Sec. 2.2, Eq. 1-3), per-pixel noise, and the "skip" output
+architecture (Sec. 4.1, Fig. 7b): every resolution adds its toRGB output to the upsampled image so far.
+
+Module and parameter names follow the layout of the published SAM checkpoint (``decoder.*`` keys), so
+``decoder.state_dict()`` of the published file loads with strict checking. Every size is configurable
+(resolution, style dimension, mapping depth, channel multiplier and cap) so that tests can run tiny generators.
+
+W+ indexing: ``conv1`` reads code 0 and ``to_rgb1`` code 1; then resolution ``r = 8, 16, ...`` uses codes
+``i, i + 1, i + 2`` (up-conv, conv, toRGB) with ``i = 1, 3, 5, ...``. A generator of side ``2**k`` has
+``2k - 2`` codes (18 at 1024 px).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .ops import fused_leaky_relu, make_kernel, upfirdn2d
+
+__all__ = ["Generator", "generator_channels"]
+
+
+def generator_channels(resolution: int, channel_multiplier: int = 2, channel_max: int = 512) -> int:
+    """Feature maps at a resolution: 512 up to 32 px, then halving per octave (times the channel multiplier)."""
+    return min(channel_max, channel_multiplier * 16384 // resolution)
+
+
+class PixelNorm(nn.Module):
+    """Normalise each latent vector to unit root-mean-square."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(torch.mean(x * x, dim=1, keepdim=True) + 1e-8)
+
+
+class EqualLinear(nn.Module):
+    """Fully connected layer with equalised learning rate (weights scaled by ``lr_mul / sqrt(fan_in)`` at run time)."""
+
+    def __init__(
+        self, in_dim: int, out_dim: int, bias: bool = True, bias_init: float = 0.0, lr_mul: float = 1.0,
+        activation: str | None = None,
+    ):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_dim, in_dim).div_(lr_mul))
+        self.bias = nn.Parameter(torch.full((out_dim,), float(bias_init))) if bias else None
+        self.scale = lr_mul / math.sqrt(in_dim)
+        self.lr_mul = lr_mul
+        self.activation = activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bias = self.bias * self.lr_mul if self.bias is not None else None
+        if self.activation == "fused_lrelu":
+            return fused_leaky_relu(F.linear(x, self.weight * self.scale), bias)
+        return F.linear(x, self.weight * self.scale, bias)
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[1]}, {self.weight.shape[0]}, lr_mul={self.lr_mul}, activation={self.activation}"
+
+
+class FusedLeakyReLU(nn.Module):
+    """Learned per-channel bias followed by leaky ReLU (slope 0.2) and a sqrt(2) gain."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return fused_leaky_relu(x, self.bias)
+
+
+class Blur(nn.Module):
+    """FIR low-pass filter (``upfirdn2d`` without resampling). ``kernel`` is a buffer stored in the checkpoint."""
+
+    def __init__(self, taps: list[int], pad: tuple[int, int], upsample_factor: int = 1):
+        super().__init__()
+        self.register_buffer("kernel", make_kernel(taps) * upsample_factor**2)
+        self.pad = pad
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return upfirdn2d(x, self.kernel, pad=self.pad)
+
+
+class Upsample(nn.Module):
+    """2x upsampling by zero insertion and FIR filtering (used on the skip image between resolutions)."""
+
+    def __init__(self, taps: list[int], factor: int = 2):
+        super().__init__()
+        self.factor = factor
+        self.register_buffer("kernel", make_kernel(taps) * factor**2)
+        p = self.kernel.shape[0] - factor
+        self.pad = ((p + 1) // 2 + factor - 1, p // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return upfirdn2d(x, self.kernel, up=self.factor, pad=self.pad)
+
+
+class ModulatedConv2d(nn.Module):
+    """Style-modulated convolution (StyleGAN2 Eq. 1-3), optionally demodulated and/or 2x upsampling.
+
+    Instead of building one weight per sample (a grouped convolution), the style scales the input channels and
+    the demodulation scales the output channels of one shared convolution: the same linear map, computed with
+    ordinary dense convolutions.
+    """
+
+    def __init__(
+        self, in_channel: int, out_channel: int, kernel_size: int, style_dim: int, demodulate: bool = True,
+        upsample: bool = False, blur_kernel: list[int] = (1, 3, 3, 1),
+    ):
+        super().__init__()
+        self.in_channel, self.out_channel, self.kernel_size = in_channel, out_channel, kernel_size
+        self.upsample = upsample
+        self.demodulate = demodulate
+        self.eps = 1e-8
+        self.weight = nn.Parameter(torch.randn(1, out_channel, in_channel, kernel_size, kernel_size))
+        self.scale = 1 / math.sqrt(in_channel * kernel_size**2)
+        self.padding = kernel_size // 2
+        self.modulation = EqualLinear(style_dim, in_channel, bias_init=1)
+        if upsample:
+            # Transposed conv (stride 2) then a blur whose padding re-centres the result on the 2x grid.
+            factor = 2
+            p = (len(blur_kernel) - factor) - (kernel_size - 1)
+            self.blur = Blur(list(blur_kernel), pad=((p + 1) // 2 + factor - 1, p // 2 + 1), upsample_factor=factor)
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        s = self.modulation(style)  # (B, in)
+        w = self.weight[0] * self.scale  # (out, in, k, k)
+        x = x * s.to(x.dtype)[:, :, None, None]
+        if self.upsample:
+            x = F.conv_transpose2d(x, w.transpose(0, 1).to(x.dtype), stride=2)
+        else:
+            x = F.conv2d(x, w.to(x.dtype), padding=self.padding)
+        if self.demodulate:
+            # ||w_o * s||^2 over (in, k, k) = sum_i s_i^2 * sum_k w_{o,i,k}^2
+            demod = torch.rsqrt((s * s) @ w.pow(2).sum([2, 3]).t() + self.eps)  # (B, out)
+            x = x * demod.to(x.dtype)[:, :, None, None]
+        if self.upsample:
+            x = self.blur(x)
+        return x
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channel}, {self.out_channel}, {self.kernel_size}, upsample={self.upsample}, "
+            f"demodulate={self.demodulate}"
+        )
+
+
+class NoiseInjection(nn.Module):
+    """Adds per-pixel noise scaled by one learned weight; fresh Gaussian noise when none is given."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        if noise is None:
+            b, _, h, w = x.shape
+            noise = x.new_empty(b, 1, h, w).normal_()
+        return x + self.weight * noise.to(x.dtype)
+
+
+class ConstantInput(nn.Module):
+    """The learned 4x4 input tensor, repeated over the batch."""
+
+    def __init__(self, channels: int, size: int = 4):
+        super().__init__()
+        self.input = nn.Parameter(torch.randn(1, channels, size, size))
+
+    def forward(self, batch: int) -> torch.Tensor:
+        return self.input.repeat(batch, 1, 1, 1)
+
+
+class StyledConv(nn.Module):
+    """Modulated conv -> noise -> bias + leaky ReLU."""
+
+    def __init__(self, in_channel: int, out_channel: int, kernel_size: int, style_dim: int, upsample: bool = False,
+                 blur_kernel: list[int] = (1, 3, 3, 1)):
+        super().__init__()
+        self.conv = ModulatedConv2d(in_channel, out_channel, kernel_size, style_dim, upsample=upsample,
+                                    blur_kernel=blur_kernel)
+        self.noise = NoiseInjection()
+        self.activate = FusedLeakyReLU(out_channel)
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        return self.activate(self.noise(self.conv(x, style), noise))
+
+
+class ToRGB(nn.Module):
+    """1x1 modulated (not demodulated) conv to RGB, added to the upsampled skip image."""
+
+    def __init__(self, in_channel: int, style_dim: int, upsample: bool = True, blur_kernel: list[int] = (1, 3, 3, 1)):
+        super().__init__()
+        if upsample:
+            self.upsample = Upsample(list(blur_kernel))
+        self.conv = ModulatedConv2d(in_channel, 3, 1, style_dim, demodulate=False)
+        self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
+        out = self.conv(x, style) + self.bias
+        if skip is not None:
+            out = out + self.upsample(skip)
+        return out
+
+
+class Generator(nn.Module):
+    """StyleGAN2 generator (skip architecture). Defaults are config-f at 1024 px, as used by SAM.
+
+    Args:
+        size: output resolution (a power of two >= 8).
+        style_dim: dimension of z, w and each W+ row.
+        n_mlp: layers of the mapping network.
+        channel_multiplier: 2 for config-f.
+        channel_max: cap on feature maps (512 in config-f; small values give tiny test generators).
+        blur_kernel: separable FIR taps for resampling.
+        lr_mlp: learning-rate multiplier of the mapping network.
+    """
+
+    def __init__(self, size: int = 1024, style_dim: int = 512, n_mlp: int = 8, channel_multiplier: int = 2,
+                 channel_max: int = 512, blur_kernel: list[int] = (1, 3, 3, 1), lr_mlp: float = 0.01):
+        super().__init__()
+        if size < 8 or size & (size - 1):
+            raise ValueError(f"generator size must be a power of two >= 8, got {size}")
+        self.size = size
+        self.style_dim = style_dim
+        self.log_size = int(math.log2(size))
+        self.num_layers = (self.log_size - 2) * 2 + 1  # noise inputs
+        self.n_latent = self.log_size * 2 - 2  # W+ rows
+        ch = {2**r: generator_channels(2**r, channel_multiplier, channel_max) for r in range(2, self.log_size + 1)}
+        self.channels = ch
+
+        self.style = nn.Sequential(
+            PixelNorm(),
+            *[EqualLinear(style_dim, style_dim, lr_mul=lr_mlp, activation="fused_lrelu") for _ in range(n_mlp)],
+        )
+        self.input = ConstantInput(ch[4])
+        self.conv1 = StyledConv(ch[4], ch[4], 3, style_dim, blur_kernel=blur_kernel)
+        self.to_rgb1 = ToRGB(ch[4], style_dim, upsample=False)
+
+        self.convs = nn.ModuleList()
+        self.to_rgbs = nn.ModuleList()
+        self.noises = nn.Module()
+        for layer_idx in range(self.num_layers):
+            res = (layer_idx + 5) // 2
+            self.noises.register_buffer(f"noise_{layer_idx}", torch.randn(1, 1, 2**res, 2**res))
+        in_ch = ch[4]
+        for r in range(3, self.log_size + 1):
+            out_ch = ch[2**r]
+            self.convs.append(StyledConv(in_ch, out_ch, 3, style_dim, upsample=True, blur_kernel=blur_kernel))
+            self.convs.append(StyledConv(out_ch, out_ch, 3, style_dim, blur_kernel=blur_kernel))
+            self.to_rgbs.append(ToRGB(out_ch, style_dim, blur_kernel=blur_kernel))
+            in_ch = out_ch
+
+    def stored_noise(self) -> list[torch.Tensor]:
+        """The fixed noise maps stored in the checkpoint (``noises.noise_i``), coarse to fine."""
+        return [getattr(self.noises, f"noise_{i}") for i in range(self.num_layers)]
+
+    @torch.no_grad()
+    def mean_latent(self, n_latent: int = 4096, seed: int = 0) -> torch.Tensor:
+        """Average w over ``n_latent`` random z (for truncation)."""
+        device = self.input.input.device
+        g = torch.Generator(device="cpu").manual_seed(seed)
+        z = torch.randn(n_latent, self.style_dim, generator=g).to(device)
+        return self.style(z).mean(0, keepdim=True)
+
+    def forward(
+        self,
+        styles: list[torch.Tensor],
+        return_latents: bool = False,
+        inject_index: int | None = None,
+        truncation: float = 1.0,
+        truncation_latent: torch.Tensor | None = None,
+        input_is_latent: bool = False,
+        noise: list[torch.Tensor | None] | None = None,
+        randomize_noise: bool = True,
+        resolution: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Render images.
+
+        Args:
+            styles: one or two tensors of z / w (B x D) or W+ (B x n_latent x D) codes.
+            input_is_latent: the codes are already in W / W+ (skip the mapping network).
+            noise: one map per noise input; default: fresh random noise, or the stored maps when
+                ``randomize_noise`` is False.
+            inject_index: with two style tensors, rows before this index come from the first.
+            resolution: stop at this output resolution (a power of two <= size) and return that
+                intermediate skip image; the full image when None.
+
+        Returns ``(image, latent)``; ``latent`` (B x n_latent x D) only when ``return_latents``.
+        """
+        if not input_is_latent:
+            styles = [self.style(s) for s in styles]
+        if noise is None:
+            noise = [None] * self.num_layers if randomize_noise else self.stored_noise()
+        if truncation < 1:
+            if truncation_latent is None:
+                raise ValueError("truncation < 1 needs truncation_latent (see mean_latent())")
+            styles = [truncation_latent + truncation * (s - truncation_latent) for s in styles]
+
+        if len(styles) < 2:
+            latent = styles[0]
+            if latent.ndim < 3:
+                latent = latent.unsqueeze(1).repeat(1, self.n_latent, 1)
+        else:
+            if inject_index is None:
+                inject_index = int(torch.randint(1, self.n_latent - 1, ()).item())
+            a, b = (s if s.ndim == 3 else s.unsqueeze(1).repeat(1, self.n_latent, 1) for s in styles[:2])
+            latent = torch.cat([a[:, :inject_index], b[:, inject_index:]], 1)
+        if latent.shape[1] != self.n_latent:
+            raise ValueError(f"expected {self.n_latent} W+ rows, got {latent.shape[1]}")
+
+        target = resolution or self.size
+        if target < 4 or target > self.size or target & (target - 1):
+            raise ValueError(f"resolution must be a power of two between 4 and {self.size}, got {resolution}")
+
+        out = self.input(latent.shape[0])
+        out = self.conv1(out, latent[:, 0], noise=noise[0])
+        skip = self.to_rgb1(out, latent[:, 1])
+        i = 1
+        res = 4
+        for conv_up, conv, noise_up, noise_same, to_rgb in zip(
+            self.convs[::2], self.convs[1::2], noise[1::2], noise[2::2], self.to_rgbs
+        ):
+            if res >= target:
+                break
+            out = conv_up(out, latent[:, i], noise=noise_up)
+            out = conv(out, latent[:, i + 1], noise=noise_same)
+            skip = to_rgb(out, latent[:, i + 2], skip)
+            i += 2
+            res *= 2
+        return skip, (latent if return_latents else None)
