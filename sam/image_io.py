@@ -198,6 +198,7 @@ def _decode(data: bytes, limit: int, what: str) -> Image.Image:
     with warnings.catch_warnings():
         # our own limit replaces Pillow's global one (which would only warn below 2x its value)
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        warnings.simplefilter("ignore", UserWarning)  # e.g. "Corrupt EXIF data": handled below or harmless
         try:
             img = Image.open(io.BytesIO(data))
         except Image.DecompressionBombError as exc:

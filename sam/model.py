@@ -106,12 +106,13 @@ class SAM(nn.Module):
         self.opts.setdefault("device", "cpu")
         n = config.n_styles
         enc_cfg = dataclasses.replace(config.encoder, style_dim=config.style_dim)
+        # Registration order = key order of the published state_dict.
         self.encoder = GradualStyleEncoder(config.input_nc, n, enc_cfg)
-        self.pretrained_encoder = GradualStyleEncoder(config.input_nc - 1, n, enc_cfg)
-        self.pretrained_encoder.requires_grad_(False)
         self.decoder = Generator(config.output_size, config.style_dim, config.n_mlp, config.channel_multiplier,
                                  config.channel_max)
         self.face_pool = nn.AdaptiveAvgPool2d((config.pool_size, config.pool_size))
+        self.pretrained_encoder = GradualStyleEncoder(config.input_nc - 1, n, enc_cfg)
+        self.pretrained_encoder.requires_grad_(False)
         # Stored beside (not inside) the state_dict in the published checkpoint, hence not persistent here.
         self.register_buffer("latent_avg", torch.zeros(n, config.style_dim), persistent=False)
 

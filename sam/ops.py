@@ -114,6 +114,9 @@ def _load_cuda_ext() -> ModuleType | None:
     with _ext_lock:
         if _ext is not None or _ext_error is not None:
             return _ext
+        if not torch.cuda.is_available():
+            _ext_error = "no CUDA device"
+            return None
         if os.environ.get("SAM_DISABLE_CUDA_OPS", "") not in ("", "0"):
             _ext_error = "disabled by SAM_DISABLE_CUDA_OPS"
             return None
@@ -165,8 +168,8 @@ class _UpFirDn2d(torch.autograd.Function):
         gy1 = h * up - out_h * down + y0 - up + 1
         ctx.grad_args = (down, up, (gx0, gx1, gy0, gy1))
         ctx.save_for_backward(kernel)
-        ext = _load_cuda_ext()
-        if ext is not None and x.is_cuda:
+        ext = _load_cuda_ext() if x.is_cuda else None
+        if ext is not None:
             out = ext.upfirdn2d(x.contiguous(), kernel.to(x.dtype).contiguous(), up, down, x0, x1, y0, y1)
         else:  # used by the CPU tests of this autograd wrapper
             out = upfirdn2d_torch(x, kernel, up, down, pad)
@@ -185,9 +188,9 @@ class _FusedLeakyReLU(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, bias, negative_slope, scale):  # type: ignore[override]
-        ext = _load_cuda_ext()
+        ext = _load_cuda_ext() if x.is_cuda else None
         b = bias if bias is not None else x.new_zeros(x.shape[1])
-        if ext is not None and x.is_cuda:
+        if ext is not None:
             out = ext.fused_bias_act(x.contiguous(), b.to(x.dtype).contiguous(), float(negative_slope), float(scale))
         else:
             out = fused_leaky_relu_torch(x, b, negative_slope, scale)

@@ -120,12 +120,12 @@ class ModulatedConv2d(nn.Module):
         self.weight = nn.Parameter(torch.randn(1, out_channel, in_channel, kernel_size, kernel_size))
         self.scale = 1 / math.sqrt(in_channel * kernel_size**2)
         self.padding = kernel_size // 2
-        self.modulation = EqualLinear(style_dim, in_channel, bias_init=1)
         if upsample:
             # Transposed conv (stride 2) then a blur whose padding re-centres the result on the 2x grid.
             factor = 2
             p = (len(blur_kernel) - factor) - (kernel_size - 1)
             self.blur = Blur(list(blur_kernel), pad=((p + 1) // 2 + factor - 1, p // 2 + 1), upsample_factor=factor)
+        self.modulation = EqualLinear(style_dim, in_channel, bias_init=1)
 
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         s = self.modulation(style)  # (B, in)

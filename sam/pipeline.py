@@ -1,0 +1,242 @@
+"""The aging pipeline: aligned face in, the same face at chosen ages out. The one API the app and the CLI call.
+
+It splits SAM's forward pass (paper Sec. 3) by what depends on the target age:
+
+* ``encode``  (once per photo): the RGB tensor and the frozen pretrained encoder's code ``E_pre(x)``;
+* ``latents`` (per age, batched): ``E([x, age/100]) + E_pre(x) + latent_avg``;
+* ``render``  (per code, batched): the StyleGAN2 decoder, at full size (1024), pooled to a smaller size like
+  the published ``resize`` option, or stopped early at a smaller size for fast previews.
+
+Noise is fixed (the generator's stored noise maps) unless asked otherwise, so the same input gives the same
+output, and interpolated codes (lifespan videos) do not flicker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .model import SAM, add_age_channel, mix_styles
+
+__all__ = ["AgingPipeline", "EncodedFace", "DEFAULT_CHECKPOINT", "resolve_checkpoint", "to_tensor", "to_pil"]
+
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "weights" / "sam_ffhq_aging.pt"
+
+ImageLike = Image.Image | np.ndarray | str | os.PathLike
+Progress = Callable[[int, int], None]
+
+
+def resolve_checkpoint(path: str | os.PathLike | None = None) -> Path:
+    """Where to find the checkpoint: the argument, else ``$SAM_CHECKPOINT``, else ``weights/sam_ffhq_aging.pt``."""
+    if path:
+        return Path(path).expanduser()
+    env = os.environ.get("SAM_CHECKPOINT")
+    if env:
+        return Path(env).expanduser()
+    return DEFAULT_CHECKPOINT
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def to_tensor(image: ImageLike, size: int = 256) -> torch.Tensor:
+    """An aligned face -> ``3 x size x size`` float tensor in [-1, 1] (bilinear resize, as the published transforms).
+
+    Accepts a PIL image, an HxWx3 uint8 array, or a path. Alignment is not done here (see ``sam.align``).
+    """
+    if isinstance(image, (str, os.PathLike)):
+        with Image.open(image) as im:
+            image = im.convert("RGB")
+    elif isinstance(image, np.ndarray):
+        arr = image
+        if arr.dtype != np.uint8:
+            arr = np.clip(arr * (255.0 if arr.max() <= 1.0 else 1.0), 0, 255).round().astype(np.uint8)
+        if arr.ndim == 2:
+            arr = np.stack([arr] * 3, -1)
+        image = Image.fromarray(arr[..., :3])
+    if not isinstance(image, Image.Image):
+        raise TypeError(f"expected a PIL image, an array or a path, got {type(image).__name__}")
+    image = image.convert("RGB")
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.Resampling.BILINEAR)
+    arr = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+
+
+def to_pil(images: torch.Tensor) -> list[Image.Image]:
+    """``B x 3 x H x W`` (or ``3 x H x W``) tensors in [-1, 1] -> RGB PIL images (clipped, rounded)."""
+    if images.ndim == 3:
+        images = images[None]
+    arr = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return [Image.fromarray(a.permute(1, 2, 0).numpy()) for a in arr]
+
+
+@dataclass
+class EncodedFace:
+    """The age-independent part of a face: its network input and the frozen encoder's W+ code."""
+
+    rgb: torch.Tensor  # 1 x 3 x 256 x 256 in [-1, 1]
+    pretrained_codes: torch.Tensor  # 1 x n_styles x style_dim, without latent_avg
+
+
+class AgingPipeline:
+    """Age aligned faces with a loaded :class:`~sam.model.SAM` model.
+
+    >>> pipe = AgingPipeline.from_pretrained()           # weights/sam_ffhq_aging.pt or $SAM_CHECKPOINT
+    >>> young, old = pipe("aligned.png", [10, 80])         # PIL images, 1024 x 1024
+    """
+
+    def __init__(self, model: SAM, batch_size: int = 4, cache_size: int = 8):
+        self.model = model.eval()
+        self.batch_size = max(1, int(batch_size))
+        self._cache: OrderedDict[str, EncodedFace] = OrderedDict()
+        self._cache_size = cache_size
+
+    @classmethod
+    def from_pretrained(
+        cls, checkpoint: str | os.PathLike | None = None, device: str | torch.device | None = None, **kwargs
+    ) -> AgingPipeline:
+        """Load the checkpoint (see :func:`resolve_checkpoint`) onto ``device`` (default: CUDA if present)."""
+        path = resolve_checkpoint(checkpoint)
+        if not path.exists():
+            raise FileNotFoundError(
+                f"SAM checkpoint not found at {path}. Put sam_ffhq_aging.pt there, pass its path, or set "
+                "SAM_CHECKPOINT (see weights/README.md for where to get it)."
+            )
+        return cls(SAM.from_checkpoint(path, device=device or default_device()), **kwargs)
+
+    # ----------------------------------------------------------------------------------------------------------
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.latent_avg.device
+
+    @property
+    def input_size(self) -> int:
+        return self.model.config.encoder.input_size
+
+    @property
+    def output_size(self) -> int:
+        return self.model.config.output_size
+
+    @torch.inference_mode()
+    def encode(self, image: ImageLike | EncodedFace) -> EncodedFace:
+        """Run the age-independent part once (cached per image content)."""
+        if isinstance(image, EncodedFace):
+            return image
+        rgb = to_tensor(image, self.input_size)
+        key = hashlib.sha1(rgb.numpy().tobytes()).hexdigest()
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        rgb = rgb[None].to(self.device)
+        face = EncodedFace(rgb=rgb, pretrained_codes=self.model.pretrained_encoder(rgb))
+        self._cache[key] = face
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return face
+
+    @torch.inference_mode()
+    def reference_code(self, image: ImageLike | EncodedFace) -> torch.Tensor:
+        """W+ of a face without aging (``pretrained_encoder + latent_avg``): the code a reference image injects."""
+        face = self.encode(image)
+        return face.pretrained_codes + self.model.latent_avg
+
+    @torch.inference_mode()
+    def latents(self, image: ImageLike | EncodedFace, target_ages: Sequence[float]) -> torch.Tensor:
+        """W+ codes of the face at each target age: ``len(ages) x n_styles x style_dim``."""
+        face = self.encode(image)
+        ages = [_check_age(a) for a in target_ages]
+        out = []
+        for i in range(0, len(ages), self.batch_size):
+            chunk = ages[i : i + self.batch_size]
+            n = len(chunk)
+            x4 = add_age_channel(face.rgb.expand(n, -1, -1, -1), [int(a) for a in chunk])
+            out.append(self.model.encode(x4, pretrained_codes=face.pretrained_codes.expand(n, -1, -1)))
+        return torch.cat(out) if out else torch.empty(0, self.model.config.n_styles, self.model.config.style_dim)
+
+    @torch.inference_mode()
+    def render(
+        self,
+        codes: torch.Tensor,
+        size: int | None = None,
+        fast: bool = False,
+        randomize_noise: bool = False,
+        progress: Progress | None = None,
+    ) -> torch.Tensor:
+        """Decode W+ codes to ``N x 3 x size x size`` images in [-1, 1].
+
+        ``size`` defaults to the generator's resolution. A smaller size is the full image average-pooled down
+        (the published ``resize`` pixels), or, with ``fast``, the generator stopped at that resolution.
+        """
+        full = self.output_size
+        size = int(size or full)
+        if size > full or size < 4:
+            raise ValueError(f"size must be between 4 and {full}, got {size}")
+        stop_at = None
+        if fast and size < full:
+            stop_at = 1 << (size - 1).bit_length()  # smallest power of two >= size
+        out = []
+        total = codes.shape[0]
+        for i in range(0, total, self.batch_size):
+            batch = codes[i : i + self.batch_size].to(self.device)
+            img, _ = self.model.decoder([batch], input_is_latent=True, randomize_noise=randomize_noise,
+                                        resolution=stop_at)
+            if img.shape[-1] != size:
+                img = F.adaptive_avg_pool2d(img, size) if img.shape[-1] % size == 0 else F.interpolate(
+                    img, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+            out.append(img.float().cpu())
+            if progress is not None:
+                progress(min(i + self.batch_size, total), total)
+        return torch.cat(out) if out else torch.empty(0, 3, size, size)
+
+    def __call__(
+        self,
+        image: ImageLike | EncodedFace,
+        target_ages: Iterable[float] | float,
+        size: int | None = None,
+        fast: bool = False,
+        progress: Progress | None = None,
+    ) -> list[Image.Image]:
+        """Age one aligned face to each target age; PIL images of side ``size`` (default 1024)."""
+        ages = [target_ages] if isinstance(target_ages, (int, float)) else list(target_ages)
+        codes = self.latents(image, ages)
+        return to_pil(self.render(codes, size=size, fast=fast, progress=progress))
+
+    age = __call__
+
+    def mix(
+        self,
+        image: ImageLike | EncodedFace,
+        reference: ImageLike | EncodedFace | torch.Tensor,
+        target_age: float,
+        latent_mask: Sequence[int],
+        alpha: float | None = None,
+        size: int | None = None,
+        fast: bool = False,
+    ) -> Image.Image:
+        """Age ``image`` and take the W+ rows in ``latent_mask`` from a reference face (blended with ``alpha``)."""
+        codes = self.latents(image, [target_age])
+        inject = reference if isinstance(reference, torch.Tensor) else self.reference_code(reference)
+        codes = mix_styles(codes, list(latent_mask), inject.to(codes.device).expand_as(codes), alpha)
+        return to_pil(self.render(codes, size=size, fast=fast))[0]
+
+
+def _check_age(age: float) -> float:
+    try:
+        a = float(age)
+    except (TypeError, ValueError):
+        raise ValueError(f"target age must be a number, got {age!r}") from None
+    if not 0 <= a <= 100 or a != a:
+        raise ValueError(f"target age must be between 0 and 100, got {age}")
+    return a
