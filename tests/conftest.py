@@ -39,8 +39,12 @@ def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
                 t.copy_(0.1 * torch.randn(t.shape, generator=g))
             elif name.endswith("modulation.bias"):
                 t.copy_(1 + 0.1 * torch.randn(t.shape, generator=g))
+            elif t.ndim <= 1:  # BatchNorm / PReLU weights
+                t.copy_(1 + 0.05 * torch.randn(t.shape, generator=g))
+            elif name.startswith("decoder.") or name.endswith("linear.weight"):
+                t.copy_(torch.randn(t.shape, generator=g))  # equalised-lr layers scale at run time
             else:
-                t.copy_(torch.randn(t.shape, generator=g) * (1.0 if t.ndim <= 1 else 0.5))
+                t.copy_(torch.randn(t.shape, generator=g) / t[0].numel() ** 0.5)
     if hasattr(model, "latent_avg"):
         model.latent_avg = 0.5 * torch.randn(model.latent_avg.shape, generator=g)
     return model

@@ -1,0 +1,1 @@
+"""Headless SAM training (``python -m train``): not implemented yet, see the project's training issue."""
