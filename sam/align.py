@@ -410,23 +410,25 @@ def gaussian_filter(arr: np.ndarray, sigma: float, truncate: float = 4.0) -> np.
     out = np.asarray(arr, dtype=np.float32)
     if sigma <= 0:
         return out.copy()
+    squeeze = out.ndim == 2
+    if squeeze:
+        out = out[..., None]
     radius = int(truncate * float(sigma) + 0.5)
     t = np.arange(-radius, radius + 1, dtype=np.float64)
     kernel = np.exp(-0.5 * (t / float(sigma)) ** 2)
     kernel /= kernel.sum()
-    for axis in (0, 1):
-        n = out.shape[axis]
-        pad = [(0, 0)] * out.ndim
-        pad[axis] = (radius, radius)
-        padded = np.pad(out, pad, mode="symmetric")
+    # filter along the last (contiguous) axis: C x W x H, then C x H x W
+    x = np.ascontiguousarray(out.transpose(2, 1, 0))
+    for _ in range(2):
+        n = x.shape[-1]
+        padded = np.pad(x, ((0, 0), (0, 0), (radius, radius)), mode="symmetric")
         size = _next_fast_len(n + 4 * radius)
-        spec = np.fft.rfft(padded, size, axis=axis)
-        kspec = np.fft.rfft(kernel.astype(np.float32), size)
-        shape = [1] * out.ndim
-        shape[axis] = kspec.shape[0]
-        full = np.fft.irfft(spec * kspec.reshape(shape), size, axis=axis)
-        out = np.take(full, np.arange(2 * radius, 2 * radius + n), axis=axis).astype(np.float32)
-    return out
+        spec = np.fft.rfft(padded, size, axis=-1)
+        spec *= np.fft.rfft(kernel.astype(np.float32), size)
+        x = np.fft.irfft(spec, size, axis=-1)[..., 2 * radius : 2 * radius + n]
+        x = np.ascontiguousarray(x.transpose(0, 2, 1), dtype=np.float32)
+    result = x.transpose(2, 1, 0)
+    return result[..., 0] if squeeze else result
 
 
 def ffhq_align(

@@ -63,7 +63,13 @@ def test_path_str_pathlike_bytes_filelike_and_pil_agree() -> None:
     fh = io.BytesIO(b"junk" + data)
     fh.seek(4)  # file objects are read from their current position
     with Image.open(ASTRONAUT) as pil:
-        variants = [load_image(ASTRONAUT), load_image(data), load_image(bytearray(data)), load_image(fh), load_image(pil)]
+        variants = [
+            load_image(ASTRONAUT),
+            load_image(data),
+            load_image(bytearray(data)),
+            load_image(fh),
+            load_image(pil),
+        ]
     for img in variants:
         assert img.mode == "RGB" and img.size == (512, 512)
         assert np.array_equal(np.asarray(img), np.asarray(ref))
