@@ -328,6 +328,11 @@ def test_bad_input_raises_image_load_error() -> None:
         align.align_face(b"definitely not an image")
     with pytest.raises(ImageLoadError):
         align.detect_faces(np.zeros((4, 4, 7), np.uint8))
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (10, 20, 30)).save(buf, "PNG")
+    truncated = Image.open(io.BytesIO(buf.getvalue()[:60]))  # lazily opened, fails when decoded
+    with pytest.raises(ImageLoadError, match="corrupt or truncated"):
+        align.detect_faces(truncated)
 
 
 # ------------------------------------------------------------------------------------------- paste-back
@@ -406,3 +411,14 @@ def test_twelve_megapixel_photo(astronaut: Image.Image, reference: AlignedFace) 
     assert _face_region_diff(out.image, reference.image) < 4.0
     back = align.paste_back(canvas, out, out.image.resize((1024, 1024), Image.Resampling.LANCZOS))
     assert back.size == canvas.size
+
+
+@pytest.mark.slow
+def test_small_face_in_a_large_photo_is_found_by_the_second_pass(astronaut: Image.Image) -> None:
+    canvas = Image.new("RGB", (4000, 3000), (90, 120, 150))
+    canvas.paste(astronaut.resize((400, 400), Image.Resampling.LANCZOS), (2900, 2200))  # face box ~70 px
+    faces = align.detect_faces(canvas)
+    assert len(faces) >= 1
+    left, top, right, bottom = faces[0].box
+    assert 2900 + 120 < (left + right) / 2 < 2900 + 200 and 2200 + 60 < (top + bottom) / 2 < 2200 + 120
+    assert align.align_face(canvas, face=faces[0]).image.size == (256, 256)
