@@ -613,8 +613,12 @@ def align_all_faces(
     upsample: int = 1,
     predictor_path: str | os.PathLike[str] | None = None,
     max_faces: int | None = None,
+    min_score: float = 0.3,
 ) -> list[AlignedFace]:
     """FFHQ-align every detected face (best first, at most ``max_faces``).
+
+    Doubtful detections (dlib score below ``min_score``, e.g. a face-like patch on a shirt) are left out, except
+    the best face, which is always kept.
 
     Raises:
         NoFaceError: no face was found.
@@ -623,6 +627,7 @@ def align_all_faces(
     faces = detect_faces(pil, upsample=upsample, predictor_path=predictor_path)
     if not faces:
         raise NoFaceError(f"no face found in the image ({pil.width}x{pil.height})")
+    faces = faces[:1] + [f for f in faces[1:] if f.score >= min_score]
     if max_faces is not None:
         faces = faces[: max(int(max_faces), 0)]
     return [_align_detected(pil, f, output_size, transform_size, True) for f in faces]
