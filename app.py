@@ -1,58 +1,623 @@
-"""Gradio app: drop an aligned face photo, move the age slider. (Minimal first version; the full UI with
-alignment, reference mixing and lifespan videos is tracked in the app issue.) Thin: model logic lives in ``sam/``.
+"""Gradio app: drop a photo, move the age slider, see the same person at that age.
 
-    python app.py [--checkpoint weights/sam_ffhq_aging.pt] [--port 7860]
+Panels: the age slider (fast preview on release, full-resolution download, paste back into the photo, a strip of
+ages side by side), reference style mixing, and lifespan video export. Named API endpoints for ``gradio_client``:
+``/age``, ``/mix`` and ``/lifespan`` (see the README, "The app"). Thin: every model, alignment and video step is a
+call into ``sam/``; this file only wires the page, caches per-photo work and turns errors into readable messages.
+
+    python app.py [--checkpoint weights/sam_ffhq_aging.pt] [--host 0.0.0.0] [--port 7860] [--device cpu]
+                  [--share] [--no-download]
+
+Host and port default to ``$GRADIO_SERVER_NAME`` / ``$GRADIO_SERVER_PORT`` (else 127.0.0.1:7860). When the
+checkpoint is missing, it is downloaded at start (see ``sam/weights.py``); offline, the page still loads and says
+how to provide it.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import hashlib
+import logging
+import os
+import re
+import tempfile
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import gradio as gr
+from PIL import Image
 
+from sam.align import AlignedFace, Face, NoFaceError, align_face, detect_faces, paste_back
+from sam.image_io import ImageLoadError, load_image
 from sam.model import CheckpointError
-from sam.pipeline import AgingPipeline, resolve_checkpoint
+from sam.pipeline import AgingPipeline, EncodedFace, resolve_checkpoint
+from sam.video import make_lifespan
+from sam.weights import WeightsUnavailableError, ensure_checkpoint, how_to_provide
+
+log = logging.getLogger("sam.app")
+
+ROOT = Path(__file__).resolve().parent
+EXAMPLES = sorted(str(p) for p in (ROOT / "assets").glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+PREVIEW_SIZE = 256
+STRIP_AGES = list(range(0, 101, 10))
+VIDEO_SIZES = [128, 256, 512, 1024]
+MAX_FRAMES_BETWEEN = 60
+CACHE_ENTRIES = 8
+MODEL_QUEUE = "model"  # one concurrency group for every model call: parallel users wait instead of running out of RAM
+
+LAYER_PRESETS = {
+    "colour & lighting": "fine",
+    "hair & texture": "middle",
+    "face shape & pose": "coarse",
+    "everything": "all",
+    "custom layers": "custom",
+}
 
 
-def build_demo(checkpoint: str | None = None) -> gr.Blocks:
-    path = resolve_checkpoint(checkpoint)
-    pipe: AgingPipeline | None = None
-    problem = ""
-    try:
-        pipe = AgingPipeline.from_pretrained(path)
-    except (FileNotFoundError, CheckpointError) as exc:
-        problem = str(exc)
+# --------------------------------------------------------------------------------------------------- helpers
 
-    def age(image, target_age):
-        if pipe is None:
-            raise gr.Error(problem)
-        if image is None:
-            raise gr.Error("Upload an aligned face photo first.")
+
+def layer_groups(n_styles: int) -> dict[str, list[int]]:
+    """StyleGAN's W+ rows by scale: coarse (4-8 px: pose, face shape), middle (16-32 px: hair, features), fine."""
+    return {
+        "coarse": list(range(0, min(4, n_styles))),
+        "middle": list(range(4, min(8, n_styles))),
+        "fine": list(range(8, n_styles)),
+        "all": list(range(n_styles)),
+    }
+
+
+def parse_layers(spec: Any, n_styles: int) -> list[int]:
+    """``"8-17"``, ``"0, 2, 5-7"``, a group name (``fine``, ``middle``, ``coarse``, ``all``), a preset name, or a
+    list of ints -> sorted unique W+ row indices. Raises ``ValueError`` with a readable message."""
+    groups = layer_groups(n_styles)
+    if isinstance(spec, (list, tuple)):
+        items: list[str] = [str(s) for s in spec]
+    else:
+        text = str(spec if spec is not None else "").strip().lower()
+        text = LAYER_PRESETS.get(text, text)
+        if text in groups:
+            if not groups[text]:
+                raise ValueError(f"this model has only {n_styles} style layers, so it has no {text} layers")
+            return groups[text]
+        items = [s for s in re.split(r"[,\s;]+", text) if s]
+    if not items:
+        raise ValueError(f"choose at least one style layer (0 to {n_styles - 1}), e.g. 8-17")
+    out: set[int] = set()
+    for item in items:
+        m = re.fullmatch(r"(-?\d+)(?:\s*-\s*(\d+))?", item)
+        if not m:
+            raise ValueError(f"cannot read style layers {spec!r}: use numbers and ranges like 8-17 or 0,2,5")
+        lo = int(m.group(1))
+        hi = int(m.group(2)) if m.group(2) is not None else lo
+        if lo > hi:
+            lo, hi = hi, lo
+        if lo < 0 or hi >= n_styles:
+            raise ValueError(f"style layers must be between 0 and {n_styles - 1}, got {item}")
+        out.update(range(lo, hi + 1))
+    return sorted(out)
+
+
+def key_ages(start: float, end: float, step: int = 10) -> list[int]:
+    """Key ages from ``start`` to ``end`` (either direction) every ``step`` years, both ends included."""
+    a, b = int(round(float(start))), int(round(float(end)))
+    for v in (a, b):
+        if not 0 <= v <= 100:
+            raise ValueError(f"ages must be between 0 and 100, got {v}")
+    if a == b:
+        raise ValueError("the start and end ages are the same: choose a range, e.g. 0 to 100")
+    s = step if b > a else -step
+    ages = list(range(a, b, s))
+    if ages and abs(b - ages[-1]) < step / 2 and len(ages) > 1:
+        ages.pop()  # avoid a last step much shorter than the others
+    return ages + [b]
+
+
+def _readable(exc: BaseException) -> str:
+    text = str(exc).strip()
+    if isinstance(exc, FileNotFoundError) and exc.filename and not text.startswith("["):
+        return text
+    return text or type(exc).__name__
+
+
+def friendly_errors(fn: Callable) -> Callable:
+    """Turn every failure into a ``gr.Error`` with a readable message (never a traceback in the page)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
         try:
-            return pipe(image, [int(target_age)], size=min(256, pipe.output_size))[0]
-        except ValueError as exc:
-            raise gr.Error(str(exc)) from None
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except NoFaceError as exc:
+            raise gr.Error(
+                f"{_readable(exc)}. If the photo is already an aligned face crop, tick \"already aligned\"."
+            ) from None
+        except (ImageLoadError, CheckpointError, ValueError, OSError) as exc:
+            raise gr.Error(_readable(exc)) from None
+        except Exception as exc:  # noqa: BLE001 - anything else: log it, tell the user, keep serving
+            log.exception("unexpected error in %s", fn.__name__)
+            raise gr.Error(f"Something went wrong ({type(exc).__name__}: {str(exc)[:200]}). Please try again.") \
+                from None
+
+    return wrapper
+
+
+def _progress_cb(progress: gr.Progress | None, desc: str) -> Callable[[int, int], None] | None:
+    if progress is None:
+        return None
+
+    def cb(done: int, total: int) -> None:
+        progress((done, total), desc=desc)
+
+    return cb
+
+
+def _thumbnail(img: Image.Image, face: Face, size: int = 128) -> Image.Image:
+    left, top, right, bottom = face.box
+    m = 0.25 * max(right - left, bottom - top)
+    box = (max(0, int(left - m)), max(0, int(top - m)),
+           min(img.width, int(right + m)), min(img.height, int(bottom + m)))
+    crop = img.crop(box)
+    crop.thumbnail((size, size))
+    return crop
+
+
+@dataclass
+class Prepared:
+    """The age-independent work for one photo and face: the alignment and the encoder pass."""
+
+    original: Image.Image
+    aligned: AlignedFace | None  # None when the photo was used as an aligned face
+    face_image: Image.Image
+    encoded: EncodedFace
+
+
+class _LRU(OrderedDict):
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+
+    def get_or(self, key: Any, make: Callable[[], Any]) -> Any:
+        if key in self:
+            self.move_to_end(key)
+            return self[key]
+        value = make()
+        self[key] = value
+        while len(self) > self.size:
+            self.popitem(last=False)
+        return value
+
+
+# --------------------------------------------------------------------------------------------------- the app
+
+
+class AgeApp:
+    """The endpoint functions, over one pipeline, with per-photo caches (alignment + encoding)."""
+
+    def __init__(self, pipe: AgingPipeline | None, problem: str = "", workdir: str | os.PathLike | None = None):
+        self.pipe = pipe
+        self.problem = problem
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="sam-app-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._photos = _LRU(CACHE_ENTRIES)  # content hash -> (image, faces or None)
+        self._prepared = _LRU(CACHE_ENTRIES)  # (hash, aligned, face index) -> Prepared
+
+    @classmethod
+    def load(cls, checkpoint: str | os.PathLike | None = None, device: str | None = None,
+             problem: str | None = None) -> AgeApp:
+        path = resolve_checkpoint(checkpoint)
+        if problem:
+            return cls(None, f"The model is not loaded. {problem}")
+        try:
+            pipe = AgingPipeline.from_pretrained(path, device=device)
+        except FileNotFoundError:
+            return cls(None, f"The model is not loaded: no checkpoint at {path}. {how_to_provide(path)}")
+        except CheckpointError as exc:
+            return cls(None, f"The model is not loaded: {exc}. {how_to_provide(path)}")
+        return cls(pipe)
+
+    # ------------------------------------------------------------------------------------------ sizes, model
+
+    def _model(self) -> AgingPipeline:
+        if self.pipe is None:
+            raise gr.Error(self.problem, duration=None)
+        return self.pipe
+
+    @property
+    def preview_size(self) -> int:
+        return min(PREVIEW_SIZE, self._model().output_size)
+
+    def _size(self, size: Any, default: int | None = None) -> int:
+        full = self._model().output_size
+        if size is None or size == "":
+            return default or full
+        try:
+            s = int(float(size))
+        except (TypeError, ValueError):
+            raise ValueError(f"size must be a number of pixels, got {size!r}") from None
+        if s < 8:
+            raise ValueError(f"size must be at least 8 pixels, got {s}")
+        return min(s, full)
+
+    def _new_path(self, suffix: str) -> Path:
+        return self.workdir / f"sam-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}{suffix}"
+
+    # ------------------------------------------------------------------------------------------ per-photo work
+
+    @staticmethod
+    def _source(image: Any) -> Any:
+        if image is None or (isinstance(image, str) and not image.strip()):
+            raise gr.Error("Add a photo first (upload, webcam, paste, or pick an example).")
+        if isinstance(image, dict):  # FileData-like from some clients
+            image = image.get("path") or image.get("url")
+        return image
+
+    def photo(self, image: Any) -> tuple[str, Image.Image]:
+        """Load a photo safely; return its content hash and RGB image (cached)."""
+        src = self._source(image)
+        if isinstance(src, (str, os.PathLike)):
+            try:
+                data = Path(src).read_bytes()
+            except OSError as exc:
+                raise ImageLoadError(f"cannot read the photo: {exc.strerror or exc}") from None
+            key = hashlib.sha1(data).hexdigest()
+        else:
+            img = load_image(src)
+            key = hashlib.sha1(img.tobytes()).hexdigest() + f"{img.size}"
+            data = img
+        with self._lock:
+            entry = self._photos.get_or(key, lambda: [load_image(data), None])
+        return key, entry[0]
+
+    def faces(self, image: Any) -> tuple[str, Image.Image, list[Face]]:
+        key, img = self.photo(image)
+        with self._lock:
+            entry = self._photos[key]
+            if entry[1] is None:
+                entry[1] = detect_faces(img)
+        return key, img, entry[1]
+
+    def prepare(self, image: Any, already_aligned: bool = False, face_index: Any = 0,
+                what: str = "photo") -> Prepared:
+        """Align (unless already aligned) and encode once per photo and face; cached."""
+        pipe = self._model()
+        idx = int(face_index or 0)
+        if already_aligned:
+            key, img = self.photo(image)
+        else:
+            key, img, found = self.faces(image)
+            if not found:
+                raise NoFaceError(f"no face found in the {what} ({img.width}x{img.height}); use a photo with a "
+                                  "clearly visible, roughly frontal face at least about 40 pixels wide")
+            if not 0 <= idx < len(found):
+                raise ValueError(f"face {idx + 1} was asked for, but the {what} has {len(found)} face(s)")
+
+        def make() -> Prepared:
+            if already_aligned:
+                return Prepared(img, None, img, pipe.encode(img))
+            aligned = align_face(img, output_size=pipe.input_size, face=found[idx])
+            return Prepared(img, aligned, aligned.image, pipe.encode(aligned.image))
+
+        with self._lock:
+            return self._prepared.get_or((key, bool(already_aligned), idx), make)
+
+    def _finish(self, prep: Prepared, out: Image.Image, paste: bool) -> Image.Image:
+        if paste and prep.aligned is not None:
+            return paste_back(prep.original, prep.aligned, out)
+        return out
+
+    # ------------------------------------------------------------------------------------------ endpoints
+
+    def age(self, image: Any, target_age: float, size: Any = None, already_aligned: bool = False,
+            face_index: Any = 0, paste: bool = False, fast: bool = False) -> Image.Image:
+        """One aged image (full resolution unless ``size``)."""
+        prep = self.prepare(image, already_aligned, face_index)
+        pipe = self._model()
+        out = pipe(prep.encoded, [target_age], size=self._size(size), fast=fast)[0]
+        return self._finish(prep, out, paste)
+
+    def preview(self, image: Any, target_age: float, already_aligned: bool = False, face_index: Any = 0,
+                paste: bool = False) -> Image.Image:
+        """The fast slider preview (``min(256, output)`` px, generator stopped early)."""
+        return self.age(image, target_age, self.preview_size, already_aligned, face_index, paste, fast=True)
+
+    def strip(self, image: Any, ages: Any, already_aligned: bool = False, face_index: Any = 0,
+              progress: gr.Progress | None = None) -> list[tuple[Image.Image, str]]:
+        ages_list = sorted({int(float(a)) for a in (ages or [])})
+        if not ages_list:
+            raise ValueError("choose at least one age for the strip")
+        prep = self.prepare(image, already_aligned, face_index)
+        imgs = self._model()(prep.encoded, ages_list, size=self.preview_size, fast=True,
+                             progress=_progress_cb(progress, "rendering ages"))
+        return [(im, f"age {a}") for im, a in zip(imgs, ages_list)]
+
+    def mix(self, image: Any, reference: Any, target_age: float, latent_mask: Any = "fine", alpha: Any = 1.0,
+            size: Any = None, already_aligned: bool = False, face_index: Any = 0,
+            reference_aligned: bool = False, fast: bool = False) -> tuple[Image.Image, Image.Image]:
+        """(mixed, unmixed) at ``target_age``, W+ rows ``latent_mask`` taken from the reference face."""
+        pipe = self._model()
+        if reference is None or (isinstance(reference, str) and not reference.strip()):
+            raise gr.Error("Add a reference photo for style mixing.")
+        a = float(alpha if alpha is not None else 1.0)
+        if not 0.0 <= a <= 1.0:
+            raise ValueError(f"mix strength must be between 0 and 1, got {alpha}")
+        layers = parse_layers(latent_mask, pipe.model.config.n_styles)
+        prep = self.prepare(image, already_aligned, face_index)
+        ref = self.prepare(reference, reference_aligned, 0, what="reference photo")
+        s = self._size(size)
+        mixed = pipe.mix(prep.encoded, ref.encoded, target_age, latent_mask=layers, alpha=a, size=s, fast=fast)
+        plain = pipe(prep.encoded, [target_age], size=s, fast=fast)[0]
+        return mixed, plain
+
+    def lifespan(self, image: Any, start_age: float = 0, end_age: float = 100, frames_between: Any = 10,
+                 fps: Any = 20, size: Any = 256, boomerang: bool = False, gif: bool = False, label: bool = False,
+                 already_aligned: bool = False, face_index: Any = 0,
+                 progress: gr.Progress | None = None) -> tuple[str, str | None]:
+        """Render the lifespan MP4 (and GIF); return their paths."""
+        pipe = self._model()
+        keys = key_ages(start_age, end_age)
+        n_between = int(float(frames_between))
+        if not 0 <= n_between <= MAX_FRAMES_BETWEEN:
+            raise ValueError(f"frames between key ages must be between 0 and {MAX_FRAMES_BETWEEN}, got {n_between}")
+        rate = float(fps)
+        if not 1 <= rate <= 60:
+            raise ValueError(f"fps must be between 1 and 60, got {fps}")
+        prep = self.prepare(image, already_aligned, face_index)
+        mp4 = self._new_path(".mp4")
+        gif_path = mp4.with_suffix(".gif") if gif else None
+        res = make_lifespan(pipe, prep.encoded, mp4, key_ages=keys, frames_per_step=n_between, fps=rate,
+                            size=self._size(size, PREVIEW_SIZE), boomerang=bool(boomerang), label=bool(label),
+                            gif_path=gif_path, progress=_progress_cb(progress, "rendering frames"))
+        return str(res.mp4), (str(res.gif) if res.gif else None)
+
+    # ------------------------------------------------------------------------------------------ UI callbacks
+
+    def ui_photo(self, image: Any, already_aligned: bool, target_age: float, paste: bool,
+                 progress: gr.Progress = gr.Progress()) -> tuple:
+        """A new photo (or toggle): detect faces, show the picker if several, align, encode, preview."""
+        if image is None:
+            return gr.update(value=None, visible=False), 0, None, None
+        gallery = gr.update(value=None, visible=False)
+        if not already_aligned:
+            progress(0.1, desc="finding faces")
+            _, img, found = self.faces(image)
+            if len(found) > 1:
+                gallery = gr.update(value=[(_thumbnail(img, f), f"face {i + 1}") for i, f in enumerate(found)],
+                                    visible=True, selected_index=0)
+                gr.Info(f"{len(found)} faces found; showing the largest. Click a face to switch.")
+        if self.pipe is None:
+            gr.Warning(self.problem)
+            return gallery, 0, None, None
+        progress(0.4, desc="aligning and encoding")
+        prep = self.prepare(image, already_aligned, 0)
+        progress(0.8, desc="rendering preview")
+        return gallery, 0, prep.face_image, self.preview(image, target_age, already_aligned, 0, paste)
+
+    def ui_pick(self, image: Any, already_aligned: bool, target_age: float, paste: bool,
+                evt: gr.SelectData) -> tuple:
+        idx = int(evt.index) if evt is not None and evt.index is not None else 0
+        prep = self.prepare(image, already_aligned, idx)
+        return idx, prep.face_image, self.preview(image, target_age, already_aligned, idx, paste)
+
+    def ui_full(self, image: Any, target_age: float, already_aligned: bool, face_index: Any, paste: bool,
+                progress: gr.Progress = gr.Progress()) -> str:
+        progress(0.2, desc=f"rendering {self._model().output_size} px")
+        out = self.age(image, target_age, None, already_aligned, face_index, paste)
+        path = self._new_path(f"-age{int(float(target_age))}.png")
+        out.save(path)
+        return str(path)
+
+    def ui_strip(self, image: Any, ages: Any, already_aligned: bool, face_index: Any,
+                 progress: gr.Progress = gr.Progress()) -> list:
+        return self.strip(image, ages, already_aligned, face_index, progress)
+
+    def ui_mix(self, image: Any, reference: Any, target_age: float, preset: str, custom: str, alpha: float,
+               already_aligned: bool, face_index: Any, reference_aligned: bool,
+               progress: gr.Progress = gr.Progress()) -> tuple:
+        progress(0.2, desc="mixing")
+        spec = custom if LAYER_PRESETS.get(preset, preset) == "custom" else preset
+        return self.mix(image, reference, target_age, spec, alpha, self.preview_size, already_aligned,
+                        face_index, reference_aligned, fast=True)
+
+    def ui_lifespan(self, image: Any, start_age: float, end_age: float, frames_between: float, fps: float,
+                    size: Any, boomerang: bool, gif: bool, label: bool, already_aligned: bool, face_index: Any,
+                    progress: gr.Progress = gr.Progress()) -> tuple:
+        mp4, gif_path = self.lifespan(image, start_age, end_age, frames_between, fps, size, boomerang, gif, label,
+                                      already_aligned, face_index, progress)
+        return mp4, [p for p in (mp4, gif_path) if p]
+
+    # ------------------------------------------------------------------------------------------ API wrappers
+    # (named parameters become the gradio_client parameter names)
+
+    def api_age(self, image: str, target_age: float, size: float = 1024, already_aligned: bool = False,
+                face_index: float = 0, paste_back: bool = False) -> Image.Image:
+        return self.age(image, target_age, size, already_aligned, face_index, paste_back)
+
+    def api_mix(self, image: str, reference: str, target_age: float, latent_mask: str = "fine",
+                alpha: float = 1.0, size: float = 1024, already_aligned: bool = False,
+                reference_aligned: bool = False) -> Image.Image:
+        return self.mix(image, reference, target_age, latent_mask, alpha, size, already_aligned, 0,
+                        reference_aligned)[0]
+
+    def api_lifespan(self, image: str, start_age: float = 0, end_age: float = 100, frames_between: float = 10,
+                     fps: float = 20, size: float = 256, boomerang: bool = False, already_aligned: bool = False,
+                     face_index: float = 0, progress: gr.Progress = gr.Progress()) -> str:
+        return self.lifespan(image, start_age, end_age, frames_between, fps, size, boomerang, False, False,
+                             already_aligned, face_index, progress)[0]
+
+
+# --------------------------------------------------------------------------------------------------- the page
+
+
+def _wrap(fn: Callable) -> Callable:
+    return friendly_errors(fn)
+
+
+def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None = None, *,
+               problem: str | None = None, app: AgeApp | None = None) -> gr.Blocks:
+    """The Blocks page. Loads the model from ``checkpoint`` (never downloads; ``main`` does that first);
+    without it the page still loads and says how to provide the weights."""
+    app = app or AgeApp.load(checkpoint, device, problem)
+    n_styles = app.pipe.model.config.n_styles if app.pipe else 18
+    full = app.pipe.output_size if app.pipe else 1024
+    groups = layer_groups(n_styles)
+    preset_labels = []
+    for name, group in LAYER_PRESETS.items():
+        idx = groups.get(group)
+        shown = f"{name} ({idx[0]}-{idx[-1]})" if idx else name
+        if group == "custom" or idx:
+            preset_labels.append((shown, name))
+    sizes = [s for s in VIDEO_SIZES if s <= full] or [full]
+    q = {"concurrency_limit": 1, "concurrency_id": MODEL_QUEUE}
+    hidden = {"api_visibility": "undocumented"}
 
     with gr.Blocks(title="SAM age transformation") as demo:
-        gr.Markdown("# SAM: age transformation\nUpload an FFHQ-aligned face and choose a target age.")
-        if problem:
-            gr.Markdown(f"**The model is not loaded.** {problem}")
+        demo.sam_app = app  # for tests and embedding
+        gr.Markdown(
+            "# SAM: see a face at any age\n"
+            "Drop a photo, move the slider. Re-implementation of *Only a Matter of Style* (Alaluf et al., "
+            "SIGGRAPH 2021). Photos are processed on this server and not stored beyond the session cache."
+        )
+        if app.problem:
+            gr.Markdown(f"### ⚠️ {app.problem}", elem_id="weights-problem")
+        face_index = gr.Number(value=0, precision=0, visible=False, label="face index")
         with gr.Row():
-            inp = gr.Image(type="pil", label="Aligned face")
-            out = gr.Image(type="pil", label="Result", format="png")
-        slider = gr.Slider(0, 100, value=60, step=1, label="Target age")
-        slider.release(age, [inp, slider], out, api_name="age")
+            with gr.Column(scale=1):
+                photo = gr.Image(type="filepath", sources=["upload", "webcam", "clipboard"], label="Your photo",
+                                 height=320)
+                already = gr.Checkbox(False, label="already aligned (an FFHQ-style face crop: skip face detection)")
+                picker = gr.Gallery(label="Faces found: click the one to age", visible=False, columns=4,
+                                    height=150, allow_preview=False, format="png", object_fit="contain")
+                if EXAMPLES:
+                    gr.Examples(EXAMPLES, inputs=photo, label="Examples")
+            with gr.Column(scale=1):
+                aligned_view = gr.Image(label="Aligned face (what the model sees)", format="png", interactive=False,
+                                        height=320)
+            with gr.Column(scale=1):
+                result = gr.Image(label="Result (preview)", format="png", interactive=False, height=320)
+                age = gr.Slider(0, 100, value=60, step=1, label="Target age (updates when you let go)")
+                paste = gr.Checkbox(False, label="paste back into my photo")
+                with gr.Row():
+                    full_btn = gr.Button(f"Full resolution ({full} px)")
+                full_file = gr.File(label="Download", interactive=False)
+        with gr.Tab("Ages side by side"):
+            strip_ages = gr.CheckboxGroup([str(a) for a in STRIP_AGES], value=[str(a) for a in STRIP_AGES],
+                                          label="Ages")
+            strip_btn = gr.Button("Render the strip")
+            strip = gr.Gallery(label="Ages side by side", columns=6, format="png", height="auto")
+        with gr.Tab("Reference style mixing"):
+            gr.Markdown("Take the look of another face (colour and lighting, hair and texture, or face shape) "
+                        "and apply it to the aged result.")
+            with gr.Row():
+                with gr.Column():
+                    reference = gr.Image(type="filepath", sources=["upload", "clipboard"], label="Reference photo",
+                                         height=260)
+                    ref_aligned = gr.Checkbox(False, label="reference already aligned")
+                with gr.Column():
+                    preset = gr.Radio(preset_labels, value=preset_labels[0][1], label="What to take from it")
+                    custom = gr.Textbox(value=f"{min(8, n_styles - 1)}-{n_styles - 1}",
+                                        label=f"Custom layers (0-{n_styles - 1}, e.g. 8-17 or 0,2,5)")
+                    alpha = gr.Slider(0, 1, value=0.7, step=0.05, label="Mix strength")
+                    mix_age = gr.Slider(0, 100, value=60, step=1, label="Target age")
+                    mix_btn = gr.Button("Mix", variant="primary")
+            with gr.Row():
+                mixed_out = gr.Image(label="Mixed", format="png", interactive=False)
+                plain_out = gr.Image(label="Without mixing", format="png", interactive=False)
+        with gr.Tab("Lifespan video"):
+            with gr.Row():
+                with gr.Column():
+                    v_start = gr.Slider(0, 100, value=0, step=1, label="From age")
+                    v_end = gr.Slider(0, 100, value=100, step=1, label="To age")
+                    v_between = gr.Slider(0, 30, value=8, step=1,
+                                          label="Smoothness (frames between key ages, every 10 years)")
+                    v_fps = gr.Slider(5, 60, value=20, step=1, label="Frames per second")
+                    v_size = gr.Dropdown(sizes, value=min(256, sizes[-1]), label="Resolution (px)")
+                    with gr.Row():
+                        v_boom = gr.Checkbox(False, label="boomerang (forward then back)")
+                        v_gif = gr.Checkbox(False, label="also make a GIF")
+                        v_label = gr.Checkbox(True, label="show the age")
+                    v_btn = gr.Button("Render video", variant="primary")
+                with gr.Column():
+                    video = gr.Video(label="Lifespan", autoplay=True, loop=True)
+                    v_files = gr.File(label="Downloads", file_count="multiple", interactive=False)
+        if app.pipe is None:
+            gr.Markdown(f"**Weights:** {how_to_provide(resolve_checkpoint(checkpoint))}")
+
+        # ---- UI events (undocumented endpoints; the named API is below)
+        photo_inputs = [photo, already, age, paste]
+        photo_outputs = [picker, face_index, aligned_view, result]
+        photo.change(_wrap(app.ui_photo), photo_inputs, photo_outputs, **q, **hidden)
+        already.change(_wrap(app.ui_photo), photo_inputs, photo_outputs, **q, **hidden)
+        picker.select(_wrap(app.ui_pick), photo_inputs, [face_index, aligned_view, result], **q, **hidden)
+        sel = [photo, age, already, face_index, paste]
+        age.release(_wrap(app.preview), sel, result, trigger_mode="always_last", **q, **hidden)
+        paste.change(_wrap(app.preview), sel, result, **q, **hidden)
+        full_btn.click(_wrap(app.ui_full), sel, full_file, **q, **hidden)
+        strip_btn.click(_wrap(app.ui_strip), [photo, strip_ages, already, face_index], strip, **q, **hidden)
+        mix_btn.click(_wrap(app.ui_mix), [photo, reference, mix_age, preset, custom, alpha, already, face_index,
+                                          ref_aligned], [mixed_out, plain_out], **q, **hidden)
+        v_btn.click(_wrap(app.ui_lifespan), [photo, v_start, v_end, v_between, v_fps, v_size, v_boom, v_gif,
+                                             v_label, already, face_index], [video, v_files], **q, **hidden)
+
+        # ---- named API endpoints for gradio_client: /age, /mix, /lifespan (inputs are files, decoded safely)
+        with gr.Column(visible=False):
+            a_img = gr.File(label="image", type="filepath")
+            a_ref = gr.File(label="reference", type="filepath")
+            a_age = gr.Number(60, label="target_age")
+            a_size = gr.Number(full, label="size", precision=0)
+            a_aligned = gr.Checkbox(False, label="already_aligned")
+            a_ref_aligned = gr.Checkbox(False, label="reference_aligned")
+            a_face = gr.Number(0, label="face_index", precision=0)
+            a_paste = gr.Checkbox(False, label="paste_back")
+            a_mask = gr.Textbox("fine", label="latent_mask")
+            a_alpha = gr.Number(1.0, label="alpha")
+            a_start = gr.Number(0, label="start_age")
+            a_end = gr.Number(100, label="end_age")
+            a_between = gr.Number(10, label="frames_between", precision=0)
+            a_fps = gr.Number(20, label="fps")
+            a_vsize = gr.Number(min(256, full), label="size", precision=0)
+            a_boom = gr.Checkbox(False, label="boomerang")
+            a_out = gr.Image(label="image", format="png", type="pil")
+            a_video = gr.Video(label="video")
+            a_btn = gr.Button("api")
+        a_btn.click(_wrap(app.api_age), [a_img, a_age, a_size, a_aligned, a_face, a_paste], a_out,
+                    api_name="age", api_description="Age the face in a photo: (image, target_age) -> image", **q)
+        a_btn.click(_wrap(app.api_mix), [a_img, a_ref, a_age, a_mask, a_alpha, a_size, a_aligned, a_ref_aligned],
+                    a_out, api_name="mix", api_description="Age a face and mix in a reference face's styles", **q)
+        a_btn.click(_wrap(app.api_lifespan), [a_img, a_start, a_end, a_between, a_fps, a_vsize, a_boom, a_aligned,
+                                              a_face], a_video,
+                    api_name="lifespan", api_description="Lifespan MP4 from start_age to end_age", **q)
     return demo
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", default=None, help="SAM checkpoint (default: $SAM_CHECKPOINT or weights/)")
-    ap.add_argument("--host", default="0.0.0.0")
-    ap.add_argument("--port", type=int, default=7860)
-    args = ap.parse_args()
-    build_demo(args.checkpoint).queue(default_concurrency_limit=1).launch(server_name=args.host,
-                                                                         server_port=args.port)
+    ap.add_argument("--host", default=None, help="address to listen on (default: $GRADIO_SERVER_NAME or 127.0.0.1)")
+    ap.add_argument("--port", type=int, default=None, help="port (default: $GRADIO_SERVER_PORT or 7860)")
+    ap.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA if available)")
+    ap.add_argument("--share", action="store_true", help="also open a public gradio.live link")
+    ap.add_argument("--no-download", action="store_true", help="never download the checkpoint")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    problem = None
+    try:
+        ensure_checkpoint(args.checkpoint, download=not args.no_download, validate=False)
+    except (WeightsUnavailableError, CheckpointError) as exc:
+        problem = str(exc)
+        log.warning("%s", problem)
+    demo = build_demo(args.checkpoint, args.device, problem=problem)
+    demo.queue(default_concurrency_limit=1).launch(server_name=args.host, server_port=args.port,
+                                                   share=args.share or None, show_error=True)
 
 
 if __name__ == "__main__":
