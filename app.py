@@ -50,6 +50,8 @@ STRIP_AGES = list(range(0, 101, 10))
 VIDEO_SIZES = [128, 256, 512, 1024]
 MAX_FRAMES_BETWEEN = 60
 CACHE_ENTRIES = 8
+MIN_EXTRA_FACE_SCORE = 0.3  # as sam.align.align_all_faces: the best face is always kept
+MAX_FACES = 12
 MODEL_QUEUE = "model"  # one concurrency group for every model call: parallel users wait instead of running out of RAM
 
 LAYER_PRESETS = {
@@ -115,7 +117,7 @@ def key_ages(start: float, end: float, step: int = 10) -> list[int]:
         raise ValueError("the start and end ages are the same: choose a range, e.g. 0 to 100")
     s = step if b > a else -step
     ages = list(range(a, b, s))
-    if ages and abs(b - ages[-1]) < step / 2 and len(ages) > 1:
+    if len(ages) > 1 and abs(b - ages[-1]) <= step / 2:
         ages.pop()  # avoid a last step much shorter than the others
     return ages + [b]
 
@@ -283,7 +285,8 @@ class AgeApp:
         with self._lock:
             entry = self._photos[key]
             if entry[1] is None:
-                entry[1] = detect_faces(img)
+                found = detect_faces(img)  # best first; doubtful extra detections (a patch on a shirt) dropped,
+                entry[1] = (found[:1] + [f for f in found[1:] if f.score >= MIN_EXTRA_FACE_SCORE])[:MAX_FACES]
         return key, img, entry[1]
 
     def prepare(self, image: Any, already_aligned: bool = False, face_index: Any = 0,

@@ -1,27 +1,242 @@
-"""The app starts and explains itself when no weights are available (offline first run)."""
+"""The Gradio app with a tiny synthetic checkpoint: endpoints called directly and through a local server with
+gradio_client (loopback only), readable errors for bad inputs, per-photo caching, and the page without weights."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
 
 import gradio as gr
+import imageio.v3 as iio
+import numpy as np
 import pytest
+from PIL import Image
 
 import app
+from sam.model import SAM
+from tests.conftest import TINY, randomize_
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+ASTRONAUT = str(Path(__file__).resolve().parents[1] / "assets" / "astronaut.png")
 
 
-def test_app_builds_without_weights(tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("weights") / "tiny.pt"
+    randomize_(SAM(TINY)).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def demo(tiny_ckpt) -> gr.Blocks:
+    return app.build_demo(str(tiny_ckpt), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def sam_app(demo) -> app.AgeApp:
+    return demo.sam_app
+
+
+@pytest.fixture(scope="module")
+def faceless(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("img") / "wall.png"
+    Image.new("RGB", (200, 160), (180, 170, 160)).save(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def corrupt(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("img") / "broken.png"
+    path.write_bytes(Path(ASTRONAUT).read_bytes()[:300])
+    return str(path)
+
+
+def _endpoint(demo: gr.Blocks, name: str):
+    return next(d.fn for d in demo.fns.values() if d.api_name == name)
+
+
+# --------------------------------------------------------------------------------------------- without weights
+
+
+def test_page_without_weights_says_how_to_provide_them(tmp_path, monkeypatch):
     monkeypatch.delenv("SAM_CHECKPOINT", raising=False)
-    demo = app.build_demo(str(tmp_path / "missing.pt"))
-    assert isinstance(demo, gr.Blocks)
-    texts = [getattr(b, "value", "") for b in demo.blocks.values()]
-    assert any("not loaded" in str(t) and "missing.pt" in str(t) for t in texts)
+    page = app.build_demo(str(tmp_path / "missing.pt"))
+    texts = " ".join(str(getattr(b, "value", "")) for b in page.blocks.values())
+    assert "not loaded" in texts and "missing.pt" in texts and "SAM_CHECKPOINT" in texts
+    with pytest.raises(gr.Error, match="not loaded"):
+        _endpoint(page, "age")(ASTRONAUT, 40)
+    page.sam_app.ui_photo(None, False, 40, False)  # clearing the photo is fine without a model
 
 
-def test_app_with_tiny_model(tiny_model, tmp_path):
-    path = tmp_path / "tiny.pt"
-    tiny_model.save(path)
-    demo = app.build_demo(str(path))
-    fn = next(d.fn for d in demo.fns.values() if d.api_name == "age")
-    from PIL import Image
+def test_page_with_download_problem(tmp_path):
+    page = app.build_demo(str(tmp_path / "missing.pt"), problem="downloading failed (offline?)")
+    texts = " ".join(str(getattr(b, "value", "")) for b in page.blocks.values())
+    assert "offline?" in texts
 
-    out = fn(Image.new("RGB", (64, 64), (120, 90, 80)), 40)
-    assert out.size == (32, 32)
-    with pytest.raises(gr.Error):
-        fn(None, 40)
+
+# --------------------------------------------------------------------------------------------- endpoints
+
+
+def test_named_endpoints(demo):
+    names = {d.api_name for d in demo.fns.values() if d.api_visibility == "public"}
+    assert names == {"age", "mix", "lifespan"}
+
+
+def test_age_endpoint(demo, sam_app):
+    out = _endpoint(demo, "age")(ASTRONAUT, 40)
+    assert isinstance(out, Image.Image) and out.size == (32, 32)  # full resolution of the tiny model
+    pasted = _endpoint(demo, "age")(ASTRONAUT, 40, 32, False, 0, True)
+    assert pasted.size == Image.open(ASTRONAUT).size
+    preview = sam_app.preview(ASTRONAUT, 70)
+    assert preview.size == (32, 32)  # min(256, output_size)
+    assert not np.array_equal(np.asarray(out), np.asarray(preview))
+
+
+def test_mix_endpoint(demo, sam_app):
+    mixed = _endpoint(demo, "mix")(ASTRONAUT, ASTRONAUT, 60, "4-7", 0.5)
+    assert mixed.size == (32, 32)
+    ui_mixed, ui_plain = sam_app.ui_mix(ASTRONAUT, ASTRONAUT, 60, "custom layers", "5,7", 0.8, False, 0, False)
+    assert ui_mixed.size == ui_plain.size == (32, 32)
+
+
+def test_lifespan_endpoint(demo, sam_app):
+    mp4 = _endpoint(demo, "lifespan")(ASTRONAUT, 20, 50, 2, 10, 32)
+    frames = _frames(mp4)
+    assert frames.shape[0] == (4 - 1) * 3 + 1  # keys 20, 30, 40, 50; 2 frames between each pair
+    assert frames.shape[1:3] == (32, 32)
+    video, files = sam_app.ui_lifespan(ASTRONAUT, 100, 80, 1, 12, 32, True, True, True, False, 0)
+    assert video.endswith(".mp4") and len(files) == 2 and files[1].endswith(".gif")
+    assert Path(files[1]).stat().st_size > 0
+
+
+def _frames(path: str) -> np.ndarray:
+    return np.stack(list(iio.imiter(path)))
+
+
+def test_strip_and_full_resolution(sam_app):
+    strip = sam_app.ui_strip(ASTRONAUT, ["0", "50", "100"], False, 0)
+    assert [label for _, label in strip] == ["age 0", "age 50", "age 100"]
+    path = sam_app.ui_full(ASTRONAUT, 33, False, 0, False)
+    assert path.endswith(".png") and Image.open(path).size == (32, 32)
+
+
+def test_photo_and_face_picker(sam_app, tmp_path):
+    gallery, idx, aligned, preview = sam_app.ui_photo(ASTRONAUT, False, 40, False)
+    assert idx == 0 and gallery["visible"] is False
+    assert aligned.size == (64, 64) and preview.size == (32, 32)  # aligned at the encoder's input size
+    two = Image.new("RGB", (1024, 512))
+    img = Image.open(ASTRONAUT).convert("RGB").resize((512, 512))
+    two.paste(img, (0, 0))
+    two.paste(img.resize((400, 400)), (562, 56))
+    path = tmp_path / "two.png"
+    two.save(path)
+    gallery, idx, aligned, _ = sam_app.ui_photo(str(path), False, 40, False)
+    assert gallery["visible"] is True and len(gallery["value"]) == 2
+    second = sam_app.prepare(str(path), False, 1)
+    first = sam_app.prepare(str(path), False, 0)
+    assert second.aligned.face.box[0] > first.aligned.face.box[0]  # the right-hand face
+
+
+# --------------------------------------------------------------------------------------------- bad inputs
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda a, f, c: a.api_age(None, 40), "Add a photo"),
+        (lambda a, f, c: a.api_age(c, 40), "image"),
+        (lambda a, f, c: a.api_age(f, 40), "no face found"),
+        (lambda a, f, c: a.api_age(ASTRONAUT, 140), "between 0 and 100"),
+        (lambda a, f, c: a.api_age(ASTRONAUT, 40, 32, False, 3), "has 1 face"),
+        (lambda a, f, c: a.api_mix(ASTRONAUT, None, 40), "reference"),
+        (lambda a, f, c: a.api_mix(ASTRONAUT, f, 40, "4-7"), "no face found in the reference"),
+        (lambda a, f, c: a.api_mix(ASTRONAUT, ASTRONAUT, 40, "3-99"), "between 0 and 7"),
+        (lambda a, f, c: a.api_mix(ASTRONAUT, ASTRONAUT, 40, "eyes"), "cannot read style layers"),
+        (lambda a, f, c: a.api_mix(ASTRONAUT, ASTRONAUT, 40, "fine"), "no fine layers"),
+        (lambda a, f, c: a.api_mix(ASTRONAUT, ASTRONAUT, 40, "4-7", 2), "between 0 and 1"),
+        (lambda a, f, c: a.api_lifespan(ASTRONAUT, 30, 30), "same"),
+        (lambda a, f, c: a.api_lifespan(ASTRONAUT, 0, 100, 500), "frames between"),
+        (lambda a, f, c: a.api_lifespan(c), "image"),
+    ],
+)
+def test_bad_inputs_give_readable_errors(sam_app, faceless, corrupt, call, message):
+    wrapped = app.friendly_errors(lambda: call(sam_app, faceless, corrupt))
+    with pytest.raises(gr.Error) as info:
+        wrapped()
+    assert message.lower() in str(info.value).lower()
+    assert "Traceback" not in str(info.value) and "Something went wrong" not in str(info.value)
+
+
+def test_unexpected_errors_become_messages():
+    def boom():
+        raise RuntimeError("kaboom")
+
+    with pytest.raises(gr.Error, match="Something went wrong.*kaboom"):
+        app.friendly_errors(boom)()
+
+
+# --------------------------------------------------------------------------------------------- caching
+
+
+def test_slider_moves_rerun_only_the_age_dependent_part(tiny_ckpt, monkeypatch):
+    fresh = app.AgeApp.load(str(tiny_ckpt), device="cpu")
+    encodes, detections = [], []
+    fresh.pipe.model.pretrained_encoder.register_forward_hook(lambda *a: encodes.append(1))
+    real_detect = app.detect_faces
+    monkeypatch.setattr(app, "detect_faces", lambda img: detections.append(1) or real_detect(img))
+    fresh.ui_photo(ASTRONAUT, False, 40, False)
+    for age in (10, 70):
+        fresh.preview(ASTRONAUT, age)
+    fresh.preview(ASTRONAUT, 50, paste=True)
+    fresh.api_age(ASTRONAUT, 20)
+    assert len(encodes) == 1 and len(detections) == 1
+    fresh.preview(ASTRONAUT, 50, already_aligned=True)  # a different input to the model: one more encode
+    assert len(encodes) == 2 and len(detections) == 1
+
+
+def test_layer_and_age_helpers():
+    assert app.parse_layers("colour & lighting", 18) == list(range(8, 18))
+    assert app.parse_layers("hair & texture", 18) == [4, 5, 6, 7]
+    assert app.parse_layers("0, 2 5-6", 18) == [0, 2, 5, 6]
+    assert app.parse_layers([3, 1], 18) == [1, 3]
+    assert app.key_ages(0, 100) == list(range(0, 101, 10))
+    assert app.key_ages(85, 40) == [85, 75, 65, 55, 40]
+    assert app.key_ages(20, 25) == [20, 25]
+
+
+# --------------------------------------------------------------------------------------------- live server
+
+
+def test_server_with_gradio_client(demo, faceless, tmp_path):
+    from gradio_client import Client, handle_file
+
+    demo.queue(default_concurrency_limit=1)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                            show_error=True)
+    try:
+        client = Client(url, verbose=False, download_files=str(tmp_path))
+        img = client.predict(handle_file(ASTRONAUT), 30, api_name="/age")
+        assert Image.open(_local(img)).size == (32, 32)
+        mixed = client.predict(handle_file(ASTRONAUT), handle_file(ASTRONAUT), 60, "4-7", 0.7, api_name="/mix")
+        assert Image.open(_local(mixed)).size == (32, 32)
+        video = client.predict(handle_file(ASTRONAUT), 40, 60, 1, 10, 32, api_name="/lifespan")
+        assert _frames(_local(video)).shape[0] == 5
+        with pytest.raises(Exception, match="no face found"):
+            client.predict(handle_file(faceless), 30, api_name="/age")
+        img = client.predict(handle_file(ASTRONAUT), 80, api_name="/age")  # still serving after an error
+        assert Image.open(_local(img)).size == (32, 32)
+        api = client.view_api(print_info=False, return_format="dict")
+        assert {"/age", "/mix", "/lifespan"} <= set(api["named_endpoints"])
+    finally:
+        demo.close()
+
+
+def _local(result) -> str:
+    """A gradio_client result (a path, or a dict with 'video' / 'path') -> a local path."""
+    while isinstance(result, dict):
+        result = result.get("video") or result.get("path")
+    return result
