@@ -412,12 +412,12 @@ class AgeApp:
         return idx, prep.face_image, self.preview(image, target_age, already_aligned, idx, paste)
 
     def ui_full(self, image: Any, target_age: float, already_aligned: bool, face_index: Any, paste: bool,
-                progress: gr.Progress = gr.Progress()) -> str:
+                progress: gr.Progress = gr.Progress()) -> dict:
         progress(0.2, desc=f"rendering {self._model().output_size} px")
         out = self.age(image, target_age, None, already_aligned, face_index, paste)
         path = self._new_path(f"-age{int(float(target_age))}.png")
         out.save(path)
-        return str(path)
+        return gr.update(value=str(path), visible=True)
 
     def ui_strip(self, image: Any, ages: Any, already_aligned: bool, face_index: Any,
                  progress: gr.Progress = gr.Progress()) -> list:
@@ -491,7 +491,7 @@ def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None =
             "SIGGRAPH 2021). Photos are processed on this server and not stored beyond the session cache."
         )
         if app.problem:
-            gr.Markdown(f"### ⚠️ {app.problem}", elem_id="weights-problem")
+            gr.Markdown(f"⚠️ **{app.problem}**", elem_id="weights-problem")
         face_index = gr.Number(value=0, precision=0, visible=False, label="face index")
         with gr.Row():
             with gr.Column(scale=1):
@@ -511,7 +511,7 @@ def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None =
                 paste = gr.Checkbox(False, label="paste back into my photo")
                 with gr.Row():
                     full_btn = gr.Button(f"Full resolution ({full} px)")
-                full_file = gr.File(label="Download", interactive=False)
+                full_file = gr.File(label="Download", interactive=False, visible=False)
         with gr.Tab("Ages side by side"):
             strip_ages = gr.CheckboxGroup([str(a) for a in STRIP_AGES], value=[str(a) for a in STRIP_AGES],
                                           label="Ages")
@@ -552,8 +552,6 @@ def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None =
                 with gr.Column():
                     video = gr.Video(label="Lifespan", autoplay=True, loop=True)
                     v_files = gr.File(label="Downloads", file_count="multiple", interactive=False)
-        if app.pipe is None:
-            gr.Markdown(f"**Weights:** {how_to_provide(resolve_checkpoint(checkpoint))}")
 
         # ---- UI events (undocumented endpoints; the named API is below)
         photo_inputs = [photo, already, age, paste]

@@ -117,8 +117,8 @@ def _frames(path: str) -> np.ndarray:
 def test_strip_and_full_resolution(sam_app):
     strip = sam_app.ui_strip(ASTRONAUT, ["0", "50", "100"], False, 0)
     assert [label for _, label in strip] == ["age 0", "age 50", "age 100"]
-    path = sam_app.ui_full(ASTRONAUT, 33, False, 0, False)
-    assert path.endswith(".png") and Image.open(path).size == (32, 32)
+    update = sam_app.ui_full(ASTRONAUT, 33, False, 0, False)
+    assert update["visible"] and update["value"].endswith(".png") and Image.open(update["value"]).size == (32, 32)
 
 
 def test_photo_and_face_picker(sam_app, tmp_path):
