@@ -1,0 +1,477 @@
+"""The training loop: model set-up, the real and cycle passes, optimisation, logging, validation, checkpoints.
+
+Runs as one process (CPU or one GPU) or as several under ``torchrun`` (DistributedDataParallel with a
+DistributedSampler; rank 0 alone logs, validates and writes files).
+
+Each step (paper Sec. 3.3, the published ``coach_aging.py``):
+1. the batch's input ages are estimated by the age regressor;
+2. with probability ``no_aging_prob`` (1/3) the target ages are the input ages, else sampled (``--target_age``);
+3. real pass: ``y_hat = SAM([x, target/100])``, losses against ``x`` -> backward;
+4. cycle pass (``cycle_lambda > 0``): ``y_rec = SAM([y_hat.detach(), input/100])``, the same losses against
+   ``x`` scaled by ``cycle_lambda`` -> backward (the paper's cycle: back to the input age);
+5. optimizer step (Ranger or Adam over the encoder, plus the generator with ``--train_decoder``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from PIL import Image, ImageDraw
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+
+from sam.model import SAM, add_age_channel, load_checkpoint_file
+
+from .aux_nets import AuxConfig, build_age_net, build_arcface, build_lpips, load_weights
+from .data import AgeSampler, FaceFolder, prepare_aligned, seed_worker
+from .losses import LossWeights, SAMLoss
+from .options import RANDOM, model_config
+
+__all__ = ["Coach", "TrainingDivergedError", "optimizer_path"]
+
+
+class TrainingDivergedError(RuntimeError):
+    """A loss or gradient became NaN / infinite."""
+
+
+def _path(p: str | None) -> str | None:
+    return None if p in (None, "", RANDOM) else p
+
+
+def optimizer_path(checkpoint: str | Path) -> Path:
+    """Where the optimizer state of a checkpoint is kept: ``iteration_N.pt`` -> ``iteration_N.optim.pt``."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(checkpoint.stem + ".optim.pt")
+
+
+def _log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+class Coach:
+    def __init__(self, opts):
+        self.opts = opts
+        # ---- distribution
+        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.distributed = self.world_size > 1
+        self.device = self._pick_device(opts.device)
+        if self.distributed and not dist.is_initialized():
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        self.is_main = self.rank == 0
+        self.use_amp = bool(opts.amp) and self.device.type == "cuda"
+        if opts.amp and not self.use_amp and self.is_main:
+            _log("--amp ignored: mixed precision is only used on CUDA")
+
+        torch.manual_seed(opts.seed + self.rank)
+        random.seed(opts.seed)
+        np.random.seed(opts.seed + self.rank)
+        self.step_rng = random.Random(opts.seed)  # same on every rank: the no-aging draw of each step
+        self.age_sampler = AgeSampler(opts.target_age, seed=opts.seed + 1000 * self.rank)
+
+        self.exp_dir = Path(opts.exp_dir)
+        self.checkpoint_dir = self.exp_dir / "checkpoints"
+        self.global_step = 0
+        self.best_val_loss: float | None = None
+
+        # ---- networks
+        self.net, resume = self._build_net()
+        self.net.to(self.device)
+        self.aux_cfg = AuxConfig.tiny() if opts.aux_size == "tiny" else AuxConfig()
+        self.loss_weights = LossWeights.from_opts(opts)
+        w = self.loss_weights
+        need_lpips = max(w.lpips_lambda, w.lpips_lambda_aging, w.lpips_lambda_crop) > 0
+        arcface = build_arcface(_path(opts.ir_se50_path), self.aux_cfg) if w.id_lambda > 0 else None
+        age_net = build_age_net(_path(opts.age_predictor_path), self.aux_cfg)  # input ages are always needed
+        lpips = build_lpips(_path(opts.lpips_path), opts.lpips_lin_path) if need_lpips else None
+        self.criterion = SAMLoss(w, arcface, age_net, lpips, self.aux_cfg.id_input_size).to(self.device)
+
+        # ---- optimizer
+        self.net.pretrained_encoder.requires_grad_(False)
+        self.net.decoder.requires_grad_(bool(opts.train_decoder))
+        params = list(self.net.encoder.parameters())
+        if opts.train_decoder:
+            params += list(self.net.decoder.parameters())
+        if opts.optim_name == "adam":
+            self.optimizer = torch.optim.Adam(params, lr=opts.learning_rate)
+        else:
+            from pytorch_optimizer import Ranger
+
+            self.optimizer = Ranger(params, lr=opts.learning_rate)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        if resume is not None:
+            self._resume(resume)
+
+        self.model = self.net
+        if self.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = DistributedDataParallel(self.net, device_ids=ids)
+
+        # ---- data
+        self.train_loader, self.test_loader, self.train_sampler = self._build_data()
+
+        # ---- outputs (rank 0)
+        self.logger = None
+        if self.is_main:
+            self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+            (self.exp_dir / "logs").mkdir(parents=True, exist_ok=True)
+            with open(self.exp_dir / "opt.json", "w") as f:
+                json.dump(self._plain_opts(), f, indent=4, sort_keys=True)
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.logger = SummaryWriter(log_dir=str(self.exp_dir / "logs"))
+            except ImportError:  # tensorboard not installed: text log and image files only
+                _log("tensorboard is not installed: scalars go to the console and timestamp.txt only")
+
+    # ------------------------------------------------------------------------------------------------------------
+    # set-up helpers
+
+    @staticmethod
+    def _pick_device(name: str) -> torch.device:
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if name == "auto":
+            name = "cuda" if torch.cuda.is_available() else "cpu"
+        dev = torch.device(name)
+        if dev.type == "cuda":
+            if not torch.cuda.is_available():
+                raise RuntimeError("--device cuda but no CUDA device is available")
+            if dev.index is None:
+                dev = torch.device("cuda", local_rank if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0)
+            torch.cuda.set_device(dev)
+        return dev
+
+    def _plain_opts(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self.opts).items() if isinstance(v, (str, int, float, bool, type(None)))}
+
+    def _build_net(self) -> tuple[SAM, dict | None]:
+        opts = self.opts
+        if opts.checkpoint_path:
+            ckpt = load_checkpoint_file(Path(opts.checkpoint_path), mmap=True)
+            net = SAM.from_checkpoint(opts.checkpoint_path, device="cpu", mmap=False)
+            # the model of the checkpoint, trained with this run's flags
+            for key in ("start_from_encoded_w_plus", "start_from_latent_avg"):
+                setattr(opts, key, bool(getattr(net.config, key)))
+            opts.output_size = net.config.output_size
+            net.opts = {**self._plain_opts(), "model_config": net.config.to_dict()}
+            if self.is_main:
+                _log(f"Loaded SAM checkpoint {opts.checkpoint_path}")
+            return net.train(), ckpt
+        config = model_config(opts)
+        opts.output_size = config.output_size
+        net = SAM(config, opts=self._plain_opts())
+        self._init_weights(net)
+        return net.train(), None
+
+    def _init_weights(self, net: SAM) -> None:
+        """Encoder from IR-SE50 (input conv widened to 4 channels), generator + latent_avg from StyleGAN2,
+        frozen encoder from pSp, as in the published training."""
+        opts, main = self.opts, self.is_main
+        ir = _path(opts.ir_se50_path)
+        if ir:
+            state = torch.load(ir, map_location="cpu", weights_only=True)
+            state = {k: v for k, v in state.items() if k.startswith(("input_layer.", "body."))}
+            w = state["input_layer.0.weight"]
+            if w.shape[1] != net.config.input_nc:  # widen RGB -> RGB + age; the extra slice random
+                wide = torch.randn(w.shape[0], net.config.input_nc, *w.shape[2:])
+                wide[:, : w.shape[1]] = w
+                state["input_layer.0.weight"] = wide
+            load_weights(net.encoder, state, ir, strict=False)
+            if main:
+                _log(f"Encoder initialised from {ir}")
+        sg = _path(opts.stylegan_weights)
+        if sg:
+            ckpt = torch.load(sg, map_location="cpu", weights_only=True)
+            load_weights(net.decoder, ckpt["g_ema"], sg)
+            avg = ckpt.get("latent_avg")
+            if avg is None:
+                avg = net.decoder.mean_latent()
+            net.latent_avg = avg.detach().float().reshape(1, -1).repeat(net.config.n_styles, 1)
+            if main:
+                _log(f"Generator initialised from {sg}")
+        else:
+            with torch.no_grad():
+                net.latent_avg = net.decoder.mean_latent(1024).repeat(net.config.n_styles, 1)
+        psp = _path(opts.pretrained_psp_path)
+        if psp and net.config.start_from_encoded_w_plus:
+            state = torch.load(psp, map_location="cpu", weights_only=True)
+            state = state.get("state_dict", state)
+            enc = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
+            load_weights(net.pretrained_encoder, enc, psp)
+            if main:
+                _log(f"Frozen pSp encoder from {psp}")
+
+    def _resume(self, ckpt: dict) -> None:
+        self.global_step = int(ckpt.get("global_step", 0))
+        self.best_val_loss = ckpt.get("best_val_loss")
+        opt_file = optimizer_path(self.opts.checkpoint_path)
+        if opt_file.is_file():
+            side = torch.load(opt_file, map_location="cpu", weights_only=True)
+            self.optimizer.load_state_dict(side["optimizer"])
+            if "scaler" in side and self.use_amp:
+                self.scaler.load_state_dict(side["scaler"])
+            for _ in range(self.global_step):  # the same no-aging draws as an uninterrupted run
+                self.step_rng.random()
+            if self.is_main:
+                _log(f"Resuming at step {self.global_step} with the optimizer state of {opt_file}")
+        elif self.is_main:
+            _log(f"Starting at step {self.global_step}; no optimizer state ({opt_file.name}) beside the checkpoint")
+
+    def _build_data(self):
+        opts = self.opts
+        size = self.net.config.encoder.input_size
+        train_dir, test_dir = opts.train_dir, opts.test_dir
+        if opts.align:
+            if self.is_main:
+                train_dir = prepare_aligned(train_dir, self.exp_dir / "aligned" / "train", size)
+                if test_dir:
+                    test_dir = prepare_aligned(test_dir, self.exp_dir / "aligned" / "test", size)
+            if self.distributed:
+                dist.barrier()
+            train_dir = self.exp_dir / "aligned" / "train"
+            test_dir = self.exp_dir / "aligned" / "test" if test_dir else None
+        train_set = FaceFolder(train_dir, size, train=not opts.no_flip)
+        sampler = DistributedSampler(train_set, seed=opts.seed, drop_last=True) if self.distributed else None
+        g = torch.Generator().manual_seed(opts.seed)
+        train_loader = DataLoader(train_set, batch_size=opts.batch_size, shuffle=sampler is None, sampler=sampler,
+                                  num_workers=opts.workers, drop_last=True, worker_init_fn=seed_worker,
+                                  generator=g, pin_memory=self.device.type == "cuda",
+                                  persistent_workers=opts.workers > 0)
+        if len(train_loader) == 0:
+            raise ValueError(f"{len(train_set)} training images are fewer than one batch of {opts.batch_size}"
+                             + (f" per process ({self.world_size} processes)" if self.distributed else ""))
+        test_loader = None
+        if test_dir and self.is_main:
+            test_set = FaceFolder(test_dir, size, train=False)
+            test_loader = DataLoader(test_set, batch_size=opts.test_batch_size, shuffle=False,
+                                     num_workers=opts.test_workers, drop_last=False)
+        if self.is_main:
+            _log(f"{len(train_set)} training images" + (f", {len(test_loader.dataset)} test images"
+                                                       if test_loader else ", no test folder (no validation)"))
+        return train_loader, test_loader, sampler
+
+    # ------------------------------------------------------------------------------------------------------------
+    # one step
+
+    def _forward(self, rgb: torch.Tensor, ages: torch.Tensor, model=None):
+        """SAM on ``rgb`` at ``ages`` (/100). The frozen encoder's code is computed without a graph."""
+        model = model or self.model
+        x4 = add_age_channel(rgb, ages * 100.0)
+        pre = None
+        if self.net.config.start_from_encoded_w_plus:
+            with torch.no_grad():
+                pre = self.net.pretrained_encoder(rgb)
+        with torch.autocast("cuda", dtype=torch.float16, enabled=self.use_amp):
+            y_hat, latent = model(x4, return_latents=True, pretrained_codes=pre,
+                                  randomize_noise=not self.opts.fixed_noise)
+        return y_hat.float(), latent.float()
+
+    def _latent_avg(self):
+        c = self.net.config
+        return self.net.latent_avg if (c.start_from_encoded_w_plus or c.start_from_latent_avg) else None
+
+    def compute_losses(self, x, no_aging: bool, backward: bool = True, model=None):
+        """Both passes on a batch; returns (loss dict, y_hat, y_rec, target ages, input ages)."""
+        with torch.no_grad():
+            input_ages = self.criterion.estimate_ages(x) / 100.0
+        if no_aging:
+            target_ages = input_ages.clone()
+        else:
+            target_ages = (self.age_sampler(x.shape[0]) / 100.0).to(x.device)
+        y_hat, latent = self._forward(x, target_ages, model)
+        loss, logs, _ = self.criterion(x, x, y_hat, latent, target_ages, input_ages, no_aging,
+                                       self._latent_avg(), "real")
+        self._check_finite(loss, logs)
+        if backward:
+            self.scaler.scale(loss).backward()
+        total = float(loss.detach())
+        y_rec = None
+        if self.loss_weights.cycle_lambda > 0:
+            y_in = y_hat.detach()
+            y_rec, latent_c = self._forward(y_in, input_ages, model)
+            loss_c, logs_c, _ = self.criterion(x, x, y_rec, latent_c, input_ages, target_ages, no_aging,
+                                               self._latent_avg(), "cycle")
+            self._check_finite(loss_c, logs_c)
+            if backward:
+                self.scaler.scale(loss_c).backward()
+            logs.update(logs_c)
+            total += float(loss_c.detach())
+        logs["loss"] = total
+        return logs, y_hat, y_rec, target_ages, input_ages
+
+    def _check_finite(self, loss: torch.Tensor, logs: dict[str, float]) -> None:
+        if not torch.isfinite(loss):
+            bad = {k: v for k, v in logs.items() if not math.isfinite(v)}
+            raise TrainingDivergedError(f"step {self.global_step + 1}: the loss is not finite ({bad or logs}); "
+                                   "lower --learning_rate or check the data and weights")
+
+    def _check_grads(self) -> None:
+        grads = [p.grad for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+        if grads and not torch.isfinite(torch.stack([g.detach().float().norm() for g in grads]).sum()):
+            raise TrainingDivergedError(f"step {self.global_step + 1}: NaN / infinite gradients; "
+                                   "lower --learning_rate or use --amp only on CUDA")
+
+    def train_step(self, x: torch.Tensor) -> tuple[dict[str, float], torch.Tensor, torch.Tensor | None, Any]:
+        self.net.train()
+        self.net.pretrained_encoder.eval()  # frozen: its BatchNorm keeps the pretrained statistics
+        if not self.opts.train_decoder:
+            self.net.decoder.eval()
+        self.optimizer.zero_grad(set_to_none=True)
+        no_aging = self.step_rng.random() <= self.opts.no_aging_prob
+        logs, y_hat, y_rec, target, _ = self.compute_losses(x, no_aging)
+        if self.use_amp:
+            self.scaler.unscale_(self.optimizer)  # inf / NaN steps are skipped by the scaler
+        else:
+            self._check_grads()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.global_step += 1
+        return logs, y_hat, y_rec, target
+
+    # ------------------------------------------------------------------------------------------------------------
+    # loop
+
+    def train(self) -> None:
+        opts = self.opts
+        if self.global_step >= opts.max_steps:
+            _log(f"Nothing to do: step {self.global_step} >= --max_steps {opts.max_steps}")
+            return
+        epoch = 0
+        t0, steps0 = time.perf_counter(), self.global_step
+        while self.global_step < opts.max_steps:
+            if self.train_sampler is not None:
+                self.train_sampler.set_epoch(epoch)
+            for x, _ in self.train_loader:
+                x = x.to(self.device, non_blocking=True).float()
+                logs, y_hat, y_rec, target = self.train_step(x)
+                step = self.global_step
+                if self.is_main:
+                    if step % opts.image_interval == 0 or step == 1:
+                        self.log_images("images/train/faces", x, y_hat, y_rec, target)
+                    if step % opts.board_interval == 0 or step == opts.max_steps:
+                        rate = (step - steps0) / max(time.perf_counter() - t0, 1e-9)
+                        self.log_metrics({**logs, "steps_per_s": rate}, "train")
+                    val_logs = None
+                    if self.test_loader is not None and (step % opts.val_interval == 0 or step == opts.max_steps):
+                        val_logs = self.validate()
+                        if self.best_val_loss is None or val_logs["loss"] < self.best_val_loss:
+                            self.best_val_loss = val_logs["loss"]
+                            self.checkpoint_me(val_logs, is_best=True)
+                    if step % opts.save_interval == 0 or step == opts.max_steps:
+                        self.checkpoint_me(val_logs or logs, is_best=False)
+                if step >= opts.max_steps:
+                    break
+            epoch += 1
+        if self.distributed:
+            dist.barrier()
+        if self.is_main:
+            rate = (self.global_step - steps0) / max(time.perf_counter() - t0, 1e-9)
+            _log(f"Finished training at step {self.global_step} ({rate:.3f} steps/s)")
+            if self.logger is not None:
+                self.logger.close()
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Losses on the test folder (rank 0, eval mode, a fixed RNG so that runs are comparable)."""
+        self.net.eval()
+        rng = random.Random(self.opts.seed + 12345)
+        state = self.age_sampler.rng
+        self.age_sampler.rng = np.random.default_rng(self.opts.seed + 12345)
+        agg: dict[str, list[float]] = {}
+        try:
+            for i, (x, _) in enumerate(self.test_loader):
+                if self.opts.val_max_batches is not None and i >= self.opts.val_max_batches:
+                    break
+                x = x.to(self.device).float()
+                logs, y_hat, y_rec, target, _ = self.compute_losses(x, rng.random() <= self.opts.no_aging_prob,
+                                                                    backward=False, model=self.net)
+                for k, v in logs.items():
+                    agg.setdefault(k, []).append(v)
+                if i == 0:
+                    self.log_images("images/test/faces", x, y_hat, y_rec, target)
+        finally:
+            self.age_sampler.rng = state
+            self.net.train()
+        out = {k: sum(v) / len(v) for k, v in agg.items()}
+        self.log_metrics(out, "test")
+        return out
+
+    # ------------------------------------------------------------------------------------------------------------
+    # outputs
+
+    def log_metrics(self, metrics: dict[str, float], prefix: str) -> None:
+        line = ", ".join(f"{k} = {v:.4f}" for k, v in sorted(metrics.items()))
+        _log(f"[{prefix}] step {self.global_step}: {line}")
+        if self.logger is not None:
+            for k, v in metrics.items():
+                self.logger.add_scalar(f"{prefix}/{k}", v, self.global_step)
+
+    def log_images(self, name: str, x, y_hat, y_rec, target, count: int = 2) -> None:
+        """Grid rows: input | output (target age written on it) | recovered (cycle)."""
+        rows = []
+        size = y_hat.shape[-1]
+        for i in range(min(count, x.shape[0])):
+            tiles = [F.adaptive_avg_pool2d(x[i : i + 1], (size, size))[0], y_hat[i]]
+            if y_rec is not None:
+                tiles.append(y_rec[i])
+            rows.append(torch.cat([t.detach().float().cpu() for t in tiles], dim=2))
+        grid = torch.cat(rows, dim=1).clamp(-1, 1).add(1).mul(127.5).round().byte()
+        img = Image.fromarray(grid.permute(1, 2, 0).numpy())
+        draw = ImageDraw.Draw(img)
+        for i in range(len(rows)):
+            draw.text((size + 2, i * size + 2), f"{float(target[i]) * 100:.0f}", fill=(255, 255, 0))
+        path = self.exp_dir / "logs" / name / f"{self.global_step:06d}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        img.save(path, quality=90)
+        if self.logger is not None:
+            self.logger.add_image(name, np.asarray(img), self.global_step, dataformats="HWC")
+
+    def checkpoint_me(self, loss_dict: dict[str, float], is_best: bool) -> Path:
+        """``best_model.pt`` / ``iteration_N.pt`` in the published layout (+ ``global_step``), the optimizer
+        state beside it (``*.optim.pt``), and a line in ``timestamp.txt``."""
+        name = "best_model.pt" if is_best else f"iteration_{self.global_step}.pt"
+        path = self.checkpoint_dir / name
+        self.net.opts = {**self._plain_opts(), "model_config": self.net.config.to_dict()}
+        ckpt = self.net.checkpoint_dict()
+        ckpt["global_step"] = self.global_step
+        ckpt["best_val_loss"] = self.best_val_loss
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(ckpt, tmp)
+        os.replace(tmp, path)
+        side = {"optimizer": self.optimizer.state_dict(), "global_step": self.global_step}
+        if self.use_amp:
+            side["scaler"] = self.scaler.state_dict()
+        opt_path = optimizer_path(path)
+        torch.save(side, opt_path.with_name(opt_path.name + ".tmp"))
+        os.replace(opt_path.with_name(opt_path.name + ".tmp"), opt_path)
+        with open(self.checkpoint_dir / "timestamp.txt", "a") as f:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            if is_best:
+                f.write(f"{stamp} **Best**: Step - {self.global_step}, Loss - {self.best_val_loss:.3f}\n{loss_dict}\n")
+            else:
+                f.write(f"{stamp} Step - {self.global_step}, \n{loss_dict}\n")
+        return path
+
+    def close(self) -> None:
+        if self.distributed and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def run(opts) -> Coach:
+    coach = Coach(opts)
+    try:
+        coach.train()
+    finally:
+        coach.close()
+    return coach
