@@ -374,6 +374,7 @@ class Coach:
                     break
             epoch += 1
         if self.distributed:
+            print(f"rank {self.rank}/{self.world_size} finished at step {self.global_step}", flush=True)
             dist.barrier()
         if self.is_main:
             rate = (self.global_step - steps0) / max(time.perf_counter() - t0, 1e-9)

@@ -1,0 +1,196 @@
+"""``python -m train`` end to end on the tiny config with random auxiliary nets: checkpoints, resume, CLI, DDP."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sam.model import SAM, add_age_channel
+from train.__main__ import main
+from train.coach import Coach, TrainingDivergedError, optimizer_path
+from train.options import TINY_TRAIN_CONFIG, parse_args
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def faces(tmp_path) -> Path:
+    d = tmp_path / "faces"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):  # smooth random "faces" of another size than the model's (the loader resizes)
+        small = rng.integers(0, 255, (6, 6, 3), dtype=np.uint8)
+        Image.fromarray(small).resize((48, 48), Image.BILINEAR).save(d / f"{i}.png")
+    (d / "notes.txt").write_text("not an image")
+    return d
+
+
+def base_args(exp: Path, faces: Path, *extra) -> list[str]:
+    return [str(a) for a in (
+        "--exp_dir", exp, "--train_dir", faces, "--model_size", "tiny", "--random_weights",
+        "--target_age", "uniform_random", "--batch_size", 2, "--workers", 0, "--test_workers", 0,
+        "--device", "cpu", "--start_from_encoded_w_plus", "--board_interval", 1, "--image_interval", 1,
+        "--l2_lambda", 0.25, "--l2_lambda_aging", 0.25, "--l2_lambda_crop", 1, "--w_norm_lambda", 0.005,
+        "--aging_lambda", 5, "--cycle_lambda", 1, *extra)]
+
+
+def test_one_step_writes_a_loadable_checkpoint(faces, tmp_path):
+    exp = tmp_path / "exp"
+    args = ["--exp_dir", exp, "--train_dir", faces, "--model_size", "tiny", "--random_weights", "--target_age", 30,
+            "--batch_size", 2, "--workers", 0, "--device", "cpu", "--max_steps", 1, "--l2_lambda_aging", 1,
+            "--l2_lambda", 1, "--start_from_encoded_w_plus"]
+    assert main([str(a) for a in args]) == 0
+    raw = torch.load(exp / "checkpoints" / "iteration_1.pt", map_location="cpu", weights_only=True)
+    assert {"state_dict", "latent_avg", "opts"} <= set(raw) and raw["global_step"] == 1
+    net = SAM.from_checkpoint(exp / "checkpoints" / "iteration_1.pt")
+    assert net.config == TINY_TRAIN_CONFIG and net.config.start_from_encoded_w_plus
+
+
+@pytest.mark.slow
+def test_tiny_run_checkpoint_loads_and_resume_continues(faces, tmp_path, capsys):
+    exp = tmp_path / "exp"
+    assert main(base_args(exp, faces, "--max_steps", 2, "--save_interval", 2)) == 0
+    ckpt_path = exp / "checkpoints" / "iteration_2.pt"
+    assert ckpt_path.is_file() and optimizer_path(ckpt_path).is_file()
+    assert not (exp / "checkpoints" / "iteration_1.pt").exists()
+    assert (exp / "opt.json").is_file() and json.loads((exp / "opt.json").read_text())["max_steps"] == 2
+    assert "Step - 2" in (exp / "checkpoints" / "timestamp.txt").read_text()
+    assert list((exp / "logs").glob("events.out.tfevents.*"))
+    assert (exp / "logs" / "images" / "train" / "faces" / "000002.jpg").is_file()
+
+    raw = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    assert {"state_dict", "latent_avg", "opts"} <= set(raw) and raw["global_step"] == 2
+    assert raw["latent_avg"].shape == (TINY_TRAIN_CONFIG.n_styles, TINY_TRAIN_CONFIG.style_dim)
+    net = SAM.from_checkpoint(ckpt_path)
+    assert net.config.output_size == 64 and net.config.start_from_encoded_w_plus
+    with torch.no_grad():
+        out = net(add_age_channel(torch.zeros(1, 3, 64, 64), [40]), randomize_noise=False)
+    assert out.shape == (1, 3, 64, 64) and torch.isfinite(out).all()
+
+    from sam.cli import main as cli_main  # the CLI loads it too
+
+    assert cli_main(["inference", "--checkpoint_path", str(ckpt_path), "--data_path", str(faces / "0.png"),
+                     "--exp_dir", str(tmp_path / "cli"), "--target_age", "30", "--device", "cpu", "--aligned"]) == 0
+    assert list((tmp_path / "cli").rglob("0.png"))
+
+    # an existing experiment is not overwritten by a fresh run
+    assert main(base_args(exp, faces, "--max_steps", 2)) == 2
+    capsys.readouterr()
+    # resume: continues at step 3 with the saved optimizer state
+    assert main(base_args(exp, faces, "--max_steps", 3, "--save_interval", 1, "--checkpoint_path", ckpt_path)) == 0
+    assert "Resuming at step 2" in capsys.readouterr().out
+    resumed = torch.load(exp / "checkpoints" / "iteration_3.pt", map_location="cpu", weights_only=True)
+    assert resumed["global_step"] == 3
+    assert not (exp / "checkpoints" / "iteration_1.pt").exists()
+    key = "encoder.input_layer.0.weight"
+    assert not torch.equal(resumed["state_dict"][key], raw["state_dict"][key])  # it trained
+    dec = "decoder.conv1.conv.weight"  # frozen without --train_decoder
+    assert torch.equal(resumed["state_dict"][dec], raw["state_dict"][dec])
+    assert torch.equal(resumed["latent_avg"], raw["latent_avg"])
+    side = torch.load(optimizer_path(exp / "checkpoints" / "iteration_3.pt"), weights_only=True)
+    assert side["global_step"] == 3 and side["optimizer"]["state"]
+
+
+def test_published_initialisation_from_weight_files(faces, tmp_path):
+    """IR-SE50 -> encoder (first conv widened to 4 channels), StyleGAN2 g_ema + latent_avg, pSp encoder."""
+    from train.aux_nets import ArcFace, AuxConfig
+
+    cfg = TINY_TRAIN_CONFIG
+    aux = AuxConfig.tiny()
+    ir = ArcFace(cfg.encoder, 64, 16)
+    torch.save(ir.state_dict(), tmp_path / "ir.pth")
+    donor = SAM(cfg)
+    torch.save({"g_ema": donor.decoder.state_dict(), "latent_avg": torch.randn(cfg.style_dim)}, tmp_path / "sg.pt")
+    torch.save({"state_dict": {f"encoder.{k}": v for k, v in donor.pretrained_encoder.state_dict().items()}},
+               tmp_path / "psp.pt")
+    args = base_args(tmp_path / "exp", faces, "--max_steps", 1, "--aux_size", "tiny")
+    args = [a for a in args if a != "--random_weights"] + [
+        "--ir_se50_path", str(tmp_path / "ir.pth"), "--stylegan_weights", str(tmp_path / "sg.pt"),
+        "--pretrained_psp_path", str(tmp_path / "psp.pt"), "--age_predictor_path", "random", "--lpips_path", "random"]
+    assert aux.id_encoder != cfg.encoder  # the encoder initialisation uses the model's encoder size
+    coach = Coach(parse_args(args))
+    net = coach.net
+    w = net.encoder.input_layer[0].weight
+    assert w.shape[1] == 4 and torch.equal(w[:, :3], ir.input_layer[0].weight)
+    assert torch.equal(net.encoder.body[2].res_layer[1].weight, ir.body[2].res_layer[1].weight)
+    assert torch.equal(net.decoder.convs[0].conv.weight, donor.decoder.convs[0].conv.weight)
+    sg = torch.load(tmp_path / "sg.pt", weights_only=True)
+    assert torch.equal(net.latent_avg, sg["latent_avg"].reshape(1, -1).repeat(cfg.n_styles, 1))
+    assert torch.equal(net.pretrained_encoder.styles[0].linear.weight, donor.pretrained_encoder.styles[0].linear.weight)
+    assert not any(p.requires_grad for p in net.pretrained_encoder.parameters())
+    assert not any(p.requires_grad for p in net.decoder.parameters())
+    coach.close()
+
+
+def test_nan_loss_aborts_clearly():
+    fake = types.SimpleNamespace(global_step=6)
+    with pytest.raises(TrainingDivergedError, match="step 7: the loss is not finite"):
+        Coach._check_finite(fake, torch.tensor(float("nan")), {"loss_l2_real": float("nan")})
+
+
+def test_missing_arguments_are_reported(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        parse_args(["--exp_dir", str(tmp_path), "--target_age", "uniform_random"])
+    assert "--train_dir is required" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_args(["--exp_dir", str(tmp_path), "--train_dir", str(tmp_path)])
+    assert "--target_age is required" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_all_losses_with_validation_and_best_model(faces, tmp_path):
+    exp = tmp_path / "exp"
+    args = base_args(exp, faces, "--max_steps", 2, "--val_interval", 1, "--test_dir", faces, "--test_batch_size", 2,
+                     "--id_lambda", 0.1, "--lpips_lambda", 0.1, "--lpips_lambda_aging", 0.1, "--lpips_lambda_crop",
+                     0.6, "--use_weighted_id_loss", "--optim_name", "adam")
+    assert main(args) == 0
+    assert (exp / "checkpoints" / "best_model.pt").is_file()
+    text = (exp / "checkpoints" / "timestamp.txt").read_text()
+    assert "**Best**" in text and "loss_lpips_crop_cycle" in text and "loss_id_real" in text
+    assert (exp / "logs" / "images" / "test" / "faces").is_dir()
+    SAM.from_checkpoint(exp / "checkpoints" / "best_model.pt")
+
+
+@pytest.mark.slow
+def test_overfits_a_tiny_batch(faces, tmp_path):
+    """A few hundred Adam steps on one fixed batch: the total loss halves, the aging loss drops."""
+    for p in list(faces.glob("*.png"))[2:]:
+        p.unlink()
+    opts = parse_args(base_args(tmp_path / "exp", faces, "--max_steps", 10000, "--target_age", "20",
+                                "--no_aging_prob", "0", "--fixed_noise", "--no_flip", "--optim_name", "adam",
+                                "--learning_rate", "0.002", "--cycle_lambda", "0", "--w_norm_lambda", "0",
+                                "--l2_lambda_aging", "1", "--aging_lambda", "20"))
+    torch.manual_seed(0)
+    coach = Coach(opts)
+    x = next(iter(coach.train_loader))[0]
+    history = [coach.train_step(x)[0] for _ in range(250)]
+    first = {k: np.mean([h[k] for h in history[:5]]) for k in ("loss", "loss_aging_real")}
+    last = {k: np.mean([h[k] for h in history[-5:]]) for k in ("loss", "loss_aging_real")}
+    assert last["loss"] < 0.5 * first["loss"], (first, last)
+    assert last["loss_aging_real"] < 0.8 * first["loss_aging_real"], (first, last)
+    coach.close()
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_gloo(faces, tmp_path):
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
+    exp = tmp_path / "exp"
+    args = base_args(exp, faces, "--max_steps", 2, "--save_interval", 1, "--batch_size", 1)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    r = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", "29517", "-m", "train", *args],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "rank 0/2 finished at step 2" in r.stdout and "rank 1/2 finished at step 2" in r.stdout
+    assert r.stdout.count("Finished training") == 1  # rank 0 alone reports, logs and writes
+    assert len(list((exp / "logs").glob("events.out.tfevents.*"))) == 1
+    stamps = (exp / "checkpoints" / "timestamp.txt").read_text()
+    assert stamps.count("Step - 1,") == 1 and stamps.count("Step - 2,") == 1
+    assert SAM.from_checkpoint(exp / "checkpoints" / "iteration_2.pt").config.output_size == 64
