@@ -52,6 +52,9 @@ MAX_FRAMES_BETWEEN = 60
 CACHE_ENTRIES = 8
 MIN_EXTRA_FACE_SCORE = 0.3  # as sam.align.align_all_faces: the best face is always kept
 MAX_FACES = 12
+OUTPUT_MAX_AGE_S = 3600
+DUPLICATE_WINDOW_S = 2.0
+MAX_UPLOAD = "30mb"
 MODEL_QUEUE = "model"  # one concurrency group for every model call: parallel users wait instead of running out of RAM
 
 LAYER_PRESETS = {
@@ -212,6 +215,7 @@ class AgeApp:
         self._lock = threading.RLock()
         self._photos = _LRU(CACHE_ENTRIES)  # content hash -> (image, faces or None)
         self._prepared = _LRU(CACHE_ENTRIES)  # (hash, aligned, face index) -> Prepared
+        self._last_photo: OrderedDict[str, tuple[tuple[str, bool], float]] = OrderedDict()  # session -> last photo
 
     @classmethod
     def load(cls, checkpoint: str | os.PathLike | None = None, device: str | None = None,
@@ -251,6 +255,13 @@ class AgeApp:
         return min(s, full)
 
     def _new_path(self, suffix: str) -> Path:
+        cutoff = time.time() - OUTPUT_MAX_AGE_S  # gradio serves copies from its own cache; drop our old files
+        for old in self.workdir.glob("sam-*"):
+            try:
+                if old.stat().st_mtime < cutoff:
+                    old.unlink()
+            except OSError:
+                pass
         return self.workdir / f"sam-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}{suffix}"
 
     # ------------------------------------------------------------------------------------------ per-photo work
@@ -385,8 +396,29 @@ class AgeApp:
     # ------------------------------------------------------------------------------------------ UI callbacks
 
     def ui_photo(self, image: Any, already_aligned: bool, target_age: float, paste: bool,
-                 progress: gr.Progress = gr.Progress()) -> tuple:
-        """A new photo (or toggle): detect faces, show the picker if several, align, encode, preview."""
+                 request: gr.Request | None = None, progress: gr.Progress = gr.Progress()) -> tuple:
+        """A new photo (or toggle): detect faces, show the picker if several, align, encode, preview.
+
+        The browser sends ``change`` twice when one photo replaces another; the repeat is skipped (per session).
+        """
+        session = getattr(request, "session_hash", None)
+        sig = (str(image), bool(already_aligned))
+        if session is not None:
+            with self._lock:
+                last = self._last_photo.get(session)
+            if last is not None and last[0] == sig and time.monotonic() - last[1] < DUPLICATE_WINDOW_S:
+                return (gr.skip(),) * 4
+        try:
+            return self._ui_photo(image, already_aligned, target_age, paste, progress)
+        finally:
+            if session is not None:
+                with self._lock:
+                    self._last_photo[session] = (sig, time.monotonic())
+                    while len(self._last_photo) > 1024:
+                        self._last_photo.popitem(last=False)
+
+    def _ui_photo(self, image: Any, already_aligned: bool, target_age: float, paste: bool,
+                  progress: gr.Progress) -> tuple:
         if image is None:
             return gr.update(value=None, visible=False), 0, None, None
         gallery = gr.update(value=None, visible=False)
@@ -499,14 +531,17 @@ def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None =
                                  height=320)
                 already = gr.Checkbox(False, label="already aligned (an FFHQ-style face crop: skip face detection)")
                 picker = gr.Gallery(label="Faces found: click the one to age", visible=False, columns=4,
-                                    height=150, allow_preview=False, format="png", object_fit="contain")
+                                    height=150, allow_preview=False, format="png", object_fit="contain",
+                                    elem_id="face-picker")
                 if EXAMPLES:
                     gr.Examples(EXAMPLES, inputs=photo, label="Examples")
             with gr.Column(scale=1):
                 aligned_view = gr.Image(label="Aligned face (what the model sees)", format="png", interactive=False,
+                                        elem_id="aligned",
                                         height=320)
             with gr.Column(scale=1):
-                result = gr.Image(label="Result (preview)", format="png", interactive=False, height=320)
+                result = gr.Image(label="Result (preview)", format="png", interactive=False, height=320,
+                                  elem_id="result")
                 age = gr.Slider(0, 100, value=60, step=1, label="Target age (updates when you let go)")
                 paste = gr.Checkbox(False, label="paste back into my photo")
                 with gr.Row():
@@ -550,7 +585,7 @@ def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None =
                         v_label = gr.Checkbox(True, label="show the age")
                     v_btn = gr.Button("Render video", variant="primary")
                 with gr.Column():
-                    video = gr.Video(label="Lifespan", autoplay=True, loop=True)
+                    video = gr.Video(label="Lifespan", autoplay=True, loop=True, elem_id="lifespan-video")
                     v_files = gr.File(label="Downloads", file_count="multiple", interactive=False)
 
         # ---- UI events (undocumented endpoints; the named API is below)
@@ -618,7 +653,8 @@ def main(argv: list[str] | None = None) -> None:
         log.warning("%s", problem)
     demo = build_demo(args.checkpoint, args.device, problem=problem)
     demo.queue(default_concurrency_limit=1).launch(server_name=args.host, server_port=args.port,
-                                                   share=args.share or None, show_error=True)
+                                                   share=args.share or None, show_error=True,
+                                                   max_file_size=MAX_UPLOAD)
 
 
 if __name__ == "__main__":

@@ -240,3 +240,80 @@ def _local(result) -> str:
     while isinstance(result, dict):
         result = result.get("video") or result.get("path")
     return result
+
+
+# --------------------------------------------------------------------------------------------- command line
+
+
+def test_main_flags_and_offline_start(tmp_path, monkeypatch):
+    launched = {}
+    monkeypatch.setattr(gr.Blocks, "launch", lambda self, **kw: launched.update(kw, blocks=self))
+    monkeypatch.setenv("SAM_NO_DOWNLOAD", "1")
+    app.main(["--checkpoint", str(tmp_path / "absent.pt"), "--host", "127.0.0.1", "--port", "7999"])
+    assert launched["server_name"] == "127.0.0.1" and launched["server_port"] == 7999
+    texts = " ".join(str(getattr(b, "value", "")) for b in launched["blocks"].blocks.values())
+    assert "not loaded" in texts and "absent.pt" in texts
+
+
+# --------------------------------------------------------------------------------------------- real browser
+
+CHROMIUM = os.environ.get("SAM_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+def test_browser_end_to_end(demo, faceless, tmp_path):
+    """Pick a face, move the slider, render a video, and a faceless photo's message, in headless Chromium.
+
+    Screenshots go to $SAM_SCREENSHOT_DIR (default: the test's temporary folder)."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (no browser download)")
+    shots = Path(os.environ.get("SAM_SCREENSHOT_DIR", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    demo.queue(default_concurrency_limit=1)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        with sync_api.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            page.goto(url, wait_until="networkidle")
+            two = Image.new("RGB", (1024, 512))
+            img = Image.open(ASTRONAUT).convert("RGB").resize((512, 512))
+            two.paste(img, (0, 0))
+            two.paste(img.resize((400, 400)), (562, 56))
+            two.save(tmp_path / "two.png")
+            page.locator("input[type=file]").first.set_input_files(str(tmp_path / "two.png"))
+            thumbs = page.locator("#face-picker button.thumbnail-item")
+            thumbs.nth(1).wait_for(timeout=30_000)
+            page.locator("#aligned img").wait_for(timeout=30_000)
+            aligned = page.locator("#aligned img").get_attribute("src")
+            thumbs.nth(1).click()
+            page.wait_for_function("s => { const i = document.querySelector('#aligned img'); "
+                                   "return i && i.getAttribute('src') !== s; }", arg=aligned, timeout=30_000)
+            page.screenshot(path=str(shots / "app-face-picker.png"), full_page=True)
+            page.locator("input[type=file]").first.set_input_files(ASTRONAUT)
+            page.wait_for_function("s => { const i = document.querySelector('#aligned img'); "
+                                   "return i && i.getAttribute('src') !== s; }",
+                                   arg=page.locator("#aligned img").get_attribute("src"), timeout=30_000)
+            result = page.locator("#result img")
+            result.wait_for(timeout=30_000)  # the preview at the default age
+            first = result.get_attribute("src")
+            slider = page.locator("input[type=range]").first
+            box = slider.bounding_box()
+            page.mouse.click(box["x"] + box["width"] * 0.15, box["y"] + box["height"] / 2)
+            page.wait_for_function("s => { const i = document.querySelector('#result img'); "
+                                   "return i && i.getAttribute('src') !== s; }", arg=first, timeout=30_000)
+            page.screenshot(path=str(shots / "app-slider.png"), full_page=True)
+            page.get_by_role("tab", name="Lifespan video").click()
+            page.get_by_role("button", name="Render video").click()
+            page.locator("#lifespan-video video").wait_for(timeout=60_000)
+            page.screenshot(path=str(shots / "app-video.png"), full_page=True)
+            page.locator("input[type=file]").first.set_input_files(faceless)
+            page.get_by_text("no face found").first.wait_for(timeout=30_000)
+            page.screenshot(path=str(shots / "app-no-face.png"), full_page=True)
+            browser.close()
+    finally:
+        demo.close()
