@@ -276,6 +276,10 @@ class AgeApp:
 
     def photo(self, image: Any) -> tuple[str, Image.Image]:
         """Load a photo safely; return its content hash and RGB image (cached)."""
+        key, entry = self._photo_entry(image)
+        return key, entry[0]
+
+    def _photo_entry(self, image: Any) -> tuple[str, list]:
         src = self._source(image)
         if isinstance(src, (str, os.PathLike)):
             try:
@@ -288,13 +292,13 @@ class AgeApp:
             key = hashlib.sha1(img.tobytes()).hexdigest() + f"{img.size}"
             data = img
         with self._lock:
-            entry = self._photos.get_or(key, lambda: [load_image(data), None])
-        return key, entry[0]
+            return key, self._photos.get_or(key, lambda: [load_image(data), None])
 
     def faces(self, image: Any) -> tuple[str, Image.Image, list[Face]]:
-        key, img = self.photo(image)
+        """The photo's faces, best first (cached with the photo)."""
+        key, entry = self._photo_entry(image)
+        img = entry[0]
         with self._lock:
-            entry = self._photos[key]
             if entry[1] is None:
                 found = detect_faces(img)  # best first; doubtful extra detections (a patch on a shirt) dropped,
                 entry[1] = (found[:1] + [f for f in found[1:] if f.score >= MIN_EXTRA_FACE_SCORE])[:MAX_FACES]
