@@ -5,8 +5,15 @@
     images = pipe("face.jpg", target_ages=[10, 50, 80])
 """
 
-from .model import SAM, CheckpointError, SAMConfig
-from .pipeline import AgingPipeline
+import os
+
+# Back large CPU tensors with transparent huge pages: the generator allocates activations of up to 128 MB per
+# layer, and with 4 KB pages the kernel's page-fault work took as long as the convolutions (measured here).
+# Read by PyTorch's CPU allocator at its first large allocation; set THP_MEM_ALLOC_ENABLE=0 to opt out.
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+
+from .model import SAM  # noqa: E402, CheckpointError, SAMConfig
+from .pipeline import AgingPipeline  # noqa: E402
 
 __all__ = ["SAM", "SAMConfig", "CheckpointError", "AgingPipeline"]
 __version__ = "0.1.0"

@@ -75,13 +75,16 @@ def upfirdn2d_torch(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: in
     x0, x1, y0, y1 = _as_pad(pad)
     b, c, h, w = x.shape
     kh, kw = kernel.shape
+    weight = torch.flip(kernel, [0, 1]).to(x.dtype).view(1, 1, kh, kw).expand(c, 1, kh, kw)
+    if up == 1 and x0 == x1 and y0 == y1 and x0 >= 0 and y0 >= 0:
+        # common case (blur, downsampling): let the convolution pad and stride (no padded copy)
+        return F.conv2d(x, weight, padding=(y0, x0), stride=down, groups=c)
     if up > 1:  # insert up-1 zeros after every sample, along both axes
         x = x.reshape(b, c, h, 1, w, 1)
         x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])
         x = x.reshape(b, c, h * up, w * up)
     x = F.pad(x, [max(x0, 0), max(x1, 0), max(y0, 0), max(y1, 0)])
     x = x[:, :, max(-y0, 0) : x.shape[2] - max(-y1, 0), max(-x0, 0) : x.shape[3] - max(-x1, 0)]
-    weight = torch.flip(kernel, [0, 1]).to(x.dtype).view(1, 1, kh, kw).expand(c, 1, kh, kw)
     x = F.conv2d(x, weight, groups=c)
     if down > 1:
         x = x[:, :, ::down, ::down]

@@ -1,0 +1,194 @@
+"""Speed and memory benchmark of the default (exact) inference path, with a calibration workload.
+
+    python bench/benchmark.py [--checkpoint /tmp/sam_seed0.pt] [--threads 2] [--device cpu] [--quick]
+
+Times, with the full-size checkpoint (the seed-0 synthetic one is built in a temporary folder when none is given):
+load + peak RSS, one (image, age) at 1024, an 11-age sweep, an exact slider preview at 256 (new age of a seen photo),
+an interpolated preview (generator only), and a lifespan video (11 key ages x 10 frames, 256 px). Machines like this
+one vary by 10-20 % between runs, so a fixed calibration workload (dense 3x3 convolutions) is timed in the same run
+and every line also shows its achieved GFLOP/s and the ratio to the calibration's GFLOP/s.
+
+FLOPs are counted with ``torch.utils.flop_counter`` on a meta-device copy of the model (shapes only, no compute).
+Writes ``bench/results/<date>-<device>.md`` and ``.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from sam.model import SAM  # noqa: E402
+from sam.pipeline import AgingPipeline, to_pil  # noqa: E402
+from sam.video import make_lifespan  # noqa: E402
+
+AGES11 = list(range(0, 101, 10))
+
+
+def peak_rss_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def calibration(device: str, reps: int = 3) -> float:
+    """GFLOP/s of a fixed dense workload: 3x3 convs 256 -> 256 channels on a 64x64 map, batch 2."""
+    x = torch.randn(2, 256, 64, 64, device=device)
+    w = torch.randn(256, 256, 3, 3, device=device) * 0.02
+    flops = 2 * 2 * 256 * 256 * 9 * 64 * 64
+    with torch.inference_mode():
+        torch.nn.functional.conv2d(x, w, padding=1)
+        sync(device)
+        best = float("inf")
+        for _ in range(reps):
+            t = time.perf_counter()
+            for _ in range(4):
+                torch.nn.functional.conv2d(x, w, padding=1)
+            sync(device)
+            best = min(best, (time.perf_counter() - t) / 4)
+    return flops / best / 1e9
+
+
+def count_flops(fn) -> float:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops() / 1e9
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--quick", action="store_true", help="skip the 11-age sweep and the video")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dev = args.device
+
+    tmp = None
+    path = args.checkpoint
+    if path is None:
+        sys.path.insert(0, str(ROOT.parent / "shared" / "reference"))
+        import synthetic_weights
+
+        tmp = tempfile.TemporaryDirectory()
+        path = Path(tmp.name) / "sam_seed0.pt"
+        torch.save(synthetic_weights.build(0), path)
+
+    rows: list[dict] = []
+    cal0 = calibration(dev)
+
+    def record(name: str, seconds: float, gflop: float | None, per: int = 1, note: str = "") -> None:
+        s = seconds / per
+        g = (gflop / per) if gflop else None
+        rows.append({"step": name, "seconds": round(s, 3), "gflop": round(g, 1) if g else None,
+                     "gflops_per_s": round(g / s, 1) if g else None,
+                     "ratio_to_calibration": round(g / s / cal0, 2) if g else None,
+                     "peak_rss_gib": round(peak_rss_gib(), 2), "note": note})
+        print(f"{name:<44} {s:8.2f} s  {'' if g is None else f'{g / s:6.1f} GFLOP/s'}", flush=True)
+
+    t = time.perf_counter()
+    net = SAM.from_checkpoint(path, device=dev)
+    sync(dev)
+    record("load checkpoint", time.perf_counter() - t, None, note="mmap + meta-device init")
+    pipe = AgingPipeline(net, batch_size=4)
+
+    # FLOPs from a meta-device twin (no compute)
+    with torch.device("meta"):
+        meta = SAM(net.config)
+    meta.latent_avg = torch.zeros_like(net.latent_avg, device="meta")
+    x4m = torch.zeros(1, 4, 256, 256, device="meta")
+    wm = torch.zeros(1, net.config.n_styles, net.config.style_dim, device="meta")
+    f_enc = count_flops(lambda: meta.encoder(x4m))
+    f_pre = count_flops(lambda: meta.pretrained_encoder(x4m[:, :3]))
+    f_gen = count_flops(lambda: meta.decoder([wm], input_is_latent=True, randomize_noise=False))
+    f_gen256 = count_flops(lambda: meta.decoder([wm], input_is_latent=True, randomize_noise=False, resolution=256))
+
+    g = torch.Generator().manual_seed(0)
+    photo = to_pil(torch.rand(3, 256, 256, generator=g) * 2 - 1)[0]
+
+    with torch.inference_mode():
+        t = time.perf_counter()
+        pipe(photo, [40])
+        sync(dev)
+        record("one (image, age) at 1024, new photo", time.perf_counter() - t, f_enc + f_pre + f_gen)
+
+        t = time.perf_counter()
+        pipe(photo, [45])
+        sync(dev)
+        record("one more age at 1024, same photo", time.perf_counter() - t, f_enc + f_gen)
+
+        if not args.quick:
+            photo2 = photo.transpose(0)  # a different photo: encoder cache miss
+            t = time.perf_counter()
+            pipe(photo2, AGES11)
+            sync(dev)
+            record("11-age sweep at 1024 (per age)", time.perf_counter() - t,
+                   f_pre + 11 * (f_enc + f_gen), per=11)
+
+        t = time.perf_counter()
+        pipe(photo, [63], size=256, fast=True)
+        sync(dev)
+        record("exact slider preview at 256, new age", time.perf_counter() - t, f_enc + f_gen256)
+
+        keys = pipe.latents(photo, AGES11)
+        t = time.perf_counter()
+        w = torch.lerp(keys[6:7], keys[7:8], 0.3)
+        pipe.render(w, size=256, fast=True)
+        sync(dev)
+        record("interpolated preview at 256 (generator)", time.perf_counter() - t, f_gen256)
+
+    if not args.quick:
+        with tempfile.TemporaryDirectory() as d:
+            t = time.perf_counter()
+            res = make_lifespan(pipe, photo, Path(d) / "v.mp4", AGES11, frames_per_step=10, size=256)
+            record(f"lifespan video 256 px ({res.frames} frames)", time.perf_counter() - t,
+                   11 * (f_enc) + f_pre + res.frames * f_gen256)
+
+    cal1 = calibration(dev)
+    info = {
+        "date": dt.datetime.now().isoformat(timespec="seconds"),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "device": dev if not dev.startswith("cuda") else torch.cuda.get_device_name(),
+        "cpu": platform.processor() or platform.machine(),
+        "calibration_gflops_per_s": [round(cal0, 1), round(cal1, 1)],
+        "gflop": {"encoder": round(f_enc, 1), "pretrained_encoder": round(f_pre, 1), "generator_1024": round(f_gen, 1),
+                  "generator_256": round(f_gen256, 1)},
+        "rows": rows,
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"{dt.date.today().isoformat()}-{'cpu' if dev == 'cpu' else 'cuda'}"
+    (out / f"{stem}.json").write_text(json.dumps(info, indent=1) + "\n")
+    md = [f"torch {info['torch']}, {info['threads']} threads, {info['device']}; calibration "
+          f"{cal0:.0f} / {cal1:.0f} GFLOP/s (start / end); GFLOP per pass: {info['gflop']}", "",
+          "| step | seconds | GFLOP | GFLOP/s | ratio to calibration | peak RSS GiB |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        md.append(f"| {r['step']} | {r['seconds']} | {r['gflop'] or ''} | {r['gflops_per_s'] or ''} | "
+                  f"{r['ratio_to_calibration'] or ''} | {r['peak_rss_gib']} |")
+    (out / f"{stem}.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+    if tmp is not None:
+        tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()
