@@ -1,8 +1,8 @@
 """Command-line tools: ``python -m sam <command>``, with the published SAM scripts' flag names.
 
 Commands: ``inference``, ``side-by-side``, ``reference-guided``, ``style-mixing``, ``lifespan``, ``align``,
-``weights``. Every command takes a folder (or one file) of photos; unaligned photos are aligned first (``--align``,
-the default; ``--aligned`` to skip). Files that are not images and photos without a face are skipped with a
+``weights``, ``random-checkpoint``. Every command takes a folder (or one file) of photos; unaligned photos are
+aligned first (``--align``, the default; ``--aligned`` to skip). Files that are not images and photos without a face are skipped with a
 one-line reason; existing outputs are kept unless ``--overwrite``; a summary ends every run. The exit code is
 non-zero only when nothing could be processed.
 """
@@ -371,6 +371,25 @@ def cmd_weights(args) -> int:
     return 0
 
 
+def cmd_random_checkpoint(args) -> int:
+    """A checkpoint in the published layout with random weights: for trying every command without real weights."""
+    import torch
+
+    from .model import SAM, TINY_CONFIG, SAMConfig, random_init_
+
+    config = TINY_CONFIG if args.size == "tiny" else SAMConfig()
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise SystemExit(f"error: {out} exists (use --overwrite)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model = random_init_(SAM(config), seed=args.seed)
+    model.opts["note"] = "random weights for testing, not a trained model"
+    with torch.no_grad():
+        model.save(out)
+    print(out)
+    return 0
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Parser
 
@@ -449,6 +468,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("weights", cmd_weights, "find, download and validate the SAM checkpoint", [])
     p.add_argument("--checkpoint_path", default=None)
     p.add_argument("--no_download", action="store_true", help="only check; never download")
+    p = add("random-checkpoint", cmd_random_checkpoint,
+            "write a random-weights checkpoint in the published layout (to try the tools without real weights)", [])
+    p.add_argument("--out", required=True)
+    p.add_argument("--size", choices=["tiny", "full"], default="tiny",
+                   help="tiny: 32 px output, seconds per image; full: the published 1024 px size (2.3 GB)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true")
     return ap
 
 

@@ -30,7 +30,7 @@ from torch import nn
 from .encoders import EncoderConfig, GradualStyleEncoder
 from .stylegan2 import Generator
 
-__all__ = ["SAM", "SAMConfig", "CheckpointError", "add_age_channel"]
+__all__ = ["SAM", "SAMConfig", "CheckpointError", "add_age_channel", "random_init_", "TINY_CONFIG"]
 
 
 class CheckpointError(ValueError):
@@ -79,6 +79,18 @@ class SAMConfig:
             if key in opts and opts[key] is not None:
                 base[key] = opts[key]
         return cls.from_dict(base)
+
+
+# A tiny model (32 px output, narrow encoders) for tests and smoke runs: seconds on a laptop CPU.
+TINY_CONFIG = SAMConfig(
+    output_size=32,
+    style_dim=16,
+    n_mlp=2,
+    channel_multiplier=1,
+    channel_max=16,
+    encoder=EncoderConfig(base_channels=8, units=(1, 2, 2, 1), input_size=64),
+    pool_size=16,
+)
 
 
 def add_age_channel(rgb: torch.Tensor, ages: torch.Tensor | list[float] | float) -> torch.Tensor:
@@ -316,3 +328,31 @@ def _latent_avg_from(value: Any, config: SAMConfig, path: Path) -> torch.Tensor:
     if tuple(value.shape) != (n, d):
         raise CheckpointError(f"{path}: 'latent_avg' has shape {list(value.shape)}, expected [{n}, {d}]")
     return value.clone()
+
+
+def random_init_(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Fill every parameter and BatchNorm statistic with deterministic random values of sensible scale.
+
+    For smoke tests and demos without real weights (a fresh module has zero biases and noise weights, which hide
+    bugs). FIR kernels and counters are left as they are.
+    """
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            if not t.is_floating_point() or name.endswith("kernel"):
+                continue
+            if name.endswith("running_var"):
+                t.copy_(0.5 + torch.rand(t.shape, generator=g))
+            elif name.endswith(".noise.weight") or name.endswith("bias") and "modulation" not in name:
+                t.copy_(0.1 * torch.randn(t.shape, generator=g))
+            elif name.endswith("modulation.bias"):
+                t.copy_(1 + 0.1 * torch.randn(t.shape, generator=g))
+            elif t.ndim <= 1:  # BatchNorm / PReLU weights
+                t.copy_(1 + 0.05 * torch.randn(t.shape, generator=g))
+            elif name.startswith("decoder.") or name.endswith("linear.weight"):
+                t.copy_(torch.randn(t.shape, generator=g))  # equalised-lr layers scale at run time
+            else:
+                t.copy_(torch.randn(t.shape, generator=g) / t[0].numel() ** 0.5)
+    if hasattr(model, "latent_avg"):
+        model.latent_avg = 0.5 * torch.randn(model.latent_avg.shape, generator=g)
+    return model

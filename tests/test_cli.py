@@ -169,3 +169,14 @@ def test_bad_ages_and_masks(ckpt, data, tmp_path, capsys):
     with pytest.raises(SystemExit, match="outside"):
         run("reference-guided", "--checkpoint_path", ckpt, "--data_path", data, "--exp_dir", tmp_path,
             "--ref_images_paths_file", refs, "--latent_mask", "3,99")
+
+
+def test_random_checkpoint_command(tmp_path, data):
+    out = tmp_path / "w" / "tiny.pt"
+    assert run("random-checkpoint", "--out", out, "--seed", "3") == 0
+    net = SAM.from_checkpoint(out)
+    assert net.config == TINY
+    with pytest.raises(SystemExit, match="exists"):
+        run("random-checkpoint", "--out", out)
+    assert run("side-by-side", "--checkpoint_path", out, "--data_path", data / "astronaut.png", "--exp_dir",
+               tmp_path / "e", "--target_age", "20,80") == 0
