@@ -2,9 +2,9 @@
 
 Commands: ``inference``, ``side-by-side``, ``reference-guided``, ``style-mixing``, ``lifespan``, ``align``,
 ``weights``, ``random-checkpoint``. Every command takes a folder (or one file) of photos; unaligned photos are
-aligned first (``--align``, the default; ``--aligned`` to skip). Files that are not images and photos without a
-face are skipped with a one-line reason; existing outputs are kept unless ``--overwrite``; a summary ends every run. The exit code is
-non-zero only when nothing could be processed.
+aligned first (``--align``, the default; ``--aligned`` to skip). Files that are not images and photos without
+a face are skipped with a one-line reason; existing outputs are kept unless ``--overwrite``; a summary ends
+every run. The exit code is non-zero only when nothing could be processed.
 """
 
 from __future__ import annotations
