@@ -17,7 +17,7 @@ import hashlib
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +87,7 @@ class EncodedFace:
 
     rgb: torch.Tensor  # 1 x 3 x 256 x 256 in [-1, 1]
     pretrained_codes: torch.Tensor  # 1 x n_styles x style_dim, without latent_avg
+    age_codes: dict[int, torch.Tensor] = field(default_factory=dict)  # W+ per integer age, filled on demand
 
 
 class AgingPipeline:
@@ -154,16 +155,43 @@ class AgingPipeline:
 
     @torch.inference_mode()
     def latents(self, image: ImageLike | EncodedFace, target_ages: Sequence[float]) -> torch.Tensor:
-        """W+ codes of the face at each target age: ``len(ages) x n_styles x style_dim``."""
+        """W+ codes of the face at each target age: ``len(ages) x n_styles x style_dim``.
+
+        The network sees integer ages (as published); codes are cached per face and age, so asking again is free.
+        """
         face = self.encode(image)
-        ages = [_check_age(a) for a in target_ages]
-        out = []
-        for i in range(0, len(ages), self.batch_size):
-            chunk = ages[i : i + self.batch_size]
+        ages = [int(_check_age(a)) for a in target_ages]
+        missing = list(dict.fromkeys(a for a in ages if a not in face.age_codes))
+        for i in range(0, len(missing), self.batch_size):
+            chunk = missing[i : i + self.batch_size]
             n = len(chunk)
-            x4 = add_age_channel(face.rgb.expand(n, -1, -1, -1), [int(a) for a in chunk])
-            out.append(self.model.encode(x4, pretrained_codes=face.pretrained_codes.expand(n, -1, -1)))
-        return torch.cat(out) if out else torch.empty(0, self.model.config.n_styles, self.model.config.style_dim)
+            x4 = add_age_channel(face.rgb.expand(n, -1, -1, -1), chunk)
+            codes = self.model.encode(x4, pretrained_codes=face.pretrained_codes.expand(n, -1, -1))
+            for a, c in zip(chunk, codes):
+                face.age_codes[a] = c
+        if not ages:
+            return torch.empty(0, self.model.config.n_styles, self.model.config.style_dim, device=self.device)
+        return torch.stack([face.age_codes[a] for a in ages])
+
+    @torch.inference_mode()
+    def preview_latent(self, image: ImageLike | EncodedFace, age: float) -> tuple[torch.Tensor, bool]:
+        """A code for ``age`` without running the encoder when possible.
+
+        Returns ``(code, exact)``: the cached exact code if this age was computed before; else a linear
+        interpolation between the nearest cached ages on either side (``exact=False``; fill the cache first with
+        :meth:`latents` on key ages, e.g. every 10 years); else the exact code, computed now.
+        """
+        face = self.encode(image)
+        a = int(_check_age(age))
+        if a in face.age_codes:
+            return face.age_codes[a][None], True
+        lower = [k for k in face.age_codes if k < a]
+        upper = [k for k in face.age_codes if k > a]
+        if lower and upper:
+            lo, hi = max(lower), min(upper)
+            t = (a - lo) / (hi - lo)
+            return torch.lerp(face.age_codes[lo], face.age_codes[hi], t)[None], False
+        return self.latents(face, [a]), True
 
     @torch.inference_mode()
     def render(

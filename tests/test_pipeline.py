@@ -107,3 +107,27 @@ def test_checkpoint_resolution(monkeypatch, tmp_path):
     assert resolve_checkpoint(tmp_path / "y.pt") == tmp_path / "y.pt"
     with pytest.raises(FileNotFoundError, match="SAM_CHECKPOINT"):
         AgingPipeline.from_pretrained()
+
+
+def test_codes_are_cached_per_age(pipe, face, monkeypatch):
+    calls = []
+    enc = pipe.model.encoder
+    original = enc.forward
+    monkeypatch.setattr(enc, "forward", lambda x: calls.append(x.shape[0]) or original(x))
+    a = pipe.latents(face, [10, 20, 10])
+    b = pipe.latents(face, [20, 30])
+    assert calls == [2, 1]  # 10 and 20, then only 30
+    torch.testing.assert_close(a[1], b[0])
+    torch.testing.assert_close(a[0], a[2])
+
+
+def test_preview_latent_interpolates_between_cached_ages(pipe, face):
+    keys = pipe.latents(face, [20, 40])
+    code, exact = pipe.preview_latent(face, 25)
+    assert not exact
+    torch.testing.assert_close(code[0], torch.lerp(keys[0], keys[1], 0.25))
+    code, exact = pipe.preview_latent(face, 40)
+    assert exact and torch.equal(code[0], keys[1])
+    code, exact = pipe.preview_latent(face, 70)  # outside the cached range: computed exactly
+    assert exact
+    torch.testing.assert_close(code, pipe.latents(face, [70]))
