@@ -148,6 +148,10 @@ def test_id_loss_hand_value_and_weighting():
     _, logs, _ = crit(x, x, y_hat, latent, target, inp, False, avg, "real")
     w = 0.25 * torch.cos(math.pi * (target - inp).abs()) + 0.75
     assert logs["loss_id_real"] == pytest.approx(float((w * per).mean()), rel=1e-5)
+    crit.w = LossWeights(id_lambda=1.0, use_weighted_id_loss=True, id_weight_age="target")  # published variant
+    _, logs, _ = crit(x, x, y_hat, latent, target, inp, False, avg, "real")
+    w = 0.25 * torch.cos(math.pi * target) + 0.75
+    assert logs["loss_id_real"] == pytest.approx(float((w * per).mean()), rel=1e-5)
 
 
 def test_aging_loss_hand_value():

@@ -74,7 +74,7 @@ class Coach:
         if opts.amp and not self.use_amp and self.is_main:
             _log("--amp ignored: mixed precision is only used on CUDA")
 
-        torch.manual_seed(opts.seed + self.rank)
+        torch.manual_seed(opts.seed)  # networks: the same random initialisation on every rank
         random.seed(opts.seed)
         np.random.seed(opts.seed + self.rank)
         self.step_rng = random.Random(opts.seed)  # same on every rank: the no-aging draw of each step
@@ -87,6 +87,10 @@ class Coach:
 
         # ---- networks
         self.net, resume = self._build_net()
+        if self.distributed and opts.sync_bn:  # before the optimizer takes the parameters
+            from .sync_bn import convert_batchnorm
+
+            convert_batchnorm(self.net.encoder)
         self.net.to(self.device)
         self.aux_cfg = AuxConfig.tiny() if opts.aux_size == "tiny" else AuxConfig()
         self.loss_weights = LossWeights.from_opts(opts)
@@ -112,6 +116,7 @@ class Coach:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         if resume is not None:
             self._resume(resume)
+        torch.manual_seed(opts.seed + 7919 * self.rank + self.global_step)  # noise: different per rank
 
         self.model = self.net
         if self.distributed:
@@ -299,8 +304,12 @@ class Coach:
         y_rec = None
         if self.loss_weights.cycle_lambda > 0:
             y_in = y_hat.detach()
-            y_rec, latent_c = self._forward(y_in, input_ages, model)
-            loss_c, logs_c, _ = self.criterion(x, x, y_rec, latent_c, input_ages, target_ages, no_aging,
+            cycle_ages = input_ages
+            if self.opts.cycle_age == "estimated_output":  # what the published code does
+                with torch.no_grad():
+                    cycle_ages = self.criterion.estimate_ages(y_in) / 100.0
+            y_rec, latent_c = self._forward(y_in, cycle_ages, model)
+            loss_c, logs_c, _ = self.criterion(x, x, y_rec, latent_c, cycle_ages, target_ages, no_aging,
                                                self._latent_avg(), "cycle")
             self._check_finite(loss_c, logs_c)
             if backward:

@@ -68,6 +68,7 @@ class LossWeights:
     aging_lambda: float = 0.0
     cycle_lambda: float = 0.0
     use_weighted_id_loss: bool = False
+    id_weight_age: str = "difference"  # or "target": the published code's 0.25 cos(pi * target) + 0.75
 
     @classmethod
     def from_opts(cls, opts: Any) -> LossWeights:
@@ -125,7 +126,8 @@ class SAMLoss(torch.nn.Module):
             sim_views = (f_y * f_x).sum(1)
             per = 1 - sim_target
             if w.use_weighted_id_loss:
-                per = per * id_weights(target_ages, input_ages).to(per.dtype)
+                ref = input_ages if w.id_weight_age == "difference" else torch.zeros_like(target_ages)
+                per = per * id_weights(target_ages, ref).to(per.dtype)
             loss_id = per.mean()
             logs[f"loss_id_{data_type}"] = float(loss_id.detach())
             logs[f"id_improve_{data_type}"] = float((sim_target - sim_views).mean().detach())

@@ -100,10 +100,16 @@ def build_parser() -> argparse.ArgumentParser:
     a("--model_config", default=None, type=str, help="JSON (file or string) overriding SAMConfig fields")
     a("--aux_size", default=None, choices=["full", "tiny"], help="auxiliary net sizes (default: --model_size)")
     a("--device", default="auto", type=str, help="auto (cuda if available), cpu, cuda, cuda:N")
+    a("--sync_bn", action="store_true",
+      help="with torchrun: BatchNorm statistics over all processes (as one process with the global batch)")
     a("--amp", action="store_true", help="mixed precision (float16 autocast + grad scaling; CUDA only)")
     a("--seed", default=0, type=int, help="random seed")
     a("--val_max_batches", default=None, type=int, help="validate on at most this many batches")
     a("--no_aging_prob", default=1.0 / 3.0, type=float, help="share of batches that keep their own age")
+    a("--cycle_age", default="input", choices=["input", "estimated_output"],
+      help="age of the cycle pass: the input's (paper) or the age estimated on the output (published code)")
+    a("--id_weight_age", default="difference", choices=["difference", "target"],
+      help="weighted id loss from |target - input| / 100 (paper) or from target / 100 (published code)")
     a("--no_flip", action="store_true", help="no random horizontal flips (deterministic tests)")
     a("--fixed_noise", action="store_true", help="use the generator's stored noise (deterministic tests)")
     return p
