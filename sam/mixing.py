@@ -8,53 +8,63 @@ attributes while the aging of the other rows is kept.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import torch
 
 from .model import SAM
 
-__all__ = ["LAYER_PRESETS", "parse_latent_mask", "random_w_codes"]
+__all__ = ["LAYER_PRESETS", "layer_groups", "parse_latent_mask", "random_w_codes"]
 
-# Plain-language presets for the published 18-row W+ (1024 px generator).
-LAYER_PRESETS: dict[str, list[int]] = {
-    "pose & face shape": [0, 1, 2, 3],
-    "hair & features": [4, 5, 6, 7],
-    "colour & lighting": list(range(8, 18)),
-    "hair & texture": [8, 9],
+# Plain-language names (as shown in the app) for the groups of W+ rows.
+LAYER_PRESETS: dict[str, str] = {
+    "colour & lighting": "fine",
+    "hair & texture": "middle",
+    "face shape & pose": "coarse",
+    "everything": "all",
 }
 
 
-def parse_latent_mask(spec: str | Sequence[int] | None, n_styles: int) -> list[int] | None:
-    """``"8,9"``, ``"8-17"``, ``[8, 9]`` or a preset name -> sorted unique W+ rows below ``n_styles``."""
-    if spec is None or (isinstance(spec, str) and not spec.strip()):
-        return None
-    if isinstance(spec, str):
-        key = spec.strip().lower()
-        if key in LAYER_PRESETS:
-            rows = [i for i in LAYER_PRESETS[key] if i < n_styles]
-        else:
-            rows = []
-            for part in key.replace(" ", "").split(","):
-                if not part:
-                    continue
-                try:
-                    if "-" in part:
-                        lo, hi = (int(p) for p in part.split("-", 1))
-                        rows.extend(range(lo, hi + 1))
-                    else:
-                        rows.append(int(part))
-                except ValueError:
-                    raise ValueError(
-                        f"latent mask {spec!r}: use comma-separated W+ rows like '8,9' or ranges like '8-17', "
-                        f"or one of {sorted(LAYER_PRESETS)}"
-                    ) from None
+def layer_groups(n_styles: int) -> dict[str, list[int]]:
+    """W+ rows by scale: coarse (4-8 px: pose, face shape), middle (16-32 px: hair, features), fine (colour)."""
+    return {
+        "coarse": list(range(0, min(4, n_styles))),
+        "middle": list(range(4, min(8, n_styles))),
+        "fine": list(range(8, n_styles)),
+        "all": list(range(n_styles)),
+    }
+
+
+def parse_latent_mask(spec: str | Sequence[int] | None, n_styles: int) -> list[int]:
+    """W+ rows to mix: ``"8-17"``, ``"0, 2, 5-7"``, a group (``fine``, ``middle``, ``coarse``, ``all``), a preset
+    name (``"colour & lighting"``), or a list of ints -> sorted unique indices. ``ValueError`` with a readable
+    message otherwise."""
+    groups = layer_groups(n_styles)
+    if isinstance(spec, (list, tuple)):
+        items: list[str] = [str(s) for s in spec]
     else:
-        rows = [int(i) for i in spec]
-    bad = [i for i in rows if not 0 <= i < n_styles]
-    if bad:
-        raise ValueError(f"latent mask rows {bad} are outside 0..{n_styles - 1}")
-    return sorted(set(rows)) or None
+        text = str(spec if spec is not None else "").strip().lower()
+        text = LAYER_PRESETS.get(text, text)
+        if text in groups:
+            if not groups[text]:
+                raise ValueError(f"this model has only {n_styles} style layers, so it has no {text} layers")
+            return groups[text]
+        items = [s for s in re.split(r"[,\s;]+", text) if s]
+    if not items:
+        raise ValueError(f"choose at least one style layer (0 to {n_styles - 1}), e.g. 8-17")
+    out: set[int] = set()
+    for item in items:
+        m = re.fullmatch(r"(-?\d+)(?:\s*-\s*(\d+))?", item)
+        if not m:
+            raise ValueError(f"cannot read style layers {spec!r}: use numbers and ranges like 8-17 or 0,2,5")
+        lo = int(m.group(1))
+        hi = int(m.group(2)) if m.group(2) is not None else lo
+        lo, hi = min(lo, hi), max(lo, hi)
+        if lo < 0 or hi >= n_styles:
+            raise ValueError(f"style layers must be between 0 and {n_styles - 1} (outside: {item})")
+        out.update(range(lo, hi + 1))
+    return sorted(out)
 
 
 @torch.inference_mode()

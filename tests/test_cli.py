@@ -180,3 +180,18 @@ def test_random_checkpoint_command(tmp_path, data):
         run("random-checkpoint", "--out", out)
     assert run("side-by-side", "--checkpoint_path", out, "--data_path", data / "astronaut.png", "--exp_dir",
                tmp_path / "e", "--target_age", "20,80") == 0
+
+
+def test_parse_latent_mask():
+    from sam.mixing import parse_latent_mask
+
+    assert parse_latent_mask("8,9", 18) == [8, 9]
+    assert parse_latent_mask("8-10, 2", 18) == [2, 8, 9, 10]
+    assert parse_latent_mask("colour & lighting", 18) == list(range(8, 18))
+    assert parse_latent_mask("coarse", 18) == [0, 1, 2, 3]
+    assert parse_latent_mask([3, 3, 1], 18) == [1, 3]
+    for bad in ("", "x", "3,18", "-1"):
+        with pytest.raises(ValueError):
+            parse_latent_mask(bad, 18)
+    with pytest.raises(ValueError, match="no fine layers"):
+        parse_latent_mask("fine", 8)
