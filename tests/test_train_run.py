@@ -54,7 +54,6 @@ def test_one_step_writes_a_loadable_checkpoint(faces, tmp_path):
     assert net.config == TINY_TRAIN_CONFIG and net.config.start_from_encoded_w_plus
 
 
-@pytest.mark.slow
 def test_tiny_run_checkpoint_loads_and_resume_continues(faces, tmp_path, capsys):
     exp = tmp_path / "exp"
     assert main(base_args(exp, faces, "--max_steps", 2, "--save_interval", 2)) == 0
@@ -150,13 +149,30 @@ def test_all_losses_with_validation_and_best_model(faces, tmp_path):
     exp = tmp_path / "exp"
     args = base_args(exp, faces, "--max_steps", 2, "--val_interval", 1, "--test_dir", faces, "--test_batch_size", 2,
                      "--id_lambda", 0.1, "--lpips_lambda", 0.1, "--lpips_lambda_aging", 0.1, "--lpips_lambda_crop",
-                     0.6, "--use_weighted_id_loss", "--optim_name", "adam")
+                     0.6, "--use_weighted_id_loss", "--optim_name", "adam",
+                     "--cycle_age", "estimated_output", "--id_weight_age", "target")  # the published variants
     assert main(args) == 0
     assert (exp / "checkpoints" / "best_model.pt").is_file()
     text = (exp / "checkpoints" / "timestamp.txt").read_text()
     assert "**Best**" in text and "loss_lpips_crop_cycle" in text and "loss_id_real" in text
     assert (exp / "logs" / "images" / "test" / "faces").is_dir()
     SAM.from_checkpoint(exp / "checkpoints" / "best_model.pt")
+
+
+@pytest.mark.slow
+def test_align_prepares_a_cached_aligned_folder(tmp_path):
+    from train.data import prepare_aligned
+
+    src = tmp_path / "photos"
+    src.mkdir()
+    shutil.copy(ROOT / "assets" / "astronaut.png", src / "astronaut.png")
+    Image.new("RGB", (200, 200), (128, 128, 128)).save(src / "blank.png")  # no face: skipped
+    out = prepare_aligned(src, tmp_path / "aligned", 64)
+    files = list(out.glob("*.png"))
+    assert len(files) == 1 and files[0].name.startswith("astronaut_") and Image.open(files[0]).size == (64, 64)
+    mtime = files[0].stat().st_mtime_ns
+    prepare_aligned(src, tmp_path / "aligned", 64)  # cached: not redone
+    assert files[0].stat().st_mtime_ns == mtime
 
 
 class RandomAgeRegressor(torch.nn.Module):
