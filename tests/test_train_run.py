@@ -135,6 +135,19 @@ def test_nan_loss_aborts_clearly():
         Coach._check_finite(fake, torch.tensor(float("nan")), {"loss_l2_real": float("nan")})
 
 
+def test_missing_weights_are_named_with_their_flags(faces, tmp_path, capsys):
+    args = ["--exp_dir", tmp_path / "e", "--train_dir", faces, "--target_age", 30, "--model_size", "tiny",
+            "--device", "cpu", "--start_from_encoded_w_plus", "--id_lambda", 0.1, "--stylegan_weights", "random",
+            "--ir_se50_path", tmp_path / "ir.pth", "--age_predictor_path", tmp_path / "dex.pth",
+            "--pretrained_psp_path", tmp_path / "psp.pt"]
+    assert main([str(a) for a in args]) == 2
+    err = capsys.readouterr().err
+    expected = (("ir_se50_path", "ir.pth"), ("age_predictor_path", "dex.pth"), ("pretrained_psp_path", "psp.pt"))
+    for flag, name in expected:
+        assert f"--{flag} {tmp_path / name}" in err
+    assert "--stylegan_weights" not in err and "train/README.md" in err
+
+
 def test_missing_arguments_are_reported(tmp_path, capsys):
     with pytest.raises(SystemExit):
         parse_args(["--exp_dir", str(tmp_path), "--target_age", "uniform_random"])

@@ -86,6 +86,7 @@ class Coach:
         self.best_val_loss: float | None = None
 
         # ---- networks
+        self._check_weight_files()
         self.net, resume = self._build_net()
         if self.distributed and opts.sync_bn:  # before the optimizer takes the parameters
             from .sync_bn import convert_batchnorm
@@ -156,6 +157,26 @@ class Coach:
                 dev = torch.device("cuda", local_rank if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0)
             torch.cuda.set_device(dev)
         return dev
+
+    def _check_weight_files(self) -> None:
+        """Name every missing weights file at once, with its flag, before anything is built."""
+        o = self.opts
+        w = LossWeights.from_opts(o)
+        need = [("--age_predictor_path", o.age_predictor_path)]
+        if not o.checkpoint_path:
+            need += [("--ir_se50_path", o.ir_se50_path), ("--stylegan_weights", o.stylegan_weights)]
+            if o.start_from_encoded_w_plus:
+                need.append(("--pretrained_psp_path", o.pretrained_psp_path))
+        if w.id_lambda > 0 and ("--ir_se50_path", o.ir_se50_path) not in need:
+            need.append(("--ir_se50_path", o.ir_se50_path))
+        if max(w.lpips_lambda, w.lpips_lambda_aging, w.lpips_lambda_crop) > 0:
+            need.append(("--lpips_path", o.lpips_path))
+            if o.lpips_lin_path:
+                need.append(("--lpips_lin_path", o.lpips_lin_path))
+        missing = [f"{flag} {path}" for flag, path in need if _path(path) and not Path(path).is_file()]
+        if missing:
+            raise FileNotFoundError("weights not found: " + "; ".join(missing) + " (see train/README.md for "
+                                    "where to get them; 'random' or --random_weights for smoke tests only)")
 
     def _plain_opts(self) -> dict[str, Any]:
         return {k: v for k, v in vars(self.opts).items() if isinstance(v, (str, int, float, bool, type(None)))}
