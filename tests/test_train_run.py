@@ -135,6 +135,16 @@ def test_nan_loss_aborts_clearly():
         Coach._check_finite(fake, torch.tensor(float("nan")), {"loss_l2_real": float("nan")})
 
 
+def test_nan_gradient_aborts_clearly():
+    p = torch.nn.Parameter(torch.zeros(3))
+    p.grad = torch.tensor([0.0, float("nan"), 1.0])
+    fake = types.SimpleNamespace(global_step=0, optimizer=torch.optim.Adam([p]))
+    with pytest.raises(TrainingDivergedError, match="step 1: NaN / infinite gradients"):
+        Coach._check_grads(fake)
+    p.grad = torch.ones(3)
+    Coach._check_grads(fake)
+
+
 def test_missing_weights_are_named_with_their_flags(faces, tmp_path, capsys):
     args = ["--exp_dir", tmp_path / "e", "--train_dir", faces, "--target_age", 30, "--model_size", "tiny",
             "--device", "cpu", "--start_from_encoded_w_plus", "--id_lambda", 0.1, "--stylegan_weights", "random",
