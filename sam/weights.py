@@ -4,8 +4,9 @@ Where the checkpoint is looked for: ``--checkpoint`` / the ``path`` argument, el
 ``weights/sam_ffhq_aging.pt`` (see :func:`sam.pipeline.resolve_checkpoint`). When it is absent and downloading is
 allowed, it is fetched
 
-1. from the Hugging Face Hub (``huggingface_hub.hf_hub_download``, with its progress bar), repository
-   ``$SAM_HF_REPO`` (default :data:`DEFAULT_HF_REPO`), file ``$SAM_HF_FILENAME`` (default ``sam_ffhq_aging.pt``);
+1. from the Hugging Face Hub (``huggingface_hub.hf_hub_download``, with its progress bar) when ``$SAM_HF_REPO``
+   names a repository holding a copy (file ``$SAM_HF_FILENAME``, default ``sam_ffhq_aging.pt``). The authors
+   publish no Hub copy, so no repository is assumed by default: an unverified name could be taken by anyone;
 2. else from the authors' published Google Drive file (plain ``urllib`` with a ``tqdm`` bar; the "can't scan
    this file for viruses" confirmation page is handled).
 
@@ -43,7 +44,7 @@ __all__ = [
 ]
 
 CHECKPOINT_NAME = "sam_ffhq_aging.pt"
-DEFAULT_HF_REPO = "sam-age/sam-ffhq-aging"  # a mirror of the published file; override with $SAM_HF_REPO
+DEFAULT_HF_REPO = ""  # no official Hub copy exists; set $SAM_HF_REPO to a mirror you trust
 DRIVE_FILE_ID = "1XyumF6_fdAxFmxpFcmPf-q84LU_22EMC"  # the authors' "Pretrained Models" link
 DRIVE_URL = "https://drive.google.com/uc"  # module attribute so tests can point it at a local server
 AUTHORS_REPO = "https://github.com/yuval-alaluf/SAM#pretrained-models"
@@ -138,7 +139,8 @@ Source = tuple[str, Callable[[Path, bool], None]]
 
 
 def _sources() -> list[Source]:
-    return [(f"Hugging Face Hub ({hf_repo()})", _download_hf), ("the authors' Google Drive link", _download_drive)]
+    hub = [(f"Hugging Face Hub ({hf_repo()})", _download_hf)] if hf_repo() else []
+    return hub + [("the authors' Google Drive link", _download_drive)]
 
 
 def download_checkpoint(target: str | os.PathLike, quiet: bool = False) -> Path:

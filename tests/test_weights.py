@@ -169,6 +169,7 @@ def test_drive_fallback_with_confirm_page(tmp_path, tiny_bytes, monkeypatch, dri
 
 
 def test_corrupt_download_is_refused_and_removed(tmp_path, tiny_bytes, monkeypatch, drive):
+    monkeypatch.setenv("SAM_HF_REPO", "someone/sam-mirror")
     _fake_hf(monkeypatch, tiny_bytes[: len(tiny_bytes) // 2])  # truncated on the hub
     drive.payload = b"<garbage>" * 100  # and garbage on Drive
     target = tmp_path / "sam_ffhq_aging.pt"
@@ -181,6 +182,7 @@ def test_corrupt_download_is_refused_and_removed(tmp_path, tiny_bytes, monkeypat
 
 
 def test_corrupt_hub_file_falls_back_to_drive(tmp_path, tiny_bytes, monkeypatch, drive):
+    monkeypatch.setenv("SAM_HF_REPO", "someone/sam-mirror")
     _fake_hf(monkeypatch, b"\x00" * 64)
     drive.payload = tiny_bytes
     target = tmp_path / "sam_ffhq_aging.pt"
@@ -189,6 +191,7 @@ def test_corrupt_hub_file_falls_back_to_drive(tmp_path, tiny_bytes, monkeypatch,
 
 
 def test_offline_message(tmp_path, monkeypatch):
+    monkeypatch.setenv("SAM_HF_REPO", "someone/sam-mirror")
     _fake_hf(monkeypatch, None)  # and DRIVE_URL points at a closed local port (see _isolated)
     target = tmp_path / "sam_ffhq_aging.pt"
     with pytest.raises(weights.WeightsUnavailableError) as info:
@@ -214,3 +217,11 @@ def test_cli_entry(tmp_path, tiny_bytes, capsys):
     assert weights.main([str(path)]) == 0
     assert "published layout OK" in capsys.readouterr().out
     assert weights.main([str(tmp_path / "nope.pt")]) == 1
+
+
+def test_no_hub_repository_is_assumed(tmp_path, tiny_bytes, monkeypatch, drive):
+    calls: list = []
+    _fake_hf(monkeypatch, tiny_bytes, calls)
+    drive.payload = tiny_bytes
+    assert weights.ensure_checkpoint(tmp_path / "sam_ffhq_aging.pt", quiet=True).exists()
+    assert calls == []  # only the authors' link was used
