@@ -1,9 +1,9 @@
 """Command-line tools: ``python -m sam <command>``, with the published SAM scripts' flag names.
 
 Commands: ``inference``, ``side-by-side``, ``reference-guided``, ``style-mixing``, ``lifespan``, ``align``,
-``weights``, ``random-checkpoint``. Every command takes a folder (or one file) of photos; unaligned photos are
-aligned first (``--align``, the default; ``--aligned`` to skip). Files that are not images and photos without
-a face are skipped with a one-line reason; existing outputs are kept unless ``--overwrite``; a summary ends
+``evaluate``, ``weights``, ``random-checkpoint``. Every command takes a folder (or one file) of photos; unaligned
+photos are aligned first (``--align``, the default; ``--aligned`` to skip). Files that are not images and photos
+without a face are skipped with a one-line reason; existing outputs are kept unless ``--overwrite``; a summary ends
 every run. The exit code is non-zero only when nothing could be processed.
 """
 
@@ -390,6 +390,36 @@ def cmd_random_checkpoint(args) -> int:
     return 0
 
 
+def cmd_evaluate(args) -> int:
+    from .evaluate import Evaluator
+    from .metrics import FaceMetrics
+
+    metrics = FaceMetrics()
+    problems = [p for p in metrics.available().values() if p]
+    if problems:
+        raise SystemExit("error: evaluate needs the age and identity models: " + "; ".join(dict.fromkeys(problems)))
+    pipe = load_pipeline(args)
+    exp = Path(args.exp_dir)
+    ev = Evaluator(pipe, exp, args.target_age, metrics=metrics, size=args.output_size, overwrite=args.overwrite)
+    summary = Summary()
+    names: list[str] = []
+    already: set[str] = set()
+
+    def work(item: Item) -> None:
+        names.append(item.name)
+        if not ev.process(item.name, item.aligned):
+            already.add(item.name)
+
+    run_items(args, summary, lambda it: [], work)
+    summary.done = [n for n in summary.done if n not in already]
+    summary.existing += len(already)
+    report = ev.report(images=names, worst=args.worst)
+    n_rows = sum(1 for (n, a) in ev.rows if n in set(names) and a in ev.target_ages)
+    print(f"{n_rows} rows in {ev.csv_path}; report: {report}", file=sys.stderr)
+    summary.report()
+    return summary.exit_code
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Parser
 
@@ -464,6 +494,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("align", cmd_align, "FFHQ-align the faces of a folder of photos", [data])
     p.add_argument("--output_size", type=int, default=256)
     p.add_argument("--all_faces", action="store_true", help="every face (name_face0.png, ...) instead of the largest")
+
+    p = add("evaluate", cmd_evaluate, "age every face to every target and measure apparent age and identity "
+            "(CSV, Markdown report, plot, worst cases; resumable)", [model, data])
+    ages(p)
+    p.add_argument("--output_size", type=int, default=256,
+                   help="side of the rendered faces (default 256, the fast path; the metrics use 64-150 px chips)")
+    p.add_argument("--worst", type=int, default=6, help="cases per section in worst_cases.png (default 6)")
 
     p = add("weights", cmd_weights, "find, download and validate the SAM checkpoint", [])
     p.add_argument("--checkpoint_path", default=None)
