@@ -215,6 +215,8 @@ class SAM(nn.Module):
         check_state_dict(model, state, source=str(path))
         state = {k: (v.float() if v.is_floating_point() and v.dtype != torch.float32 else v) for k, v in state.items()}
         model.load_state_dict(state, strict=True, assign=True)
+        if mmap and torch.device(device).type == "cpu":
+            _prefault(model)
         model.latent_avg = _latent_avg_from(ckpt.get("latent_avg"), config, path)
         model.pretrained_encoder.requires_grad_(False)
         model.opts["device"] = str(device)
@@ -258,6 +260,16 @@ def mix_styles(
         else:
             codes[:, i] = inject_latent[:, i]
     return codes
+
+
+def _prefault(model: nn.Module) -> None:
+    """Read one value per memory page of every tensor, so the memory-mapped weights are paged in now (during
+    loading) rather than during the first forward pass. Costs well under a second for the 2.3 GB file when it
+    is in the page cache."""
+    with torch.no_grad():
+        for t in model.state_dict().values():
+            if t.numel() > 1024:
+                t.reshape(-1)[::1024].sum()
 
 
 def load_checkpoint_file(path: Path, mmap: bool = True) -> dict[str, Any]:
