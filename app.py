@@ -36,6 +36,7 @@ from PIL import Image
 
 from sam.align import AlignedFace, Face, NoFaceError, align_face, detect_faces, paste_back
 from sam.image_io import ImageLoadError, load_image
+from sam.metrics import default_metrics
 from sam.model import CheckpointError
 from sam.pipeline import AgingPipeline, EncodedFace, resolve_checkpoint
 from sam.video import make_lifespan
@@ -183,6 +184,9 @@ class Prepared:
     aligned: AlignedFace | None  # None when the photo was used as an aligned face
     face_image: Image.Image
     encoded: EncodedFace
+    measured: bool = False  # input_age / descriptor computed (each None when its metric is unavailable)
+    input_age: float | None = None
+    descriptor: Any = None
 
 
 class _LRU(OrderedDict):
@@ -216,6 +220,8 @@ class AgeApp:
         self._photos = _LRU(CACHE_ENTRIES)  # content hash -> (image, faces or None)
         self._prepared = _LRU(CACHE_ENTRIES)  # (hash, aligned, face index) -> Prepared
         self._last_photo: OrderedDict[str, tuple[tuple[str, bool], float]] = OrderedDict()  # session -> last photo
+        self.metrics: Any = None  # sam.metrics.FaceMetrics, made on first use; False turns the metrics off
+        self._metric_problems: set[str] = set()
 
     @classmethod
     def load(cls, checkpoint: str | os.PathLike | None = None, device: str | None = None,
@@ -333,6 +339,71 @@ class AgeApp:
             return paste_back(prep.original, prep.aligned, out)
         return out
 
+    # ------------------------------------------------------------------------------------------ age / identity
+    # Apparent age and identity (sam.metrics) are extras: a missing model file or any failure leaves them out (logged
+    # once) and everything else works as before.
+
+    def _face_metrics(self) -> Any:
+        if self.metrics is None:
+            try:
+                self.metrics = default_metrics()
+            except Exception as exc:  # noqa: BLE001
+                self._metric_failed("metrics", exc)
+                self.metrics = False
+        return self.metrics or None
+
+    def _metric_failed(self, what: str, exc: BaseException) -> None:
+        msg = f"{what} not shown: {type(exc).__name__}: {exc}"
+        if msg not in self._metric_problems:
+            self._metric_problems.add(msg)
+            log.warning("%s", msg)
+
+    def _try(self, what: str, fn: Callable[[Any], Any]) -> Any:
+        m = self._face_metrics()
+        if m is None:
+            return None
+        try:
+            return fn(m)
+        except Exception as exc:  # noqa: BLE001 - a metric must never break the page
+            self._metric_failed(what, exc)
+            return None
+
+    def measure_input(self, prep: Prepared) -> float | None:
+        """Estimated age of the input face (cached with the prepared face; ``None`` when unavailable)."""
+        if not prep.measured:
+            face = prep.face_image
+            prep.input_age = self._try("estimated age", lambda m: float(m.age(face)))
+            prep.descriptor = self._try("identity", lambda m: m.descriptors([face])[0])
+            prep.measured = True
+        return prep.input_age
+
+    def measure_results(self, prep: Prepared, images: list[Image.Image]) -> list[str]:
+        """One short line per result: its estimated age and its identity similarity to the input ('' if none)."""
+        self.measure_input(prep)
+        ages = self._try("estimated age", lambda m: m.ages(images)) if images else None
+        scores = None
+        if prep.descriptor is not None and images:
+            scores = self._try("identity", lambda m: m.identity(prep.descriptor, list(images)))
+        lines = []
+        for i in range(len(images)):
+            parts = []
+            if ages is not None:
+                parts.append(f"reads as **{float(ages[i]):.0f}**")
+            if scores is not None:
+                sc = scores[i]
+                same = "same person" if sc.same_person else "different person"
+                parts.append(f"identity **{sc.similarity:.2f}** ({same})")
+            lines.append(" · ".join(parts))
+        return lines
+
+    def input_text(self, prep: Prepared) -> str:
+        age = self.measure_input(prep)
+        return "" if age is None else f"Estimated age of this face: **{age:.0f}**"
+
+    def result_text(self, prep: Prepared, image: Image.Image, target_age: float) -> str:
+        line = self.measure_results(prep, [image])[0]
+        return f"Age {int(round(float(target_age)))}: {line}" if line else ""
+
     # ------------------------------------------------------------------------------------------ endpoints
 
     def age(self, image: Any, target_age: float, size: Any = None, already_aligned: bool = False,
@@ -411,7 +482,7 @@ class AgeApp:
             with self._lock:
                 last = self._last_photo.get(session)
             if last is not None and last[0] == sig and time.monotonic() - last[1] < DUPLICATE_WINDOW_S:
-                return (gr.skip(),) * 4
+                return (gr.skip(),) * 7
         try:
             return self._ui_photo(image, already_aligned, target_age, paste, progress)
         finally:
@@ -424,7 +495,7 @@ class AgeApp:
     def _ui_photo(self, image: Any, already_aligned: bool, target_age: float, paste: bool,
                   progress: gr.Progress) -> tuple:
         if image is None:
-            return gr.update(value=None, visible=False), 0, None, None
+            return gr.update(value=None, visible=False), 0, None, None, gr.skip(), "", ""
         gallery = gr.update(value=None, visible=False)
         if not already_aligned:
             progress(0.1, desc="finding faces")
@@ -435,17 +506,36 @@ class AgeApp:
                 gr.Info(f"{len(found)} faces found; showing the largest. Click a face to switch.")
         if self.pipe is None:
             gr.Warning(self.problem)
-            return gallery, 0, None, None
+            return gallery, 0, None, None, gr.skip(), "", ""
         progress(0.4, desc="aligning and encoding")
-        prep = self.prepare(image, already_aligned, 0)
-        progress(0.8, desc="rendering preview")
-        return gallery, 0, prep.face_image, self.preview(image, target_age, already_aligned, 0, paste)
+        return (gallery, 0, *self._show_face(image, already_aligned, 0, target_age, paste, progress))
+
+    def _show_face(self, image: Any, already_aligned: bool, idx: int, target_age: float, paste: bool,
+                   progress: gr.Progress | None = None) -> tuple:
+        """(aligned face, preview, slider, input age text, result text): the slider starts at the face's
+        estimated age when it is known."""
+        prep = self.prepare(image, already_aligned, idx)
+        if progress is not None:
+            progress(0.7, desc="estimating age")
+        age = self.measure_input(prep)
+        start = int(min(100, max(0, round(age)))) if age is not None else target_age
+        if progress is not None:
+            progress(0.8, desc="rendering preview")
+        preview, text = self.ui_preview(image, start, already_aligned, idx, paste)
+        slider = gr.update(value=start) if age is not None else gr.skip()
+        return prep.face_image, preview, slider, self.input_text(prep), text
 
     def ui_pick(self, image: Any, already_aligned: bool, target_age: float, paste: bool,
                 evt: gr.SelectData) -> tuple:
         idx = int(evt.index) if evt is not None and evt.index is not None else 0
-        prep = self.prepare(image, already_aligned, idx)
-        return idx, prep.face_image, self.preview(image, target_age, already_aligned, idx, paste)
+        return (idx, *self._show_face(image, already_aligned, idx, target_age, paste))
+
+    def ui_preview(self, image: Any, target_age: float, already_aligned: bool = False, face_index: Any = 0,
+                   paste: bool = False) -> tuple[Image.Image, str]:
+        """The slider preview and, under it, its estimated age and identity similarity to the input."""
+        prep = self.prepare(image, already_aligned, face_index)
+        out = self._model()(prep.encoded, [target_age], size=self.preview_size, fast=True)[0]
+        return self._finish(prep, out, paste), self.result_text(prep, out, target_age)
 
     def ui_full(self, image: Any, target_age: float, already_aligned: bool, face_index: Any, paste: bool,
                 progress: gr.Progress = gr.Progress()) -> dict:
@@ -458,6 +548,18 @@ class AgeApp:
     def ui_strip(self, image: Any, ages: Any, already_aligned: bool, face_index: Any,
                  progress: gr.Progress = gr.Progress()) -> list:
         return self.strip(image, ages, already_aligned, face_index, progress)
+
+    def ui_strip_measured(self, image: Any, ages: Any, already_aligned: bool, face_index: Any,
+                          progress: gr.Progress = gr.Progress()) -> tuple[list, str]:
+        """The strip, and a table of each age's estimated age and identity similarity ('' when unavailable)."""
+        strip = self.strip(image, ages, already_aligned, face_index, progress)
+        prep = self.prepare(image, already_aligned, face_index)
+        lines = self.measure_results(prep, [im for im, _ in strip])
+        if not any(lines):
+            return strip, ""
+        rows = [f"| {label} | {line} |" for (_, label), line in zip(strip, lines, strict=True)]
+        head = f"{self.input_text(prep)}\n\n" if prep.input_age is not None else ""
+        return strip, head + "| target | measured |\n|---|---|\n" + "\n".join(rows)
 
     def ui_mix(self, image: Any, reference: Any, target_age: float, preset: str, custom: str, alpha: float,
                already_aligned: bool, face_index: Any, reference_aligned: bool,
@@ -543,9 +645,11 @@ def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None =
                 aligned_view = gr.Image(label="Aligned face (what the model sees)", format="png", interactive=False,
                                         elem_id="aligned",
                                         height=320)
+                input_info = gr.Markdown("", elem_id="input-age")
             with gr.Column(scale=1):
                 result = gr.Image(label="Result (preview)", format="png", interactive=False, height=320,
                                   elem_id="result")
+                result_info = gr.Markdown("", elem_id="result-metrics")
                 age = gr.Slider(0, 100, value=60, step=1, label="Target age (updates when you let go)")
                 paste = gr.Checkbox(False, label="paste back into my photo")
                 with gr.Row():
@@ -556,6 +660,7 @@ def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None =
                                           label="Ages")
             strip_btn = gr.Button("Render the strip")
             strip = gr.Gallery(label="Ages side by side", columns=6, format="png", height="auto")
+            strip_info = gr.Markdown("", elem_id="strip-metrics")
         with gr.Tab("Reference style mixing"):
             gr.Markdown("Take the look of another face (colour and lighting, hair and texture, or face shape) "
                         "and apply it to the aged result.")
@@ -594,15 +699,17 @@ def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None =
 
         # ---- UI events (undocumented endpoints; the named API is below)
         photo_inputs = [photo, already, age, paste]
-        photo_outputs = [picker, face_index, aligned_view, result]
+        photo_outputs = [picker, face_index, aligned_view, result, age, input_info, result_info]
         photo.change(_wrap(app.ui_photo), photo_inputs, photo_outputs, **q, **hidden)
         already.change(_wrap(app.ui_photo), photo_inputs, photo_outputs, **q, **hidden)
-        picker.select(_wrap(app.ui_pick), photo_inputs, [face_index, aligned_view, result], **q, **hidden)
+        picker.select(_wrap(app.ui_pick), photo_inputs, [face_index, aligned_view, result, age, input_info,
+                                                         result_info], **q, **hidden)
         sel = [photo, age, already, face_index, paste]
-        age.release(_wrap(app.preview), sel, result, trigger_mode="always_last", **q, **hidden)
-        paste.change(_wrap(app.preview), sel, result, **q, **hidden)
+        age.release(_wrap(app.ui_preview), sel, [result, result_info], trigger_mode="always_last", **q, **hidden)
+        paste.change(_wrap(app.ui_preview), sel, [result, result_info], **q, **hidden)
         full_btn.click(_wrap(app.ui_full), sel, full_file, **q, **hidden)
-        strip_btn.click(_wrap(app.ui_strip), [photo, strip_ages, already, face_index], strip, **q, **hidden)
+        strip_btn.click(_wrap(app.ui_strip_measured), [photo, strip_ages, already, face_index], [strip, strip_info],
+                        **q, **hidden)
         mix_btn.click(_wrap(app.ui_mix), [photo, reference, mix_age, preset, custom, alpha, already, face_index,
                                           ref_aligned], [mixed_out, plain_out], **q, **hidden)
         v_btn.click(_wrap(app.ui_lifespan), [photo, v_start, v_end, v_between, v_fps, v_size, v_boom, v_gif,

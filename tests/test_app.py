@@ -122,7 +122,7 @@ def test_strip_and_full_resolution(sam_app):
 
 
 def test_photo_and_face_picker(sam_app, tmp_path):
-    gallery, idx, aligned, preview = sam_app.ui_photo(ASTRONAUT, False, 40, False)
+    gallery, idx, aligned, preview, *_ = sam_app.ui_photo(ASTRONAUT, False, 40, False)
     assert idx == 0 and gallery["visible"] is False
     assert aligned.size == (64, 64) and preview.size == (32, 32)  # aligned at the encoder's input size
     two = Image.new("RGB", (1024, 512))
@@ -131,11 +131,51 @@ def test_photo_and_face_picker(sam_app, tmp_path):
     two.paste(img.resize((400, 400)), (562, 56))
     path = tmp_path / "two.png"
     two.save(path)
-    gallery, idx, aligned, _ = sam_app.ui_photo(str(path), False, 40, False)
+    gallery, idx, aligned, *_ = sam_app.ui_photo(str(path), False, 40, False)
     assert gallery["visible"] is True and len(gallery["value"]) == 2
     second = sam_app.prepare(str(path), False, 1)
     first = sam_app.prepare(str(path), False, 0)
     assert second.aligned.face.box[0] > first.aligned.face.box[0]  # the right-hand face
+
+
+def test_estimated_age_and_identity_shown(sam_app):
+    """The slider starts at the uploaded face's estimated age; each result shows its estimated age and identity."""
+    pytest.importorskip("onnxruntime")
+    from sam.metrics import MetricModelMissingError, age_model_path, descriptor_model_path
+
+    try:
+        age_model_path(), descriptor_model_path()
+    except MetricModelMissingError as exc:
+        pytest.skip(str(exc))
+    gallery, idx, aligned, preview, slider, input_info, result_info = sam_app.ui_photo(ASTRONAUT, False, 40, False)
+    assert 25 <= slider["value"] <= 45  # the astronaut reads about 35
+    assert input_info == f"Estimated age of this face: **{slider['value']}**"
+    assert result_info.startswith(f"Age {slider['value']}: reads as **") and "identity **" in result_info
+    image, text = sam_app.ui_preview(ASTRONAUT, 70, False, 0, False)
+    assert image.size == (32, 32) and text.startswith("Age 70: reads as") and "person)" in text
+    strip, table = sam_app.ui_strip_measured(ASTRONAUT, ["10", "80"], False, 0)
+    assert len(strip) == 2 and "| age 10 | reads as" in table and "| age 80 |" in table and "Estimated age" in table
+
+
+def test_missing_metric_models_leave_the_page_working(tiny_ckpt, tmp_path):
+    from sam.metrics import FaceMetrics
+
+    fresh = app.AgeApp.load(str(tiny_ckpt), device="cpu")
+    fresh.metrics = FaceMetrics(age_model=tmp_path / "no-age.onnx", descriptor_model=tmp_path / "no-id.dat")
+    gallery, idx, aligned, preview, slider, input_info, result_info = fresh.ui_photo(ASTRONAUT, False, 40, False)
+    assert preview.size == (32, 32) and input_info == "" and result_info == ""
+    assert slider == gr.skip()  # the slider stays where it was
+    assert fresh.ui_preview(ASTRONAUT, 60)[1] == ""
+    assert fresh.ui_strip_measured(ASTRONAUT, ["10"], False, 0)[1] == ""
+    broken = app.AgeApp.load(str(tiny_ckpt), device="cpu")
+
+    class Boom:
+        def __getattr__(self, name):
+            raise RuntimeError("metric crashed")
+
+    broken.metrics = Boom()
+    assert broken.ui_preview(ASTRONAUT, 60)[1] == ""
+    assert broken.ui_photo(ASTRONAUT, False, 40, False)[3].size == (32, 32)
 
 
 # --------------------------------------------------------------------------------------------- bad inputs
