@@ -569,6 +569,16 @@ class AgeApp:
         return self.mix(image, reference, target_age, spec, alpha, self.preview_size, already_aligned,
                         face_index, reference_aligned, fast=True)
 
+    def ui_mix_measured(self, image: Any, reference: Any, target_age: float, preset: str, custom: str, alpha: float,
+                        already_aligned: bool, face_index: Any, reference_aligned: bool,
+                        progress: gr.Progress = gr.Progress()) -> tuple:
+        """:meth:`ui_mix` plus each image's estimated age and identity similarity to the input ('' if unavailable)."""
+        mixed, plain = self.ui_mix(image, reference, target_age, preset, custom, alpha, already_aligned, face_index,
+                                   reference_aligned, progress)
+        prep = self.prepare(image, already_aligned, face_index)
+        lines = self.measure_results(prep, [mixed, plain])
+        return mixed, plain, *(f"Age {int(round(float(target_age)))}: {t}" if t else "" for t in lines)
+
     def ui_lifespan(self, image: Any, start_age: float, end_age: float, frames_between: float, fps: float,
                     size: Any, boomerang: bool, gif: bool, label: bool, already_aligned: bool, face_index: Any,
                     progress: gr.Progress = gr.Progress()) -> tuple:
@@ -677,8 +687,12 @@ def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None =
                     mix_age = gr.Slider(0, 100, value=60, step=1, label="Target age")
                     mix_btn = gr.Button("Mix", variant="primary")
             with gr.Row():
-                mixed_out = gr.Image(label="Mixed", format="png", interactive=False)
-                plain_out = gr.Image(label="Without mixing", format="png", interactive=False)
+                with gr.Column():
+                    mixed_out = gr.Image(label="Mixed", format="png", interactive=False)
+                    mixed_info = gr.Markdown("", elem_id="mixed-metrics")
+                with gr.Column():
+                    plain_out = gr.Image(label="Without mixing", format="png", interactive=False)
+                    plain_info = gr.Markdown("", elem_id="plain-metrics")
         with gr.Tab("Lifespan video"):
             with gr.Row():
                 with gr.Column():
@@ -710,8 +724,9 @@ def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None =
         full_btn.click(_wrap(app.ui_full), sel, full_file, **q, **hidden)
         strip_btn.click(_wrap(app.ui_strip_measured), [photo, strip_ages, already, face_index], [strip, strip_info],
                         **q, **hidden)
-        mix_btn.click(_wrap(app.ui_mix), [photo, reference, mix_age, preset, custom, alpha, already, face_index,
-                                          ref_aligned], [mixed_out, plain_out], **q, **hidden)
+        mix_btn.click(_wrap(app.ui_mix_measured), [photo, reference, mix_age, preset, custom, alpha, already,
+                                                   face_index, ref_aligned],
+                      [mixed_out, plain_out, mixed_info, plain_info], **q, **hidden)
         v_btn.click(_wrap(app.ui_lifespan), [photo, v_start, v_end, v_between, v_fps, v_size, v_boom, v_gif,
                                              v_label, already, face_index], [video, v_files], **q, **hidden)
 

@@ -155,6 +155,9 @@ def test_estimated_age_and_identity_shown(sam_app):
     assert image.size == (32, 32) and text.startswith("Age 70: reads as") and "person)" in text
     strip, table = sam_app.ui_strip_measured(ASTRONAUT, ["10", "80"], False, 0)
     assert len(strip) == 2 and "| age 10 | reads as" in table and "| age 80 |" in table and "Estimated age" in table
+    mixed, plain, mixed_info, plain_info = sam_app.ui_mix_measured(ASTRONAUT, ASTRONAUT, 60, "custom layers", "5,7",
+                                                                   0.8, False, 0, False)
+    assert mixed.size == (32, 32) and mixed_info.startswith("Age 60: reads as") and "identity" in plain_info
 
 
 def test_missing_metric_models_leave_the_page_working(tiny_ckpt, tmp_path):
@@ -167,6 +170,7 @@ def test_missing_metric_models_leave_the_page_working(tiny_ckpt, tmp_path):
     assert slider == gr.skip()  # the slider stays where it was
     assert fresh.ui_preview(ASTRONAUT, 60)[1] == ""
     assert fresh.ui_strip_measured(ASTRONAUT, ["10"], False, 0)[1] == ""
+    assert fresh.ui_mix_measured(ASTRONAUT, ASTRONAUT, 60, "custom layers", "5", 0.5, False, 0, False)[2:] == ("", "")
     broken = app.AgeApp.load(str(tiny_ckpt), device="cpu")
 
     class Boom:
