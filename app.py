@@ -20,7 +20,6 @@ import functools
 import hashlib
 import logging
 import os
-import re
 import tempfile
 import threading
 import time
@@ -37,9 +36,12 @@ from PIL import Image
 from sam.align import AlignedFace, Face, NoFaceError, align_face, detect_faces, paste_back
 from sam.image_io import ImageLoadError, load_image
 from sam.metrics import default_metrics
+from sam.mixing import LAYER_PRESETS as MIXING_PRESETS
+from sam.mixing import layer_groups
+from sam.mixing import parse_latent_mask as parse_layers
 from sam.model import CheckpointError
 from sam.pipeline import AgingPipeline, EncodedFace, resolve_checkpoint
-from sam.video import make_lifespan
+from sam.video import key_ages, make_lifespan
 from sam.weights import WeightsUnavailableError, ensure_checkpoint, how_to_provide
 
 log = logging.getLogger("sam.app")
@@ -58,72 +60,11 @@ DUPLICATE_WINDOW_S = 2.0
 MAX_UPLOAD = "30mb"
 MODEL_QUEUE = "model"  # one concurrency group for every model call: parallel users wait instead of running out of RAM
 
-LAYER_PRESETS = {
-    "colour & lighting": "fine",
-    "hair & texture": "middle",
-    "face shape & pose": "coarse",
-    "everything": "all",
-    "custom layers": "custom",
-}
+# The mixing presets of sam.mixing, plus a UI-only choice for typed-in layers.
+LAYER_PRESETS = {**MIXING_PRESETS, "custom layers": "custom"}
 
 
 # --------------------------------------------------------------------------------------------------- helpers
-
-
-def layer_groups(n_styles: int) -> dict[str, list[int]]:
-    """StyleGAN's W+ rows by scale: coarse (4-8 px: pose, face shape), middle (16-32 px: hair, features), fine."""
-    return {
-        "coarse": list(range(0, min(4, n_styles))),
-        "middle": list(range(4, min(8, n_styles))),
-        "fine": list(range(8, n_styles)),
-        "all": list(range(n_styles)),
-    }
-
-
-def parse_layers(spec: Any, n_styles: int) -> list[int]:
-    """``"8-17"``, ``"0, 2, 5-7"``, a group name (``fine``, ``middle``, ``coarse``, ``all``), a preset name, or a
-    list of ints -> sorted unique W+ row indices. Raises ``ValueError`` with a readable message."""
-    groups = layer_groups(n_styles)
-    if isinstance(spec, (list, tuple)):
-        items: list[str] = [str(s) for s in spec]
-    else:
-        text = str(spec if spec is not None else "").strip().lower()
-        text = LAYER_PRESETS.get(text, text)
-        if text in groups:
-            if not groups[text]:
-                raise ValueError(f"this model has only {n_styles} style layers, so it has no {text} layers")
-            return groups[text]
-        items = [s for s in re.split(r"[,\s;]+", text) if s]
-    if not items:
-        raise ValueError(f"choose at least one style layer (0 to {n_styles - 1}), e.g. 8-17")
-    out: set[int] = set()
-    for item in items:
-        m = re.fullmatch(r"(-?\d+)(?:\s*-\s*(\d+))?", item)
-        if not m:
-            raise ValueError(f"cannot read style layers {spec!r}: use numbers and ranges like 8-17 or 0,2,5")
-        lo = int(m.group(1))
-        hi = int(m.group(2)) if m.group(2) is not None else lo
-        if lo > hi:
-            lo, hi = hi, lo
-        if lo < 0 or hi >= n_styles:
-            raise ValueError(f"style layers must be between 0 and {n_styles - 1}, got {item}")
-        out.update(range(lo, hi + 1))
-    return sorted(out)
-
-
-def key_ages(start: float, end: float, step: int = 10) -> list[int]:
-    """Key ages from ``start`` to ``end`` (either direction) every ``step`` years, both ends included."""
-    a, b = int(round(float(start))), int(round(float(end)))
-    for v in (a, b):
-        if not 0 <= v <= 100:
-            raise ValueError(f"ages must be between 0 and 100, got {v}")
-    if a == b:
-        raise ValueError("the start and end ages are the same: choose a range, e.g. 0 to 100")
-    s = step if b > a else -step
-    ages = list(range(a, b, s))
-    if len(ages) > 1 and abs(b - ages[-1]) <= step / 2:
-        ages.pop()  # avoid a last step much shorter than the others
-    return ages + [b]
 
 
 def _readable(exc: BaseException) -> str:

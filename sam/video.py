@@ -23,6 +23,7 @@ from .pipeline import AgingPipeline, EncodedFace, ImageLike, to_pil
 
 __all__ = [
     "DEFAULT_KEY_AGES",
+    "key_ages",
     "interpolate_codes",
     "lifespan_codes",
     "render_frames",
@@ -35,6 +36,21 @@ __all__ = [
 
 DEFAULT_KEY_AGES = tuple(range(0, 101, 10))
 Progress = Callable[[int, int], None]
+
+
+def key_ages(start: float, end: float, step: int = 10) -> list[int]:
+    """Key ages from ``start`` to ``end`` (either direction) every ``step`` years, both ends included."""
+    a, b = int(round(float(start))), int(round(float(end)))
+    for v in (a, b):
+        if not 0 <= v <= 100:
+            raise ValueError(f"ages must be between 0 and 100, got {v}")
+    if a == b:
+        raise ValueError("the start and end ages are the same: choose a range, e.g. 0 to 100")
+    s = step if b > a else -step
+    ages = list(range(a, b, s))
+    if len(ages) > 1 and abs(b - ages[-1]) <= step / 2:
+        ages.pop()  # avoid a last step much shorter than the others
+    return ages + [b]
 
 
 def interpolate_codes(
