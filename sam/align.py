@@ -28,7 +28,6 @@ commercial use.
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 import threading
@@ -41,6 +40,7 @@ import numpy as np
 from PIL import Image
 
 from sam.image_io import ImageLoadError, load_image, to_rgb
+from sam.model_files import find_model_file, package_dirs
 
 __all__ = [
     "DEFAULT_DETECT_MAX_SIDE",
@@ -195,38 +195,9 @@ def find_landmarks_model(path: str | os.PathLike[str] | None = None) -> Path:
         FileNotFoundError: with instructions for getting the file.
     """
 
-    def resolve(p: Path) -> Path | None:
-        if p.is_dir():
-            p = p / LANDMARKS_FILENAME
-        return p if p.is_file() else None
-
-    if path is not None:
-        found = resolve(Path(path))
-        if found is None:
-            raise FileNotFoundError(f"landmark model not found at {os.fspath(path)!r}; {_INSTALL_HINT}")
-        return found
-    env = os.environ.get(LANDMARKS_ENV, "").strip()
-    if env:
-        found = resolve(Path(env))
-        if found is None:
-            raise FileNotFoundError(f"{LANDMARKS_ENV}={env!r} does not lead to {LANDMARKS_FILENAME}; {_INSTALL_HINT}")
-        return found
-    candidates: list[Path] = []
-    try:
-        spec = importlib.util.find_spec("face_recognition_models")
-    except (ImportError, ValueError):
-        spec = None
-    if spec is not None:
-        for loc in spec.submodule_search_locations or []:
-            candidates.append(Path(loc) / "models" / LANDMARKS_FILENAME)
-        if spec.origin:
-            candidates.append(Path(spec.origin).parent / "models" / LANDMARKS_FILENAME)
+    candidates = [d / "models" / LANDMARKS_FILENAME for d in package_dirs("face_recognition_models")]
     candidates.append(Path("/usr/share/dlib") / LANDMARKS_FILENAME)
-    for cand in candidates:
-        if cand.is_file():
-            return cand
-    looked = [str(c) for c in candidates]
-    raise FileNotFoundError(f"{LANDMARKS_FILENAME} not found (looked in {looked}); {_INSTALL_HINT}")
+    return find_model_file(LANDMARKS_FILENAME, LANDMARKS_ENV, path, candidates, _INSTALL_HINT)
 
 
 def _get_detector() -> Any:

