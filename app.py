@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import functools
 import hashlib
+import inspect
 import logging
 import os
 import tempfile
@@ -40,7 +41,7 @@ from sam.mixing import LAYER_PRESETS as MIXING_PRESETS
 from sam.mixing import layer_groups
 from sam.mixing import parse_latent_mask as parse_layers
 from sam.model import CheckpointError
-from sam.pipeline import AgingPipeline, EncodedFace, resolve_checkpoint
+from sam.pipeline import AgingPipeline, EncodedFace, resolve_checkpoint, to_pil
 from sam.video import key_ages, make_lifespan
 from sam.weights import WeightsUnavailableError, ensure_checkpoint, how_to_provide
 
@@ -58,6 +59,7 @@ MAX_FACES = 12
 OUTPUT_MAX_AGE_S = 3600
 DUPLICATE_WINDOW_S = 2.0
 MAX_UPLOAD = "30mb"
+KEY_AGES = tuple(range(0, 101, 10))  # codes computed in the background after a photo is shown
 MODEL_QUEUE = "model"  # one concurrency group for every model call: parallel users wait instead of running out of RAM
 
 # The mixing presets of sam.mixing, plus a UI-only choice for typed-in layers.
@@ -74,25 +76,37 @@ def _readable(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
+def _as_page_error(exc: BaseException, where: str) -> gr.Error:
+    """The readable message for a failure (never a traceback in the page)."""
+    if isinstance(exc, gr.Error):
+        return exc
+    if isinstance(exc, NoFaceError):
+        return gr.Error(f"{_readable(exc)}. If the photo is already an aligned face crop, tick \"already aligned\".")
+    if isinstance(exc, (ImageLoadError, CheckpointError, ValueError, OSError)):
+        return gr.Error(_readable(exc))
+    log.error("unexpected error in %s", where, exc_info=exc)  # anything else: log it, tell the user, keep serving
+    return gr.Error(f"Something went wrong ({type(exc).__name__}: {str(exc)[:200]}). Please try again.")
+
+
 def friendly_errors(fn: Callable) -> Callable:
-    """Turn every failure into a ``gr.Error`` with a readable message (never a traceback in the page)."""
+    """Turn every failure into a ``gr.Error`` with a readable message; works for streaming (generator) callbacks."""
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def gen_wrapper(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - mapped to a page message
+                raise _as_page_error(exc, fn.__name__) from None
+
+        return gen_wrapper
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except gr.Error:
-            raise
-        except NoFaceError as exc:
-            raise gr.Error(
-                f"{_readable(exc)}. If the photo is already an aligned face crop, tick \"already aligned\"."
-            ) from None
-        except (ImageLoadError, CheckpointError, ValueError, OSError) as exc:
-            raise gr.Error(_readable(exc)) from None
-        except Exception as exc:  # noqa: BLE001 - anything else: log it, tell the user, keep serving
-            log.exception("unexpected error in %s", fn.__name__)
-            raise gr.Error(f"Something went wrong ({type(exc).__name__}: {str(exc)[:200]}). Please try again.") \
-                from None
+        except Exception as exc:  # noqa: BLE001 - mapped to a page message
+            raise _as_page_error(exc, fn.__name__) from None
 
     return wrapper
 
@@ -163,6 +177,7 @@ class AgeApp:
         self._last_photo: OrderedDict[str, tuple[tuple[str, bool], float]] = OrderedDict()  # session -> last photo
         self.metrics: Any = None  # sam.metrics.FaceMetrics, made on first use; False turns the metrics off
         self._metric_problems: set[str] = set()
+        self._warming: set[int] = set()  # ids of encoded faces whose key-age codes are being computed
 
     @classmethod
     def load(cls, checkpoint: str | os.PathLike | None = None, device: str | None = None,
@@ -463,6 +478,7 @@ class AgeApp:
         if progress is not None:
             progress(0.8, desc="rendering preview")
         preview, text = self.ui_preview(image, start, already_aligned, idx, paste)
+        self.warm_key_ages(prep)
         slider = gr.update(value=start) if age is not None else gr.skip()
         return prep.face_image, preview, slider, self.input_text(prep), text
 
@@ -477,6 +493,47 @@ class AgeApp:
         prep = self.prepare(image, already_aligned, face_index)
         out = self._model()(prep.encoded, [target_age], size=self.preview_size, fast=True)[0]
         return self._finish(prep, out, paste), self.result_text(prep, out, target_age)
+
+    def warm_key_ages(self, prep: Prepared) -> threading.Thread | None:
+        """Compute the W+ codes of the key ages (every 10 years) in the background, one age at a time, so that a
+        slider move between them can show an interpolated preview at once (generator only, no encoder pass)."""
+        pipe = self.pipe
+        enc = prep.encoded
+        if pipe is None or all(a in enc.age_codes for a in KEY_AGES):
+            return None
+        with self._lock:
+            if id(enc) in self._warming:
+                return None
+            self._warming.add(id(enc))
+
+        def run() -> None:
+            try:
+                for a in KEY_AGES:
+                    if a not in enc.age_codes:
+                        pipe.latents(enc, [a])
+            except Exception as exc:  # noqa: BLE001 - a background nicety: log, never disturb the page
+                log.warning("key-age codes not precomputed: %s: %s", type(exc).__name__, exc)
+            finally:
+                with self._lock:
+                    self._warming.discard(id(enc))
+
+        thread = threading.Thread(target=run, name="sam-key-ages", daemon=True)
+        thread.start()
+        return thread
+
+    def ui_preview_stream(self, image: Any, target_age: float, already_aligned: bool = False,
+                          face_index: Any = 0, paste: bool = False):
+        """Slider release: an interpolated preview first when the neighbouring key ages are known (fast), then
+        the exact result; just the exact result otherwise."""
+        prep = self.prepare(image, already_aligned, face_index)
+        pipe = self._model()
+        a = int(float(target_age))
+        codes = prep.encoded.age_codes
+        if a not in codes and any(k < a for k in codes) and any(k > a for k in codes):
+            code, _ = pipe.preview_latent(prep.encoded, a)
+            quick = to_pil(pipe.render(code, size=self.preview_size, fast=True))[0]
+            yield self._finish(prep, quick, paste), f"Age {a}: interpolated preview; the exact result follows..."
+        yield self.ui_preview(image, target_age, already_aligned, face_index, paste)
 
     def ui_full(self, image: Any, target_age: float, already_aligned: bool, face_index: Any, paste: bool,
                 progress: gr.Progress = gr.Progress()) -> dict:
@@ -660,7 +717,8 @@ def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None =
         picker.select(_wrap(app.ui_pick), photo_inputs, [face_index, aligned_view, result, age, input_info,
                                                          result_info], **q, **hidden)
         sel = [photo, age, already, face_index, paste]
-        age.release(_wrap(app.ui_preview), sel, [result, result_info], trigger_mode="always_last", **q, **hidden)
+        age.release(_wrap(app.ui_preview_stream), sel, [result, result_info], trigger_mode="always_last", **q,
+                    **hidden)
         paste.change(_wrap(app.ui_preview), sel, [result, result_info], **q, **hidden)
         full_btn.click(_wrap(app.ui_full), sel, full_file, **q, **hidden)
         strip_btn.click(_wrap(app.ui_strip_measured), [photo, strip_ages, already, face_index], [strip, strip_info],

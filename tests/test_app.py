@@ -239,6 +239,34 @@ def test_slider_moves_rerun_only_the_age_dependent_part(tiny_ckpt, monkeypatch):
     assert len(encodes) == 2 and len(detections) == 1
 
 
+def test_key_ages_precomputed_and_interpolated_previews(tiny_ckpt):
+    fresh = app.AgeApp.load(str(tiny_ckpt), device="cpu")
+    prep = fresh.prepare(ASTRONAUT)
+    first = list(fresh.ui_preview_stream(ASTRONAUT, 33))  # nothing cached yet: the exact result only
+    assert len(first) == 1 and "interpolated" not in first[0][1]
+    thread = fresh.warm_key_ages(prep)
+    assert thread is not None
+    thread.join(timeout=60)
+    assert all(a in prep.encoded.age_codes for a in app.KEY_AGES)
+    assert fresh.warm_key_ages(prep) is None  # nothing left to do
+    steps = list(fresh.ui_preview_stream(ASTRONAUT, 47))  # between 40 and 50: interpolated first, then exact
+    assert len(steps) == 2 and "interpolated" in steps[0][1]
+    assert steps[0][0].size == steps[1][0].size == (TINY.output_size, TINY.output_size)
+    assert len(list(fresh.ui_preview_stream(ASTRONAUT, 60))) == 1  # a key age: exact at once
+
+
+def test_streaming_callbacks_get_readable_errors():
+    def stream():
+        yield 1
+        raise ValueError("bad age")
+
+    wrapped = app.friendly_errors(stream)
+    gen = wrapped()
+    assert next(gen) == 1
+    with pytest.raises(gr.Error, match="bad age"):
+        next(gen)
+
+
 def test_layer_and_age_helpers():
     assert app.parse_layers("colour & lighting", 18) == list(range(8, 18))
     assert app.parse_layers("hair & texture", 18) == [4, 5, 6, 7]
