@@ -67,10 +67,11 @@ def hf_filename() -> str:
 def how_to_provide(target: Path | None = None) -> str:
     """Plain instructions for putting the checkpoint in place by hand."""
     target = target or DEFAULT_CHECKPOINT
+    mirror = f" or from the Hugging Face repository {hf_repo()}" if hf_repo() else ""
     return (
         f"Download {CHECKPOINT_NAME} (2.3 GB) from the authors' Google Drive "
-        f"(https://drive.google.com/file/d/{DRIVE_FILE_ID}, linked from {AUTHORS_REPO}) or from the Hugging Face "
-        f"repository {hf_repo()}, and put it at {target}, or pass --checkpoint /path/to/{CHECKPOINT_NAME}, or set "
+        f"(https://drive.google.com/file/d/{DRIVE_FILE_ID}, linked from {AUTHORS_REPO}){mirror}, "
+        f"and put it at {target}, or pass --checkpoint /path/to/{CHECKPOINT_NAME}, or set "
         f"SAM_CHECKPOINT=/path/to/{CHECKPOINT_NAME}. On a machine with internet access, `python -m sam weights` "
         "downloads and checks it. See weights/README.md."
     )
