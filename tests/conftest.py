@@ -33,6 +33,14 @@ def tiny_model() -> SAM:
 
 
 @pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A tiny random-weights checkpoint in the published layout, written once per test run."""
+    path = tmp_path_factory.mktemp("tiny_weights") / "tiny.pt"
+    randomize_(SAM(TINY)).save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def reference_dir() -> Path:
     if not (REFERENCE_DIR / "synthetic_weights.py").exists():
         pytest.skip(f"reference data not found at {REFERENCE_DIR} (set SAM_REFERENCE_DIR)")

@@ -14,18 +14,15 @@ import pytest
 from PIL import Image
 
 import app
-from sam.model import SAM
-from tests.conftest import TINY, randomize_
+from tests.conftest import TINY
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 ASTRONAUT = str(Path(__file__).resolve().parents[1] / "assets" / "astronaut.png")
 
 
 @pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("weights") / "tiny.pt"
-    randomize_(SAM(TINY)).save(path)
-    return path
+def tiny_ckpt(tiny_checkpoint) -> Path:
+    return tiny_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from PIL import Image
 from sam.cli import main
 from sam.model import SAM
 
-from .conftest import TINY, randomize_
+from .conftest import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
 ASTRONAUT = ROOT / "assets" / "astronaut.png"
@@ -19,10 +19,8 @@ S = TINY.output_size
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    randomize_(SAM(TINY)).save(path)
-    return path
+def ckpt(tiny_checkpoint) -> Path:
+    return tiny_checkpoint
 
 
 @pytest.fixture

@@ -13,9 +13,7 @@ pytest.importorskip("dlib")
 
 from sam import evaluate, metrics  # noqa: E402
 from sam.cli import main  # noqa: E402
-from sam.model import SAM  # noqa: E402
 from sam.pipeline import AgingPipeline  # noqa: E402
-from tests.conftest import TINY, randomize_  # noqa: E402
 
 ASTRONAUT = Path(__file__).resolve().parents[1] / "assets" / "astronaut.png"
 
@@ -26,10 +24,8 @@ except metrics.MetricModelMissingError as exc:  # pragma: no cover - depends on 
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("weights") / "tiny.pt"
-    randomize_(SAM(TINY)).save(path)
-    return path
+def ckpt(tiny_checkpoint) -> Path:
+    return tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
