@@ -415,6 +415,16 @@ def gaussian_filter(arr: np.ndarray, sigma: float, truncate: float = 4.0) -> np.
     return result[..., 0] if squeeze else result
 
 
+def _int_bbox(quad: np.ndarray) -> tuple[int, int, int, int]:
+    """Integer bounding box (left, top, right, bottom) enclosing a quad."""
+    return (
+        int(np.floor(min(quad[:, 0]))),
+        int(np.floor(min(quad[:, 1]))),
+        int(np.ceil(max(quad[:, 0]))),
+        int(np.ceil(max(quad[:, 1]))),
+    )
+
+
 def ffhq_align(
     img: Image.Image,
     landmarks: np.ndarray,
@@ -453,12 +463,7 @@ def ffhq_align(
 
     # Crop.
     border = max(int(np.rint(qsize * 0.1)), 3)
-    crop = (
-        int(np.floor(min(quad[:, 0]))),
-        int(np.floor(min(quad[:, 1]))),
-        int(np.ceil(max(quad[:, 0]))),
-        int(np.ceil(max(quad[:, 1]))),
-    )
+    crop = _int_bbox(quad)
     crop = (
         max(crop[0] - border, 0),
         max(crop[1] - border, 0),
@@ -471,12 +476,7 @@ def ffhq_align(
         offset += crop[0:2]
 
     # Pad.
-    pad = (
-        int(np.floor(min(quad[:, 0]))),
-        int(np.floor(min(quad[:, 1]))),
-        int(np.ceil(max(quad[:, 0]))),
-        int(np.ceil(max(quad[:, 1]))),
-    )
+    pad = _int_bbox(quad)
     pad = (
         max(-pad[0] + border, 0),
         max(-pad[1] + border, 0),

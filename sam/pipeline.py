@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .image_io import load_image
 from .model import SAM, add_age_channel, mix_styles
 
 __all__ = ["AgingPipeline", "EncodedFace", "DEFAULT_CHECKPOINT", "resolve_checkpoint", "to_tensor", "to_pil"]
@@ -52,20 +53,11 @@ def default_device() -> str:
 def to_tensor(image: ImageLike, size: int = 256) -> torch.Tensor:
     """An aligned face -> ``3 x size x size`` float tensor in [-1, 1] (bilinear resize, as the published transforms).
 
-    Accepts a PIL image, an HxWx3 uint8 array, or a path. Alignment is not done here (see ``sam.align``).
+    Accepts a PIL image, or anything :func:`sam.image_io.load_image` reads (path, bytes, array). Alignment is not
+    done here (see ``sam.align``).
     """
-    if isinstance(image, (str, os.PathLike)):
-        with Image.open(image) as im:
-            image = im.convert("RGB")
-    elif isinstance(image, np.ndarray):
-        arr = image
-        if arr.dtype != np.uint8:
-            arr = np.clip(arr * (255.0 if arr.max() <= 1.0 else 1.0), 0, 255).round().astype(np.uint8)
-        if arr.ndim == 2:
-            arr = np.stack([arr] * 3, -1)
-        image = Image.fromarray(arr[..., :3])
     if not isinstance(image, Image.Image):
-        raise TypeError(f"expected a PIL image, an array or a path, got {type(image).__name__}")
+        image = load_image(image)  # paths, bytes, arrays: the safe loader (EXIF, modes, size limit, clear errors)
     image = image.convert("RGB")
     if image.size != (size, size):
         image = image.resize((size, size), Image.Resampling.BILINEAR)

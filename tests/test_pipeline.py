@@ -5,6 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
+from sam.image_io import ImageLoadError
 from sam.model import add_age_channel
 from sam.pipeline import AgingPipeline, resolve_checkpoint, to_pil, to_tensor
 
@@ -30,7 +31,7 @@ def test_to_tensor_and_back(face, tmp_path):
     assert torch.equal(to_tensor(tmp_path / "f.png", 80), t)
     assert torch.equal(to_tensor(np.asarray(face), 80), t)
     assert to_tensor(face, 64).shape == (3, 64, 64)
-    with pytest.raises(TypeError):
+    with pytest.raises(ImageLoadError, match="unsupported image input"):  # the safe loader's clear error
         to_tensor(42)
 
 
