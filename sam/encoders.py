@@ -61,6 +61,7 @@ class bottleneck_IR_SE(nn.Module):  # noqa: N801 - the name of this unit in the 
 
     def __init__(self, in_channel: int, depth: int, stride: int):
         super().__init__()
+        self.stride = stride
         if in_channel == depth:
             self.shortcut_layer = nn.MaxPool2d(1, stride)
         else:
@@ -77,7 +78,12 @@ class bottleneck_IR_SE(nn.Module):  # noqa: N801 - the name of this unit in the 
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.res_layer(x) + self.shortcut_layer(x)
+        if isinstance(self.shortcut_layer, nn.MaxPool2d):
+            # A 1x1 max-pool is plain subsampling (identity at stride 1): take a view instead of a copy.
+            shortcut = x[:, :, :: self.stride, :: self.stride] if self.stride > 1 else x
+        else:
+            shortcut = self.shortcut_layer(x)
+        return self.res_layer(x).add_(shortcut)
 
 
 def _body(cfg: EncoderConfig) -> nn.Sequential:

@@ -79,6 +79,8 @@ def upfirdn2d_torch(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: in
     if up == 1 and x0 == x1 and y0 == y1 and x0 >= 0 and y0 >= 0:
         # common case (blur, downsampling): let the convolution pad and stride (no padded copy)
         return F.conv2d(x, weight, padding=(y0, x0), stride=down, groups=c)
+    if up > 1 and down == 1:
+        return _upfir_polyphase(x, weight[0, 0], up, (x0, x1, y0, y1))
     if up > 1:  # insert up-1 zeros after every sample, along both axes
         x = x.reshape(b, c, h, 1, w, 1)
         x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])
@@ -89,6 +91,40 @@ def upfirdn2d_torch(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: in
     if down > 1:
         x = x[:, :, ::down, ::down]
     return x
+
+
+def _phase_taps(n: int, up: int, p0: int, k: int, out: int) -> tuple[list[list[tuple[int, int]]], int, int, int]:
+    """For each output phase r of an ``up``-fold upsample + ``k``-tap filter: (input offset d, tap t) pairs."""
+    phases = []
+    for r in range(up):
+        # output i = up*m + r reads upsampled sample i + t - p0, which is input (i + t - p0) / up when divisible
+        phases.append([((r + t - p0) // up, t) for t in range(k) if (r + t - p0) % up == 0])
+    offsets = [d for taps in phases for d, _ in taps] or [0]
+    dmin, dmax = min(offsets), max(offsets)
+    m = -(-out // up)  # outputs per phase (the last phase may have one extra, cropped afterwards)
+    return phases, dmin, dmax - dmin + 1, m
+
+
+def _upfir_polyphase(x: torch.Tensor, kernel: torch.Tensor, up: int, pad: Pad) -> torch.Tensor:
+    """Upsample + FIR filter without zero insertion: each of the ``up**2`` output phases is a small correlation of the
+    input with a subset of the taps, and the phases are interleaved with ``pixel_shuffle``. Same sums, ~up**2 less
+    work and memory than filtering the zero-stuffed image. ``kernel`` is the (already flipped) correlation kernel."""
+    x0, x1, y0, y1 = pad
+    b, c, h, w = x.shape
+    kh, kw = kernel.shape
+    out_h, out_w = h * up + y0 + y1 - kh + 1, w * up + x0 + x1 - kw + 1
+    ph_y, dy0, ly, my = _phase_taps(h, up, y0, kh, out_h)
+    ph_x, dx0, lx, mx = _phase_taps(w, up, x0, kw, out_w)
+    weight = x.new_zeros(up * up, 1, ly, lx)
+    for ry, taps_y in enumerate(ph_y):
+        for rx, taps_x in enumerate(ph_x):
+            for dy, ty in taps_y:
+                for dx, tx in taps_x:
+                    weight[ry * up + rx, 0, dy - dy0, dx - dx0] = kernel[ty, tx]
+    # read input rows dy0 .. my-1+dy0+ly-1 (zeros outside the image; negative pads crop)
+    x = F.pad(x.reshape(b * c, 1, h, w), [-dx0, mx + dx0 + lx - 1 - w, -dy0, my + dy0 + ly - 1 - h])
+    y = F.conv2d(x, weight).reshape(b, c * up * up, my, mx)
+    return F.pixel_shuffle(y, up)[:, :, :out_h, :out_w]
 
 
 def fused_leaky_relu_torch(

@@ -133,43 +133,61 @@ class ModulatedConv2d(nn.Module):
     # "weight" for single images when no gradient is needed (measured fastest on CPU).
     fused = "auto"
 
-    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, style: torch.Tensor, gain: float = 1.0, bias: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Modulated convolution of ``x`` (B x in x H x W) with per-sample styles (B x style_dim).
+
+        ``gain`` and ``bias`` (per output channel) give ``gain * conv(x) + bias`` with the gain folded into the
+        per-sample weights and the bias into the convolution where possible (no extra pass over the output).
+        """
         s = self.modulation(style)  # (B, in)
         w = self.weight[0] * self.scale  # (out, in, k, k)
-        demod = None
+        coef = None  # per (sample, output channel) factor: demodulation times gain
         if self.demodulate:
             # ||w_o * s||^2 over (in, k, k) = sum_i s_i^2 * sum_k w_{o,i,k}^2
-            demod = torch.rsqrt((s * s) @ w.pow(2).sum([2, 3]).t() + self.eps)  # (B, out)
+            coef = torch.rsqrt((s * s) @ w.pow(2).sum([2, 3]).t() + self.eps)  # (B, out)
+            if gain != 1.0:
+                coef = coef * gain
+        elif gain != 1.0:
+            s = s * gain  # without demodulation the output is linear in the style
         mode = self.fused
         if mode == "auto":
             mode = "weight" if (not torch.is_grad_enabled() and x.shape[0] == 1) else "input"
         if mode == "weight":
-            return self._forward_weight(x, w, s, demod)
+            return self._forward_weight(x, w, s, coef, bias)
         x = x * s.to(x.dtype)[:, :, None, None]
         if self.upsample:
             x = F.conv_transpose2d(x, w.transpose(0, 1).to(x.dtype), stride=2)
         else:
             x = F.conv2d(x, w.to(x.dtype), padding=self.padding)
-        if demod is not None:
-            x = x * demod.to(x.dtype)[:, :, None, None]
+        if coef is not None:
+            x = x * coef.to(x.dtype)[:, :, None, None]
         if self.upsample:
             x = self.blur(x)
+        if bias is not None:
+            x = x + bias.to(x.dtype).view(1, -1, 1, 1)
         return x
 
-    def _forward_weight(self, x: torch.Tensor, w: torch.Tensor, s: torch.Tensor, demod: torch.Tensor | None):
+    def _forward_weight(
+        self, x: torch.Tensor, w: torch.Tensor, s: torch.Tensor, coef: torch.Tensor | None, bias: torch.Tensor | None
+    ) -> torch.Tensor:
         b, cin, h, wd = x.shape
         k = self.kernel_size
         wb = w[None] * s[:, None, :, None, None]  # (B, out, in, k, k)
-        if demod is not None:
-            wb = wb * demod[:, :, None, None, None]
+        if coef is not None:
+            wb = wb * coef[:, :, None, None, None]
         wb = wb.to(x.dtype)
         x = x.reshape(1, b * cin, h, wd)
         if self.upsample:
             wt = wb.transpose(1, 2).reshape(b * cin, self.out_channel, k, k)
             x = F.conv_transpose2d(x, wt, stride=2, groups=b)
             x = self.blur(x.reshape(b, self.out_channel, *x.shape[-2:]))
+            if bias is not None:
+                x = x.add_(bias.to(x.dtype).view(1, -1, 1, 1))  # the blur's fresh output: safe in place
         else:
-            x = F.conv2d(x, wb.reshape(b * self.out_channel, cin, k, k), padding=self.padding, groups=b)
+            bb = bias.to(x.dtype).repeat(b) if bias is not None else None
+            x = F.conv2d(x, wb.reshape(b * self.out_channel, cin, k, k), bb, padding=self.padding, groups=b)
             x = x.reshape(b, self.out_channel, h, wd)
         return x
 
@@ -217,16 +235,17 @@ class StyledConv(nn.Module):
         self.activate = FusedLeakyReLU(out_channel)
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
-        out = self.conv(x, style)
-        if torch.is_grad_enabled() or out.is_cuda:
-            return self.activate(self.noise(out, noise))
-        # Inference on CPU: the same arithmetic in place (large activations are not re-allocated four times).
+        if torch.is_grad_enabled() or x.is_cuda:
+            return self.activate(self.noise(self.conv(x, style), noise))
+        # Inference on CPU, same arithmetic with fewer passes over large activations: leaky ReLU is positively
+        # homogeneous, so lrelu(y + n + b) * g == lrelu(g*y + g*n + g*b); g*y and g*b are folded into the conv.
+        g = math.sqrt(2)
+        out = self.conv(x, style, gain=g, bias=self.activate.bias * g)
         if noise is None:
             b, _, h, w = out.shape
             noise = out.new_empty(b, 1, h, w).normal_()
-        out.add_(self.noise.weight * noise.to(out.dtype))
-        out.add_(self.activate.bias.view(1, -1, 1, 1).to(out.dtype))
-        return F.leaky_relu_(out, 0.2).mul_(math.sqrt(2))
+        out.add_(noise.to(out.dtype), alpha=float(self.noise.weight) * g)
+        return F.leaky_relu_(out, 0.2)
 
 
 class ToRGB(nn.Module):
@@ -240,7 +259,7 @@ class ToRGB(nn.Module):
         self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
-        out = self.conv(x, style) + self.bias
+        out = self.conv(x, style, bias=self.bias.view(-1))
         if skip is not None:
             out = out + self.upsample(skip)
         return out

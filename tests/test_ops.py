@@ -44,6 +44,10 @@ CASES = [
     dict(up=2, down=2, pad=(0, 2, 1, 0)),  # asymmetric
     dict(up=1, down=1, pad=(-1, 2, 0, -1)),  # negative pads crop
     dict(up=3, down=1, pad=(1, 2, 2, 1)),
+    # polyphase upsampling path: negative pads, pads wider than the kernel, one phase without taps
+    dict(up=2, down=1, pad=(-1, 0, 3, -2)),
+    dict(up=2, down=1, pad=(5, 4, 0, 0)),
+    dict(up=4, down=1, pad=(0, 0, 1, 2)),
 ]
 
 
