@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import platform
 import resource
 import sys
@@ -62,6 +63,14 @@ def calibration(device: str, reps: int = 3) -> float:
             sync(device)
             best = min(best, (time.perf_counter() - t) / 4)
     return flops / best / 1e9
+
+
+def image_error(got: torch.Tensor, want: torch.Tensor) -> dict:
+    """Max relative error and PSNR (images in [-1, 1]) of an approximation."""
+    diff = (got.float() - want.float()).abs()
+    mse = float(((got.float() - want.float()) / 2).pow(2).mean())
+    return {"max_rel_err": round(float(diff.max() / want.abs().max()), 4),
+            "psnr_db": round(10 * math.log10(1 / mse), 1) if mse > 0 else float("inf")}
 
 
 def count_flops(fn) -> float:
@@ -151,9 +160,17 @@ def main() -> None:
         keys = pipe.latents(photo, AGES11)
         t = time.perf_counter()
         w = torch.lerp(keys[6:7], keys[7:8], 0.3)
-        pipe.render(w, size=256, fast=True)
+        interp = pipe.render(w, size=256, fast=True)
         sync(dev)
         record("interpolated preview at 256 (generator)", time.perf_counter() - t, f_gen256)
+
+        # What the approximate previews cost in accuracy (the default 1024 path is exact)
+        exact63 = pipe.render(pipe.latents(photo, [63]), size=256)  # full 1024 image, average-pooled
+        fast63 = pipe.render(pipe.latents(photo, [63]), size=256, fast=True)  # generator stopped at 256
+        errors = {
+            "fast 256 (generator stopped at 256) vs 1024 pooled": image_error(fast63, exact63),
+            "interpolated code (age 63 from 60 and 70) vs exact code, both fast 256": image_error(interp, fast63),
+        }
 
     if not args.quick:
         with tempfile.TemporaryDirectory() as d:
@@ -173,6 +190,7 @@ def main() -> None:
         "gflop": {"encoder": round(f_enc, 1), "pretrained_encoder": round(f_pre, 1), "generator_1024": round(f_gen, 1),
                   "generator_256": round(f_gen256, 1)},
         "rows": rows,
+        "approximation_errors": errors,
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -184,6 +202,8 @@ def main() -> None:
     for r in rows:
         md.append(f"| {r['step']} | {r['seconds']} | {r['gflop'] or ''} | {r['gflops_per_s'] or ''} | "
                   f"{r['ratio_to_calibration'] or ''} | {r['peak_rss_gib']} |")
+    md += ["", "Approximate previews (the default full-size path is exact):", ""]
+    md += [f"- {k}: max relative error {v['max_rel_err']}, PSNR {v['psnr_db']} dB" for k, v in errors.items()]
     (out / f"{stem}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     if tmp is not None:

@@ -434,7 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--checkpoint_path", default=None,
                    help="SAM checkpoint (default: $SAM_CHECKPOINT or weights/sam_ffhq_aging.pt)")
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-    g.add_argument("--test_batch_size", type=int, default=4, help="ages / frames decoded per batch")
+    g.add_argument("--test_batch_size", type=int, default=4,
+                   help="ages encoded per batch (and images decoded per batch on a GPU; one at a time on CPU)")
     g.add_argument("--test_workers", type=int, default=0, help="accepted for compatibility with the published scripts")
 
     data = argparse.ArgumentParser(add_help=False)
