@@ -93,8 +93,10 @@ def upfirdn2d_torch(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: in
     return x
 
 
-def _phase_taps(n: int, up: int, p0: int, k: int, out: int) -> tuple[list[list[tuple[int, int]]], int, int, int]:
-    """For each output phase r of an ``up``-fold upsample + ``k``-tap filter: (input offset d, tap t) pairs."""
+def _phase_taps(up: int, p0: int, k: int, out: int) -> tuple[list[list[tuple[int, int]]], int, int, int]:
+    """For each output phase r of an ``up``-fold upsample + ``k``-tap filter: (input offset d, tap t) pairs.
+
+    Also returns the smallest offset, the span of offsets (the phase kernels' length) and outputs per phase."""
     phases = []
     for r in range(up):
         # output i = up*m + r reads upsampled sample i + t - p0, which is input (i + t - p0) / up when divisible
@@ -113,17 +115,19 @@ def _upfir_polyphase(x: torch.Tensor, kernel: torch.Tensor, up: int, pad: Pad) -
     b, c, h, w = x.shape
     kh, kw = kernel.shape
     out_h, out_w = h * up + y0 + y1 - kh + 1, w * up + x0 + x1 - kw + 1
-    ph_y, dy0, ly, my = _phase_taps(h, up, y0, kh, out_h)
-    ph_x, dx0, lx, mx = _phase_taps(w, up, x0, kw, out_w)
-    weight = x.new_zeros(up * up, 1, ly, lx)
-    for ry, taps_y in enumerate(ph_y):
-        for rx, taps_x in enumerate(ph_x):
-            for dy, ty in taps_y:
-                for dx, tx in taps_x:
-                    weight[ry * up + rx, 0, dy - dy0, dx - dx0] = kernel[ty, tx]
+    ph_y, dy0, ly, my = _phase_taps(up, y0, kh, out_h)
+    ph_x, dx0, lx, mx = _phase_taps(up, x0, kw, out_w)
+    # one (phase, row, column) <- (tap row, tap column) entry per used tap, scattered in a single assignment
+    idx = [(ry * up + rx, dy - dy0, dx - dx0, ty, tx)
+           for ry, taps_y in enumerate(ph_y) for rx, taps_x in enumerate(ph_x)
+           for dy, ty in taps_y for dx, tx in taps_x]
+    weight = x.new_zeros(up * up, ly, lx)
+    if idx:
+        p, iy, ix, ty, tx = (list(v) for v in zip(*idx))
+        weight[p, iy, ix] = kernel[ty, tx]
     # read input rows dy0 .. my-1+dy0+ly-1 (zeros outside the image; negative pads crop)
     x = F.pad(x.reshape(b * c, 1, h, w), [-dx0, mx + dx0 + lx - 1 - w, -dy0, my + dy0 + ly - 1 - h])
-    y = F.conv2d(x, weight).reshape(b, c * up * up, my, mx)
+    y = F.conv2d(x, weight[:, None]).reshape(b, c * up * up, my, mx)
     return F.pixel_shuffle(y, up)[:, :, :out_h, :out_w]
 
 
