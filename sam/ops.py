@@ -40,7 +40,7 @@ Pad = tuple[int, int, int, int]  # (x0, x1, y0, y1)
 
 def make_kernel(taps: list[float] | torch.Tensor) -> torch.Tensor:
     """Separable 1-D taps -> normalised 2-D FIR kernel (outer product divided by its sum)."""
-    k = torch.as_tensor(taps, dtype=torch.float32)
+    k = torch.as_tensor(taps, dtype=torch.float32, device="cpu")  # never meta: a few taps, made eagerly
     if k.ndim == 1:
         k = k[None, :] * k[:, None]
     return k / k.sum()
