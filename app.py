@@ -181,16 +181,18 @@ class AgeApp:
 
     @classmethod
     def load(cls, checkpoint: str | os.PathLike | None = None, device: str | None = None,
-             problem: str | None = None) -> AgeApp:
+             problem: str | None = None, int8_style_heads: bool = False) -> AgeApp:
         path = resolve_checkpoint(checkpoint)
         if problem:
             return cls(None, f"The model is not loaded. {problem}")
         try:
-            pipe = AgingPipeline.from_pretrained(path, device=device)
+            pipe = AgingPipeline.from_pretrained(path, device=device, int8_style_heads=int8_style_heads)
         except FileNotFoundError:
             return cls(None, f"The model is not loaded: no checkpoint at {path}. {how_to_provide(path)}")
         except CheckpointError as exc:
             return cls(None, f"The model is not loaded: {exc}. {how_to_provide(path)}")
+        except ValueError as exc:  # e.g. int8 style heads asked for on a GPU
+            return cls(None, f"The model is not loaded: {exc}.")
         return cls(pipe)
 
     # ------------------------------------------------------------------------------------------ sizes, model
@@ -612,10 +614,10 @@ def _wrap(fn: Callable) -> Callable:
 
 
 def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None = None, *,
-               problem: str | None = None, app: AgeApp | None = None) -> gr.Blocks:
+               problem: str | None = None, app: AgeApp | None = None, int8_style_heads: bool = False) -> gr.Blocks:
     """The Blocks page. Loads the model from ``checkpoint`` (never downloads; ``main`` does that first);
     without it the page still loads and says how to provide the weights."""
-    app = app or AgeApp.load(checkpoint, device, problem)
+    app = app or AgeApp.load(checkpoint, device, problem, int8_style_heads=int8_style_heads)
     n_styles = app.pipe.model.config.n_styles if app.pipe else 18
     full = app.pipe.output_size if app.pipe else 1024
     groups = layer_groups(n_styles)
@@ -767,6 +769,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--port", type=int, default=None, help="port (default: $GRADIO_SERVER_PORT or 7860)")
     ap.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA if available)")
     ap.add_argument("--share", action="store_true", help="also open a public gradio.live link")
+    ap.add_argument("--int8-style-heads", action="store_true",
+                    help="approximate: int8 encoder style heads, faster on CPU, not exact (README: Speed on CPU)")
     ap.add_argument("--no-download", action="store_true", help="never download the checkpoint")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -776,7 +780,7 @@ def main(argv: list[str] | None = None) -> None:
     except (WeightsUnavailableError, CheckpointError) as exc:
         problem = str(exc)
         log.warning("%s", problem)
-    demo = build_demo(args.checkpoint, args.device, problem=problem)
+    demo = build_demo(args.checkpoint, args.device, problem=problem, int8_style_heads=args.int8_style_heads)
     demo.queue(default_concurrency_limit=1).launch(server_name=args.host, server_port=args.port,
                                                    share=args.share or None, show_error=True,
                                                    max_file_size=MAX_UPLOAD)

@@ -145,8 +145,8 @@ def load_pipeline(args):
     path = resolve_checkpoint(args.checkpoint_path)
     try:
         return AgingPipeline.from_pretrained(path, device=args.device or default_device(),
-                                             batch_size=args.test_batch_size)
-    except (FileNotFoundError, CheckpointError) as exc:
+                                             batch_size=args.test_batch_size, int8_style_heads=args.int8_style_heads)
+    except (FileNotFoundError, CheckpointError, ValueError) as exc:
         raise SystemExit(f"error: {exc}") from None
 
 
@@ -437,6 +437,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--test_batch_size", type=int, default=4,
                    help="ages encoded per batch (and images decoded per batch on a GPU; one at a time on CPU)")
     g.add_argument("--test_workers", type=int, default=0, help="accepted for compatibility with the published scripts")
+    g.add_argument("--int8_style_heads", action="store_true",
+                   help="approximate: int8 encoder style heads, faster on CPU, not exact (see README, Speed on CPU)")
 
     data = argparse.ArgumentParser(add_help=False)
     g = data.add_argument_group("inputs and outputs")

@@ -97,16 +97,24 @@ class AgingPipeline:
 
     @classmethod
     def from_pretrained(
-        cls, checkpoint: str | os.PathLike | None = None, device: str | torch.device | None = None, **kwargs
+        cls, checkpoint: str | os.PathLike | None = None, device: str | torch.device | None = None,
+        int8_style_heads: bool = False, **kwargs
     ) -> AgingPipeline:
-        """Load the checkpoint (see :func:`resolve_checkpoint`) onto ``device`` (default: CUDA if present)."""
+        """Load the checkpoint (see :func:`resolve_checkpoint`) onto ``device`` (default: CUDA if present).
+
+        ``int8_style_heads`` (CPU only) trades exactness for speed: see :mod:`sam.quantize`."""
         path = resolve_checkpoint(checkpoint)
         if not path.exists():
             raise FileNotFoundError(
                 f"SAM checkpoint not found at {path}. Put sam_ffhq_aging.pt there, pass its path, or set "
                 "SAM_CHECKPOINT (see weights/README.md for where to get it)."
             )
-        return cls(SAM.from_checkpoint(path, device=device or default_device()), **kwargs)
+        model = SAM.from_checkpoint(path, device=device or default_device())
+        if int8_style_heads:
+            from .quantize import quantize_style_heads
+
+            quantize_style_heads(model)
+        return cls(model, **kwargs)
 
     # ----------------------------------------------------------------------------------------------------------
 
