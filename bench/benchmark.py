@@ -20,11 +20,13 @@ import argparse
 import datetime as dt
 import json
 import math
+import multiprocessing
 import platform
 import resource
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
@@ -81,6 +83,18 @@ def count_flops(fn) -> float:
     return counter.get_total_flops() / 1e9
 
 
+def model_flops(config) -> tuple[float, float, float, float]:
+    """GFLOP of the encoder, the frozen encoder, the 1024 px and the 256 px generator, on a meta-device twin."""
+    with torch.device("meta"):
+        meta = SAM(config)
+        meta.latent_avg = torch.zeros(1, config.n_styles, config.style_dim)
+        x4m = torch.zeros(1, 4, config.encoder.input_size, config.encoder.input_size)
+        wm = torch.zeros(1, config.n_styles, config.style_dim)
+    return (count_flops(lambda: meta.encoder(x4m)), count_flops(lambda: meta.pretrained_encoder(x4m[:, :3])),
+            count_flops(lambda: meta.decoder([wm], input_is_latent=True, randomize_noise=False)),
+            count_flops(lambda: meta.decoder([wm], input_is_latent=True, randomize_noise=False, resolution=256)))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint")
@@ -121,16 +135,10 @@ def main() -> None:
     record("load checkpoint", time.perf_counter() - t, None, note="mmap + meta-device init")
     pipe = AgingPipeline(net, batch_size=4)
 
-    # FLOPs from a meta-device twin (no compute)
-    with torch.device("meta"):
-        meta = SAM(net.config)
-    meta.latent_avg = torch.zeros_like(net.latent_avg, device="meta")
-    x4m = torch.zeros(1, 4, 256, 256, device="meta")
-    wm = torch.zeros(1, net.config.n_styles, net.config.style_dim, device="meta")
-    f_enc = count_flops(lambda: meta.encoder(x4m))
-    f_pre = count_flops(lambda: meta.pretrained_encoder(x4m[:, :3]))
-    f_gen = count_flops(lambda: meta.decoder([wm], input_is_latent=True, randomize_noise=False))
-    f_gen256 = count_flops(lambda: meta.decoder([wm], input_is_latent=True, randomize_noise=False, resolution=256))
+    # FLOPs in a child process: the FLOP counter imports torch._dynamo (and triton), which would add ~0.1 GB to
+    # this process's peak memory and make its RSS lines unlike a real run
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        f_enc, f_pre, f_gen, f_gen256 = pool.submit(model_flops, net.config).result()
 
     g = torch.Generator().manual_seed(0)
     photos = [to_pil(torch.rand(3, 256, 256, generator=g) * 2 - 1)[0] for _ in range(4)]
