@@ -164,12 +164,17 @@ class GradualStyleEncoder(nn.Module):
         self.latlayer2 = nn.Conv2d(cfg.widths[1], top, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # CPU inference runs the IR-SE body in channels-last (5 % faster here, same sums); the feature taps go
+        # back to NCHW, the faster layout for the small style-head convolutions
+        body_cl = not torch.is_grad_enabled() and not x.is_cuda
+        if body_cl:
+            x = x.contiguous(memory_format=torch.channels_last)
         x = self.input_layer(x)
         feats = {}
         for i, unit in enumerate(self.body):
             x = unit(x)
             if i in self.taps:
-                feats[i] = x
+                feats[i] = x.contiguous() if body_cl else x
         c1, c2, c3 = (feats[t] for t in self.taps)
         latents = [self.styles[j](c3) for j in range(min(self.coarse_ind, self.style_count))]
         p2 = _upsample_add(c3, self.latlayer1(c2))
