@@ -30,7 +30,6 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -78,6 +77,8 @@ def image_error(got: torch.Tensor, want: torch.Tensor) -> dict:
 
 
 def count_flops(fn) -> float:
+    from torch.utils.flop_counter import FlopCounterMode  # imports triton: only in the FLOP-counting child process
+
     with FlopCounterMode(display=False) as counter:
         fn()
     return counter.get_total_flops() / 1e9

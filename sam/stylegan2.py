@@ -100,6 +100,17 @@ class Upsample(nn.Module):
         return upfirdn2d(x, self.kernel, up=self.factor, pad=self.pad)
 
 
+def _fold_batch(x: torch.Tensor) -> torch.Tensor:
+    """B x C x H x W -> 1 x BC x H x W for a convolution with ``groups=B``. A batch of one is passed as is: a
+    reshape would rewrite the (unused) batch stride and oneDNN then no longer sees a channels-last tensor."""
+    return x if x.shape[0] == 1 else x.reshape(1, -1, *x.shape[2:])
+
+
+def _unfold_batch(x: torch.Tensor, b: int) -> torch.Tensor:
+    """The inverse of :func:`_fold_batch`."""
+    return x if b == 1 else x.reshape(b, -1, *x.shape[2:])
+
+
 class ModulatedConv2d(nn.Module):
     """Style-modulated convolution (StyleGAN2 Eq. 1-3), optionally demodulated and/or 2x upsampling.
 
@@ -200,16 +211,13 @@ class ModulatedConv2d(nn.Module):
 
     def grouped_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         """Apply :meth:`grouped_weights` output to ``x`` (B x in x H x W), padding / blurring as the layer does."""
-        b, _, h, wd = x.shape
-        x = x.reshape(1, b * self.in_channel, h, wd)
+        b = x.shape[0]
         if self.upsample:
-            x = F.conv_transpose2d(x, weight, stride=2, groups=b)
-            x = self.blur(x.reshape(b, self.out_channel, *x.shape[-2:]))
+            x = self.blur(_unfold_batch(F.conv_transpose2d(_fold_batch(x), weight, stride=2, groups=b), b))
             if bias is not None:
                 x = x.add_(bias.view(b, -1, 1, 1))  # the blur's fresh output: safe in place
             return x
-        x = F.conv2d(x, weight, bias, padding=self.padding, groups=b)
-        return x.reshape(b, self.out_channel, h, wd)
+        return _unfold_batch(F.conv2d(_fold_batch(x), weight, bias, padding=self.padding, groups=b), b)
 
     def extra_repr(self) -> str:
         return (
@@ -257,15 +265,20 @@ class StyledConv(nn.Module):
     def forward(self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
         if torch.is_grad_enabled() or x.is_cuda:
             return self.activate(self.noise(self.conv(x, style), noise))
-        # Inference on CPU, same arithmetic with fewer passes over large activations: leaky ReLU is positively
-        # homogeneous, so lrelu(y + n + b) * g == lrelu(g*y + g*n + g*b); g*y and g*b are folded into the conv.
-        g = math.sqrt(2)
-        out = self.conv(x, style, gain=g, bias=self.activate.bias * g)
+        gain, bias, noise_scale = self.folded()
+        out = self.conv(x, style, gain=gain, bias=bias)
         if noise is None:
             b, _, h, w = out.shape
             noise = out.new_empty(b, 1, h, w).normal_()
-        out.add_(noise.to(out.dtype), alpha=float(self.noise.weight) * g)
+        out.add_(noise.to(out.dtype), alpha=noise_scale)
         return F.leaky_relu_(out, 0.2)
+
+    def folded(self) -> tuple[float, torch.Tensor, float]:
+        """Gain, bias and noise scale for CPU inference, which makes fewer passes over large activations: leaky
+        ReLU is positively homogeneous, so lrelu(y + n + b) * g == lrelu(g*y + g*n + g*b), and g*y and g*b are
+        folded into the convolution. Returns ``(g, g * bias, g * noise weight)``; then only lrelu(., 0.2) is left."""
+        g = math.sqrt(2)
+        return g, self.activate.bias * g, float(self.noise.weight) * g
 
 
 class ToRGB(nn.Module):
@@ -283,17 +296,6 @@ class ToRGB(nn.Module):
         if skip is not None:
             out = out + self.upsample(skip)
         return out
-
-
-def _fold_batch(x: torch.Tensor) -> torch.Tensor:
-    """B x C x H x W -> 1 x BC x H x W for a convolution with ``groups=B``. A batch of one is passed as is: a
-    reshape would rewrite the (unused) batch stride and oneDNN then no longer sees a channels-last tensor."""
-    return x if x.shape[0] == 1 else x.reshape(1, -1, *x.shape[2:])
-
-
-def _unfold_batch(x: torch.Tensor, b: int) -> torch.Tensor:
-    """The inverse of :func:`_fold_batch`."""
-    return x if b == 1 else x.reshape(b, -1, *x.shape[2:])
 
 
 class Generator(nn.Module):
@@ -447,18 +449,18 @@ class Generator(nn.Module):
         """One resolution level (up-conv, conv, toRGB) computed band by band; same result as the plain path.
 
         Returns the level's feature maps (only when ``keep_features``, i.e. a finer level follows) and the
-        RGB skip image. Bias, sqrt(2) gain and noise are applied as in :meth:`StyledConv.forward` on CPU."""
+        RGB skip image. Bias, gain and noise are folded as in :meth:`StyledConv.folded`."""
         b, _, h_in, w_in = x.shape
         size = 2 * h_in
-        g = math.sqrt(2)
         dtype = x.dtype
-        w_up, b_up = conv_up.conv.grouped_weights(codes[:, 0], g, conv_up.activate.bias * g, dtype=dtype)
-        w_c, b_c = conv.conv.grouped_weights(codes[:, 1], g, conv.activate.bias * g, dtype=dtype)
+        g_up, bias_up, a_up = conv_up.folded()
+        g_c, bias_c, a_same = conv.folded()
+        w_up, b_up = conv_up.conv.grouped_weights(codes[:, 0], g_up, bias_up, dtype=dtype)
+        w_c, b_c = conv.conv.grouped_weights(codes[:, 1], g_c, bias_c, dtype=dtype)
         w_rgb, b_rgb = to_rgb.conv.grouped_weights(codes[:, 2], 1.0, to_rgb.bias.view(-1), dtype=dtype)
         # fresh noise is drawn in the same order and shape as the plain path draws it
         noise_up = x.new_empty(b, 1, size, size).normal_() if noise_up is None else noise_up.to(dtype)
         noise_same = x.new_empty(b, 1, size, size).normal_() if noise_same is None else noise_same.to(dtype)
-        a_up, a_same = float(conv_up.noise.weight) * g, float(conv.noise.weight) * g
         rgb = to_rgb.upsample(skip)  # 3 channels: cheap to make whole; each band adds its toRGB in place
         # Channels-last: a band of rows is then one contiguous block, and oneDNN's convolutions on band-sized
         # maps ran 1.7x faster in this layout than in NCHW here (the stride-2 transposed conv 6x).
@@ -488,8 +490,7 @@ class Generator(nn.Module):
             act = a[:, :, a0 - lo : a1 - lo]
             act.add_(b_up.view(b, -1, 1, 1)).add_(noise_up[:, :, a0:a1], alpha=a_up)
             F.leaky_relu_(act, 0.2)
-            o = F.conv2d(_fold_batch(a), w_c, b_c, padding=pad, groups=b)
-            o = _unfold_batch(o, b)
+            o = _unfold_batch(F.conv2d(_fold_batch(a), w_c, b_c, padding=pad, groups=b), b)
             band = o[:, :, r0 - lo : r1 - lo]
             F.leaky_relu_(band.add_(noise_same[:, :, r0:r1], alpha=a_same), 0.2)
             if feats is not None:
