@@ -8,7 +8,9 @@
   bilevel and greyscale images are converted to RGB;
 * animated or multi-page images give their first frame;
 * a pixel-count limit guards against decompression bombs (``max_pixels`` argument, else the ``SAM_MAX_PIXELS``
-  environment variable, else 50 megapixels); the size is checked from the header, before any decoding;
+  environment variable, else 120 megapixels); the size is checked from the header, before any decoding;
+* ``max_side`` gives a downscaled working copy of a large photo (JPEGs are decoded at a reduced scale directly,
+  so an 8000x8000 photo never needs its full-size RGB copy in memory);
 * empty, truncated, corrupt or non-image data raise ``ImageLoadError`` (a ``ValueError``) naming the problem;
   nothing else escapes for bad input.
 
@@ -37,13 +39,14 @@ __all__ = [
     "to_rgb",
 ]
 
-DEFAULT_MAX_PIXELS = 50_000_000
+DEFAULT_MAX_PIXELS = 120_000_000
 """Default decompression-bomb limit (pixels of the decoded first frame)."""
 
 MAX_INPUT_BYTES = 512 * 1024 * 1024
 """Largest encoded input (bytes / file-like / file) that is read at all."""
 
 _ENV_MAX_PIXELS = "SAM_MAX_PIXELS"
+_BOMB_MESSAGE = "this image has too many pixels to open safely; please use a smaller copy of the photo"
 _WHITE = (255, 255, 255)
 
 
@@ -60,7 +63,7 @@ class ImageTooLargeError(ImageLoadError):
 
 
 def default_max_pixels() -> int:
-    """The pixel limit in force: ``$SAM_MAX_PIXELS`` if set (``0`` disables the limit), else 50 megapixels."""
+    """The pixel limit in force: ``$SAM_MAX_PIXELS`` if set (``0`` disables the limit), else 120 megapixels."""
     raw = os.environ.get(_ENV_MAX_PIXELS, "").strip()
     if not raw:
         return DEFAULT_MAX_PIXELS
@@ -76,13 +79,12 @@ def _check_pixels(width: int, height: int, max_pixels: int, what: str) -> None:
         raise ImageLoadError(f"{what} has no pixels (size {width}x{height})")
     if max_pixels > 0 and width * height > max_pixels:
         raise ImageTooLargeError(
-            f"{what} is {width}x{height} = {width * height:,} pixels, more than the limit of "
-            f"{max_pixels:,} pixels (a guard against decompression bombs); downscale the image or "
-            f"raise the limit with max_pixels=... or the {_ENV_MAX_PIXELS} environment variable"
+            f"this image is {width}x{height} pixels ({width * height / 1e6:.0f} megapixels), too large to open "
+            f"safely (the limit is {max_pixels / 1e6:.0f} megapixels); please use a smaller copy of the photo"
         )
 
 
-def load_image(src: Any, max_pixels: int | None = None) -> Image.Image:
+def load_image(src: Any, max_pixels: int | None = None, *, max_side: int | None = None) -> Image.Image:
     """Load ``src`` as a new 8-bit RGB ``PIL.Image``.
 
     Args:
@@ -92,6 +94,8 @@ def load_image(src: Any, max_pixels: int | None = None) -> Image.Image:
             integer, boolean or float dtype (floats in [0, 1], or in [0, 255] when larger than 1.5).
         max_pixels: largest accepted ``width * height``; ``None`` uses :func:`default_max_pixels`, ``0`` or less
             disables the check.
+        max_side: if given, a larger image is returned downscaled (Lanczos) so that its longer side is
+            ``max_side``: a working copy of a large photo.
 
     Raises:
         ImageLoadError: (a ``ValueError``) for anything that is not a usable image: missing or empty file,
@@ -100,18 +104,18 @@ def load_image(src: Any, max_pixels: int | None = None) -> Image.Image:
     """
     limit = default_max_pixels() if max_pixels is None else int(max_pixels)
     if isinstance(src, Image.Image):
-        return _from_pil(src, limit, "image", from_file=False)
+        return _shrink(_from_pil(src, limit, "image", from_file=False), max_side)
     if isinstance(src, np.ndarray):
-        return _from_array(src, limit)
+        return _shrink(_from_array(src, limit), max_side)
     if isinstance(src, (bytes, bytearray, memoryview)):
         data = bytes(src)
         if not data:
             raise ImageLoadError("empty image data (0 bytes)")
-        return _decode(data, limit, "image data")
+        return _shrink(_decode(data, limit, "image data", max_side), max_side)
     if isinstance(src, (str, os.PathLike)):
-        return _from_path(Path(os.fspath(src)), limit)
+        return _shrink(_from_path(Path(os.fspath(src)), limit, max_side), max_side)
     if hasattr(src, "read"):
-        return _from_filelike(src, limit)
+        return _shrink(_from_filelike(src, limit, max_side), max_side)
     raise ImageLoadError(
         f"unsupported image input of type {type(src).__name__}; pass a path, bytes, a file object, a PIL image "
         "or a NumPy array"
@@ -149,7 +153,16 @@ def to_rgb(img: Image.Image) -> Image.Image:
         raise ImageLoadError(f"cannot convert an image of mode {mode!r} to RGB: {exc}") from exc
 
 
-def _from_path(path: Path, limit: int) -> Image.Image:
+def _shrink(img: Image.Image, max_side: int | None) -> Image.Image:
+    """``img`` downscaled so that its longer side is at most ``max_side`` (unchanged when smaller)."""
+    if not max_side or max(img.size) <= max_side:
+        return img
+    k = max_side / max(img.size)
+    size = (max(1, round(img.width * k)), max(1, round(img.height * k)))
+    return img.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+
+
+def _from_path(path: Path, limit: int, max_side: int | None = None) -> Image.Image:
     try:
         if not path.exists():
             raise ImageNotFoundError(f"image file not found: {str(path)!r}")
@@ -174,10 +187,10 @@ def _from_path(path: Path, limit: int) -> Image.Image:
         raise ImageLoadError(f"cannot read image file {str(path)!r}: {exc}") from exc
     if not data:
         raise ImageLoadError(f"image file {str(path)!r} is empty (0 bytes)")
-    return _decode(data, limit, f"image file {str(path)!r}")
+    return _decode(data, limit, f"image file {str(path)!r}", max_side)
 
 
-def _from_filelike(fh: Any, limit: int) -> Image.Image:
+def _from_filelike(fh: Any, limit: int, max_side: int | None = None) -> Image.Image:
     try:
         data = fh.read(MAX_INPUT_BYTES + 1)
     except Exception as exc:
@@ -191,10 +204,10 @@ def _from_filelike(fh: Any, limit: int) -> Image.Image:
         raise ImageLoadError("empty image data: the file object returned 0 bytes")
     if len(data) > MAX_INPUT_BYTES:
         raise ImageTooLargeError(f"image data is larger than the {MAX_INPUT_BYTES / 2**20:.0f} MiB accepted")
-    return _decode(data, limit, "image data")
+    return _decode(data, limit, "image data", max_side)
 
 
-def _decode(data: bytes, limit: int, what: str) -> Image.Image:
+def _decode(data: bytes, limit: int, what: str, max_side: int | None = None) -> Image.Image:
     with warnings.catch_warnings():
         # our own limit replaces Pillow's global one (which would only warn below 2x its value)
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -202,7 +215,7 @@ def _decode(data: bytes, limit: int, what: str) -> Image.Image:
         try:
             img = Image.open(io.BytesIO(data))
         except Image.DecompressionBombError as exc:
-            raise ImageTooLargeError(f"{what} is too large to decode safely: {exc}") from exc
+            raise ImageTooLargeError(_BOMB_MESSAGE) from exc
         except UnidentifiedImageError as exc:
             raise ImageLoadError(
                 f"{what} is not a recognised image (corrupt data or unsupported format; starts with {data[:8]!r})"
@@ -211,21 +224,24 @@ def _decode(data: bytes, limit: int, what: str) -> Image.Image:
             raise ImageLoadError(f"{what} is corrupt or truncated and could not be opened as an image: {exc}") from exc
         try:
             with img:
-                return _from_pil(img, limit, what, from_file=True)
+                return _from_pil(img, limit, what, from_file=True, max_side=max_side)
         except ImageLoadError:
             raise
         except Image.DecompressionBombError as exc:
-            raise ImageTooLargeError(f"{what} is too large to decode safely: {exc}") from exc
+            raise ImageTooLargeError(_BOMB_MESSAGE) from exc
         except MemoryError as exc:
             raise ImageTooLargeError(f"{what} needs more memory than is available to decode") from exc
         except Exception as exc:
             raise ImageLoadError(f"{what} is corrupt or truncated and could not be decoded: {exc}") from exc
 
 
-def _from_pil(img: Image.Image, limit: int, what: str, *, from_file: bool) -> Image.Image:
+def _from_pil(img: Image.Image, limit: int, what: str, *, from_file: bool, max_side: int | None = None) -> Image.Image:
     if from_file and getattr(img, "n_frames", 1) > 1:
         img.seek(0)  # animated / multi-page: first frame
     _check_pixels(img.width, img.height, limit, what)
+    if from_file and max_side and img.format == "JPEG" and max(img.size) > 2 * max_side:
+        k = max_side / max(img.size)  # decode at 1/2, 1/4 or 1/8 scale, still at least max_side
+        img.draft("RGB", (round(img.width * k), round(img.height * k)))
     try:
         img.load()
     except Image.DecompressionBombError:

@@ -185,10 +185,6 @@ class SAM(nn.Module):
             codes = codes + pretrained_codes + self.latent_avg
         return codes
 
-    def encode_reference(self, rgb: torch.Tensor) -> torch.Tensor:
-        """The W+ code of an image without aging: ``pretrained_encoder(rgb) + latent_avg`` (for style mixing)."""
-        return self.pretrained_encoder(rgb) + self.latent_avg
-
     # ----------------------------------------------------------------------------------------------------------
     # Checkpoints
 

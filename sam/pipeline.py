@@ -9,12 +9,18 @@ It splits SAM's forward pass (paper Sec. 3) by what depends on the target age:
 
 Noise is fixed (the generator's stored noise maps) unless asked otherwise, so the same input gives the same
 output, and interpolated codes (lifespan videos) do not flicker.
+
+Every model call holds the pipeline's ``lock``: the app's background work (key-age codes) and its requests never
+run the networks at the same time, which bounds memory, and the per-face code caches are only read and written
+under it. Long calls take ``should_stop`` (a function polled between images) and raise :class:`JobCancelledError` when
+it says so.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -25,15 +31,31 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .ages import to_age, to_ages
 from .image_io import load_image
+from .mixing import random_w_codes
 from .model import SAM, add_age_channel, mix_styles
 
-__all__ = ["AgingPipeline", "EncodedFace", "DEFAULT_CHECKPOINT", "resolve_checkpoint", "to_tensor", "to_pil"]
+__all__ = [
+    "AgingPipeline", "JobCancelledError", "EncodedFace", "DEFAULT_CHECKPOINT", "resolve_checkpoint", "to_tensor",
+    "to_pil",
+]
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "weights" / "sam_ffhq_aging.pt"
 
 ImageLike = Image.Image | np.ndarray | str | os.PathLike
 Progress = Callable[[int, int], None]
+ShouldStop = Callable[[], bool]
+
+
+class JobCancelledError(Exception):
+    """The caller asked a running job to stop (a cancelled request, a closed page, Ctrl-C)."""
+
+
+def check_stop(should_stop: ShouldStop | None) -> None:
+    """Raise :class:`JobCancelledError` when ``should_stop()`` says so (a no-op without it)."""
+    if should_stop is not None and should_stop():
+        raise JobCancelledError("the job was cancelled")
 
 
 def resolve_checkpoint(path: str | os.PathLike | None = None) -> Path:
@@ -91,6 +113,7 @@ class AgingPipeline:
 
     def __init__(self, model: SAM, batch_size: int = 4, cache_size: int = 8):
         self.model = model.eval()
+        self.lock = threading.RLock()  # one model call at a time; guards the code caches too
         self.batch_size = max(1, int(batch_size))
         self._cache: OrderedDict[str, EncodedFace] = OrderedDict()
         self._cache_size = cache_size
@@ -130,6 +153,11 @@ class AgingPipeline:
     def output_size(self) -> int:
         return self.model.config.output_size
 
+    @property
+    def n_styles(self) -> int:
+        """Rows of a W+ code (18 at 1024 px): the layers style mixing can take from another code."""
+        return self.model.config.n_styles
+
     @torch.inference_mode()
     def encode(self, image: ImageLike | EncodedFace) -> EncodedFace:
         """Run the age-independent part once (cached per image content)."""
@@ -137,15 +165,16 @@ class AgingPipeline:
             return image
         rgb = to_tensor(image, self.input_size)
         key = hashlib.sha1(rgb.numpy().tobytes()).hexdigest()
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
-        rgb = rgb[None].to(self.device)
-        face = EncodedFace(rgb=rgb, pretrained_codes=self.model.pretrained_encoder(rgb))
-        self._cache[key] = face
-        while len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
-        return face
+        with self.lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+            rgb = rgb[None].to(self.device)
+            face = EncodedFace(rgb=rgb, pretrained_codes=self.model.pretrained_encoder(rgb))
+            self._cache[key] = face
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+            return face
 
     @torch.inference_mode()
     def reference_code(self, image: ImageLike | EncodedFace) -> torch.Tensor:
@@ -153,25 +182,42 @@ class AgingPipeline:
         face = self.encode(image)
         return face.pretrained_codes + self.model.latent_avg
 
+    def random_styles(self, n: int, seed: int = 0) -> torch.Tensor:
+        """``n`` random W+ codes from the generator's mapping network (for random style mixing)."""
+        with self.lock:
+            return random_w_codes(self.model, n, seed)
+
     @torch.inference_mode()
-    def latents(self, image: ImageLike | EncodedFace, target_ages: Sequence[float]) -> torch.Tensor:
+    def latents(self, image: ImageLike | EncodedFace, target_ages: Sequence[float],
+                should_stop: ShouldStop | None = None) -> torch.Tensor:
         """W+ codes of the face at each target age: ``len(ages) x n_styles x style_dim``.
 
-        The network sees integer ages (as published); codes are cached per face and age, so asking again is free.
+        Ages follow :func:`sam.ages.to_age` (integers, rounded half up, as the network sees them); codes are
+        cached per face and age, so asking again is free.
         """
         face = self.encode(image)
-        ages = [int(_check_age(a)) for a in target_ages]
-        missing = list(dict.fromkeys(a for a in ages if a not in face.age_codes))
+        ages = to_ages(target_ages)
+        with self.lock:
+            missing = list(dict.fromkeys(a for a in ages if a not in face.age_codes))
         for i in range(0, len(missing), self.batch_size):
+            check_stop(should_stop)
             chunk = missing[i : i + self.batch_size]
             n = len(chunk)
-            x4 = add_age_channel(face.rgb.expand(n, -1, -1, -1), chunk)
-            codes = self.model.encode(x4, pretrained_codes=face.pretrained_codes.expand(n, -1, -1))
-            for a, c in zip(chunk, codes):
-                face.age_codes[a] = c
+            with self.lock:
+                x4 = add_age_channel(face.rgb.expand(n, -1, -1, -1), chunk)
+                codes = self.model.encode(x4, pretrained_codes=face.pretrained_codes.expand(n, -1, -1))
+                for a, c in zip(chunk, codes):
+                    face.age_codes[a] = c
         if not ages:
-            return torch.empty(0, self.model.config.n_styles, self.model.config.style_dim, device=self.device)
-        return torch.stack([face.age_codes[a] for a in ages])
+            return torch.empty(0, self.n_styles, self.model.config.style_dim, device=self.device)
+        with self.lock:
+            return torch.stack([face.age_codes[a] for a in ages])
+
+    def cached_ages(self, image: ImageLike | EncodedFace) -> list[int]:
+        """The ages whose exact codes are known for this face (a snapshot, sorted)."""
+        face = self.encode(image)
+        with self.lock:
+            return sorted(face.age_codes)
 
     @torch.inference_mode()
     def preview_latent(self, image: ImageLike | EncodedFace, age: float) -> tuple[torch.Tensor, bool]:
@@ -182,15 +228,17 @@ class AgingPipeline:
         :meth:`latents` on key ages, e.g. every 10 years); else the exact code, computed now.
         """
         face = self.encode(image)
-        a = int(_check_age(age))
-        if a in face.age_codes:
-            return face.age_codes[a][None], True
-        lower = [k for k in face.age_codes if k < a]
-        upper = [k for k in face.age_codes if k > a]
+        a = to_age(age)
+        with self.lock:
+            codes = dict(face.age_codes)  # a snapshot: the key-age warm-up may add entries meanwhile
+        if a in codes:
+            return codes[a][None], True
+        lower = [k for k in codes if k < a]
+        upper = [k for k in codes if k > a]
         if lower and upper:
             lo, hi = max(lower), min(upper)
             t = (a - lo) / (hi - lo)
-            return torch.lerp(face.age_codes[lo], face.age_codes[hi], t)[None], False
+            return torch.lerp(codes[lo], codes[hi], t)[None], False
         return self.latents(face, [a]), True
 
     @torch.inference_mode()
@@ -201,11 +249,13 @@ class AgingPipeline:
         fast: bool = False,
         randomize_noise: bool = False,
         progress: Progress | None = None,
+        should_stop: ShouldStop | None = None,
     ) -> torch.Tensor:
-        """Decode W+ codes to ``N x 3 x size x size`` images in [-1, 1].
+        """Decode W+ codes to ``N x 3 x size x size`` images in [-1, 1] (the public decoder of the pipeline).
 
         ``size`` defaults to the generator's resolution. A smaller size is the full image average-pooled down
         (the published ``resize`` pixels), or, with ``fast``, the generator stopped at that resolution.
+        ``should_stop`` is polled before each batch (:class:`JobCancelledError` when it returns true).
         """
         full = self.output_size
         size = int(size or full)
@@ -220,9 +270,11 @@ class AgingPipeline:
         # bench/) and needs a quarter of the activation memory; GPUs gain from batches.
         step = self.batch_size if self.device.type != "cpu" else 1
         for i in range(0, total, step):
+            check_stop(should_stop)
             batch = codes[i : i + step].to(self.device)
-            img, _ = self.model.decoder([batch], input_is_latent=True, randomize_noise=randomize_noise,
-                                        resolution=stop_at)
+            with self.lock:
+                img, _ = self.model.decoder([batch], input_is_latent=True, randomize_noise=randomize_noise,
+                                            resolution=stop_at)
             if img.shape[-1] != size:
                 img = F.adaptive_avg_pool2d(img, size) if img.shape[-1] % size == 0 else F.interpolate(
                     img, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
@@ -246,6 +298,31 @@ class AgingPipeline:
 
     age = __call__
 
+    def mix_codes(
+        self,
+        image: ImageLike | EncodedFace,
+        target_age: float,
+        inject: torch.Tensor | ImageLike | EncodedFace,
+        latent_mask: Sequence[int],
+        alpha: float | None = None,
+    ) -> torch.Tensor:
+        """Style mixing (paper Sec. 4.4): the face's code at ``target_age`` with the W+ rows in ``latent_mask``
+        taken from each injected code (blended with ``alpha``; replaced when ``None``).
+
+        ``inject`` is a reference face (image or :class:`EncodedFace`: its unaged code is used, see
+        :meth:`reference_code`) or ``K x n_styles x style_dim`` codes (e.g. :meth:`random_styles`).
+        Returns ``K x n_styles x style_dim`` codes, one per injected code.
+        """
+        if alpha is not None and not 0.0 <= float(alpha) <= 1.0:  # also refuses NaN
+            raise ValueError(f"mix strength must be between 0 and 1, got {alpha}")
+        codes = self.latents(image, [target_age])
+        injects = inject if isinstance(inject, torch.Tensor) else self.reference_code(inject)
+        injects = injects.to(codes.device)
+        if injects.ndim == 2:
+            injects = injects[None]
+        return torch.cat([mix_styles(codes, list(latent_mask), injects[k : k + 1], alpha)
+                          for k in range(injects.shape[0])])
+
     def mix(
         self,
         image: ImageLike | EncodedFace,
@@ -257,17 +334,5 @@ class AgingPipeline:
         fast: bool = False,
     ) -> Image.Image:
         """Age ``image`` and take the W+ rows in ``latent_mask`` from a reference face (blended with ``alpha``)."""
-        codes = self.latents(image, [target_age])
-        inject = reference if isinstance(reference, torch.Tensor) else self.reference_code(reference)
-        codes = mix_styles(codes, list(latent_mask), inject.to(codes.device).expand_as(codes), alpha)
-        return to_pil(self.render(codes, size=size, fast=fast))[0]
-
-
-def _check_age(age: float) -> float:
-    try:
-        a = float(age)
-    except (TypeError, ValueError):
-        raise ValueError(f"target age must be a number, got {age!r}") from None
-    if not 0 <= a <= 100 or a != a:
-        raise ValueError(f"target age must be between 0 and 100, got {age}")
-    return a
+        codes = self.mix_codes(image, target_age, reference, latent_mask, alpha)
+        return to_pil(self.render(codes[:1], size=size, fast=fast))[0]

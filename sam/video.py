@@ -5,7 +5,9 @@ linearly between the codes of key ages (e.g. 0, 10, ..., 100) and decodes every 
 (the generator's stored maps) so frames do not flicker, and the generator stops at the requested resolution
 instead of rendering 1024 px and shrinking.
 
-Videos are H.264 MP4 in yuv420p (plays inline in browsers) written with imageio-ffmpeg; GIFs with Pillow.
+Videos are H.264 MP4 in yuv420p (plays inline in browsers) written with imageio-ffmpeg; GIFs with Pillow. Both
+are written under a temporary name and renamed when complete: a cancelled or failed job closes its ffmpeg
+writer and leaves no partial file behind.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from .pipeline import AgingPipeline, EncodedFace, ImageLike, to_pil
+from .ages import KEY_AGES, key_ages
+from .pipeline import AgingPipeline, EncodedFace, ImageLike, ShouldStop, check_stop, to_pil
 
 __all__ = [
     "DEFAULT_KEY_AGES",
@@ -34,23 +37,8 @@ __all__ = [
     "make_lifespan",
 ]
 
-DEFAULT_KEY_AGES = tuple(range(0, 101, 10))
+DEFAULT_KEY_AGES = KEY_AGES
 Progress = Callable[[int, int], None]
-
-
-def key_ages(start: float, end: float, step: int = 10) -> list[int]:
-    """Key ages from ``start`` to ``end`` (either direction) every ``step`` years, both ends included."""
-    a, b = int(round(float(start))), int(round(float(end)))
-    for v in (a, b):
-        if not 0 <= v <= 100:
-            raise ValueError(f"ages must be between 0 and 100, got {v}")
-    if a == b:
-        raise ValueError("the start and end ages are the same: choose a range, e.g. 0 to 100")
-    s = step if b > a else -step
-    ages = list(range(a, b, s))
-    if len(ages) > 1 and abs(b - ages[-1]) <= step / 2:
-        ages.pop()  # avoid a last step much shorter than the others
-    return ages + [b]
 
 
 def interpolate_codes(
@@ -85,11 +73,12 @@ def lifespan_codes(
     image: ImageLike | EncodedFace,
     key_ages: Sequence[float] = DEFAULT_KEY_AGES,
     frames_per_step: int = 10,
+    should_stop: ShouldStop | None = None,
 ) -> tuple[torch.Tensor, list[float]]:
     """W+ codes at the key ages (one encoder pass per key age), interpolated to every frame."""
     if len(key_ages) < 1:
         raise ValueError("at least one key age is needed")
-    keys = pipe.latents(image, list(key_ages))
+    keys = pipe.latents(image, list(key_ages), should_stop=should_stop)
     return interpolate_codes(keys, key_ages, frames_per_step)
 
 
@@ -118,12 +107,13 @@ def render_frames(
     ages: Sequence[float] | None = None,
     label: bool = False,
     progress: Progress | None = None,
+    should_stop: ShouldStop | None = None,
 ) -> Iterator[Image.Image]:
     """Decode codes batch by batch (fixed noise, generator stopped at ``size``), yielding PIL frames."""
     total = codes.shape[0]
     bs = pipe.batch_size
     for i in range(0, total, bs):
-        batch = pipe.render(codes[i : i + bs], size=size, fast=True)
+        batch = pipe.render(codes[i : i + bs], size=size, fast=True, should_stop=should_stop)
         for j, frame in enumerate(to_pil(batch)):
             if label and ages is not None:
                 frame = draw_age_label(frame, ages[i + j])
@@ -166,8 +156,14 @@ def write_gif(frames: Sequence[Image.Image], path: str | os.PathLike, fps: float
         raise ValueError("no frames to write")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".partial" + path.suffix)
     first, *rest = [f.convert("RGB") for f in frames]
-    first.save(path, save_all=True, append_images=rest, duration=round(1000 / fps), loop=0, optimize=False)
+    try:
+        first.save(tmp, format="GIF", save_all=True, append_images=rest, duration=round(1000 / fps), loop=0,
+                   optimize=False)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return len(frames)
 
 
@@ -191,22 +187,24 @@ def make_lifespan(
     label: bool = False,
     gif_path: str | os.PathLike | None = None,
     progress: Progress | None = None,
+    should_stop: ShouldStop | None = None,
 ) -> LifespanResult:
     """Render a lifespan animation of one aligned face to MP4 (and optionally GIF).
 
     With ``boomerang`` the animation plays forward then backward (the rendered frames are reused).
-    ``progress(done, total)`` is called after each rendered batch.
+    ``progress(done, total)`` is called after each rendered batch; ``should_stop`` is polled before each
+    (:class:`~sam.pipeline.JobCancelledError`, and no file is left behind, when it returns true).
     """
     if size > pipe.output_size or size < 8:
         raise ValueError(f"video size must be between 8 and {pipe.output_size}, got {size}")
     if fps <= 0:
         raise ValueError(f"fps must be positive, got {fps}")
-    codes, ages = lifespan_codes(pipe, image, key_ages, frames_per_step)
+    codes, ages = lifespan_codes(pipe, image, key_ages, frames_per_step, should_stop)
     keep = boomerang or gif_path is not None
     frames: list[Image.Image] = []
 
     def forward() -> Iterator[Image.Image]:
-        for f in render_frames(pipe, codes, size, ages, label, progress):
+        for f in render_frames(pipe, codes, size, ages, label, progress, should_stop):
             if keep:
                 frames.append(f)
             yield f
@@ -221,6 +219,11 @@ def make_lifespan(
     gif = None
     if gif_path is not None:
         seq = frames + frames[-2::-1] if boomerang else frames
-        write_gif(seq, gif_path, fps)
+        try:
+            check_stop(should_stop)
+            write_gif(seq, gif_path, fps)
+        except BaseException:
+            Path(mp4_path).unlink(missing_ok=True)  # both files or neither: a rerun does the pair again
+            raise
         gif = Path(gif_path)
     return LifespanResult(mp4=Path(mp4_path), gif=gif, frames=n, ages=all_ages)

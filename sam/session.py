@@ -1,0 +1,484 @@
+"""Face sessions: one photo's whole flow, from the uploaded file to aged, pasted-back and measured results.
+
+The layer between the :class:`~sam.pipeline.AgingPipeline` (which ages *aligned* faces, paper Sec. 3) and the two
+front ends, the Gradio app and the CLI. Neither of them holds model flow of its own; both go through here:
+
+* :class:`Photo`: a photo loaded safely (a working copy of at most :data:`WORKING_SIDE` pixels; only a
+  decompression bomb is refused) and its faces, found once, best first;
+* :class:`FaceSession`: one chosen face of a photo: aligned (FFHQ, Sec. 4), encoded once, then codes per age,
+  interpolated and exact previews, renders, the lifespan video, style mixing (Sec. 4.4), paste-back into the
+  photo, apparent age and identity (:class:`FaceMeasures`), and the key-age warm-up;
+* :class:`SessionCache`: a small LRU of photos and sessions (the app's per-user caching);
+* :func:`read_number` / :func:`read_flag` / :func:`read_size`: request values checked the same way for the page,
+  the HTTP API and the CLI (NaN, infinities, strings, out-of-range values: a :class:`RequestError` in words).
+
+Ages follow :func:`sam.ages.to_age` everywhere (round half up; every label shows the age rendered). Long work
+takes ``progress(done, total)`` callbacks and ``should_stop()`` for cooperative cancellation (it raises
+:class:`~sam.pipeline.JobCancelledError` within one image or frame). Nothing here imports Gradio.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from .ages import KEY_AGES, key_ages, to_age
+from .align import AlignedFace, Face, NoFaceError, align_face, detect_faces, paste_back
+from .image_io import ImageLoadError, load_image
+from .mixing import parse_latent_mask
+from .pipeline import AgingPipeline, EncodedFace, JobCancelledError, Progress, ShouldStop, check_stop, to_pil
+from .video import LifespanResult, make_lifespan
+
+__all__ = [
+    "WORKING_SIDE", "PREVIEW_SIZE", "MAX_FACES", "MAX_FRAMES_BETWEEN", "RequestError", "JobCancelledError", "Photo",
+    "FaceSession", "FaceMeasures", "SessionCache", "read_number", "read_flag", "read_size",
+]
+
+log = logging.getLogger("sam.session")
+
+WORKING_SIDE = 4096  # photos larger than this (long side) are worked on as a downscaled copy
+PREVIEW_SIZE = 256  # slider previews, the ages strip and videos by default: the generator stopped at 256 px
+MAX_FACES = 12
+MIN_EXTRA_FACE_SCORE = 0.3  # the best face is always kept; doubtful extra detections (a patch on a shirt) are not
+MAX_FRAMES_BETWEEN = 60
+MIN_SIZE = 8
+
+
+class RequestError(ValueError):
+    """A request value that cannot be used; the message says why, in words for a person."""
+
+
+# --------------------------------------------------------------------------------------------- request values
+
+
+def read_number(value: Any, name: str, lo: float, hi: float, *, integer: bool = False,
+                default: float | None = None) -> float:
+    """``value`` as a finite number in ``[lo, hi]`` (an ``int`` when ``integer``; must be whole then).
+
+    ``None`` or ``""`` give ``default`` when there is one. Anything else (NaN, infinities, text, booleans,
+    fractions where a count is asked) is a :class:`RequestError` naming the parameter.
+    """
+    if value is None or (isinstance(value, str) and not value.strip()):
+        if default is None:
+            raise RequestError(f"{name} is missing")
+        value = default
+    if isinstance(value, bool):
+        raise RequestError(f"{name} must be a number, got {value}")
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise RequestError(f"{name} must be a number, got {str(value)[:40]!r}") from None
+    if not math.isfinite(x):
+        raise RequestError(f"{name} must be a number between {lo:g} and {hi:g}, got {x}")
+    if not lo <= x <= hi:
+        raise RequestError(f"{name} must be between {lo:g} and {hi:g}, got {x:g}")
+    if integer:
+        if x != int(x):
+            raise RequestError(f"{name} must be a whole number, got {x:g}")
+        return int(x)
+    return x
+
+
+def read_flag(value: Any, name: str) -> bool:
+    """A yes/no parameter: booleans, 0/1 and "true"/"false" (any case); anything else is a :class:`RequestError`."""
+    if isinstance(value, bool) or value is None:
+        return bool(value)
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0", ""):
+        return value.strip().lower() in ("true", "1")
+    raise RequestError(f"{name} must be true or false, got {str(value)[:40]!r}")
+
+
+def read_size(value: Any, full: int, default: int | None = None) -> int:
+    """An output side in pixels: ``MIN_SIZE`` to ``full`` (a larger request is capped at ``full``)."""
+    s = read_number(value, "size", MIN_SIZE, 1 << 20, integer=True, default=default or full)
+    return min(int(s), full)
+
+
+# --------------------------------------------------------------------------------------------- photos
+
+
+@dataclass(eq=False)
+class Photo:
+    """A photo loaded safely (EXIF applied, RGB, a working copy of at most ``WORKING_SIDE`` pixels) and its faces."""
+
+    image: Image.Image
+    key: str  # content hash: equal files give equal keys
+    _faces: list[Face] | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @classmethod
+    def load(cls, src: Any, what: str = "photo") -> Photo:
+        """Load a path, bytes, array or PIL image. :class:`~sam.image_io.ImageLoadError` in words when it is not
+        a usable image (the message never names a server path)."""
+        if src is None or (isinstance(src, str) and not src.strip()):
+            raise RequestError(f"add a {what} first (upload, webcam, paste, or pick an example)")
+        if isinstance(src, dict):  # FileData-like, from some API clients
+            src = src.get("path") or src.get("url")
+        try:
+            image = load_image(src, max_side=WORKING_SIDE)
+        except ImageLoadError as exc:
+            raise ImageLoadError(_without_paths(str(exc), src, what)) from None
+        key = hashlib.sha1(image.tobytes()).hexdigest() + f"-{image.width}x{image.height}"
+        return cls(image, key)
+
+    @property
+    def faces(self) -> list[Face]:
+        """Faces found in the photo, best first (at most ``MAX_FACES``; doubtful extra detections left out)."""
+        with self._lock:
+            if self._faces is None:
+                found = detect_faces(self.image)
+                self._faces = (found[:1] + [f for f in found[1:] if f.score >= MIN_EXTRA_FACE_SCORE])[:MAX_FACES]
+            return self._faces
+
+    def face(self, index: Any, what: str = "photo") -> Face:
+        """The face at ``index`` (0 = the best); :class:`NoFaceError` / :class:`RequestError` in words."""
+        found = self.faces
+        if not found:
+            raise NoFaceError(
+                f"no face found in the {what} ({self.image.width}x{self.image.height}); use a photo with a clearly "
+                "visible, roughly frontal face at least about 40 pixels wide. If it is already an aligned face "
+                "crop, tick \"already aligned\""
+            )
+        i = read_number(index, "face index", 0, 10_000, integer=True, default=0)
+        if i >= len(found):
+            raise RequestError(f"face number {i} was asked for, but the {what} has {len(found)} face(s) "
+                               f"(numbered 0 to {len(found) - 1})")
+        return found[i]
+
+    def align(self, index: Any = 0, size: int = 256) -> AlignedFace:
+        """FFHQ-align the face at ``index`` to ``size`` pixels."""
+        return align_face(self.image, output_size=size, face=self.face(index))
+
+    def thumbnails(self, size: int = 128) -> list[Image.Image]:
+        """One uncropped thumbnail per face (the face box with a margin), for a face picker."""
+        out = []
+        for face in self.faces:
+            left, top, right, bottom = face.box
+            m = 0.25 * max(right - left, bottom - top)
+            box = (max(0, int(left - m)), max(0, int(top - m)),
+                   min(self.image.width, int(right + m)), min(self.image.height, int(bottom + m)))
+            crop = self.image.crop(box)
+            crop.thumbnail((size, size))
+            out.append(crop)
+        return out
+
+
+def _without_paths(message: str, src: Any, what: str) -> str:
+    """A loader message with any file path replaced by a plain word (server paths are not for the public)."""
+    if isinstance(src, (str, os.PathLike)):
+        for form in (repr(str(src)), str(src), repr(os.path.basename(str(src))), os.path.basename(str(src))):
+            message = message.replace(f"image file {form}", f"the {what}").replace(form, f"the {what}")
+    message = message.replace("image data", f"the {what}")
+    return message[:1].upper() + message[1:]
+
+
+# --------------------------------------------------------------------------------------------- measures
+
+
+class FaceMeasures:
+    """Apparent age and identity (:mod:`sam.metrics`) as optional extras: a missing model file or any failure
+    leaves them out (logged once) and never breaks the flow."""
+
+    def __init__(self, metrics: Any = None):
+        self._metrics = metrics  # a FaceMetrics, None (made on first use) or False (turned off)
+        self._problems: set[str] = set()
+        self._lock = threading.Lock()
+
+    def _get(self) -> Any:
+        with self._lock:
+            if self._metrics is None:
+                try:
+                    from .metrics import default_metrics
+
+                    self._metrics = default_metrics()
+                except Exception as exc:  # noqa: BLE001 - an optional extra
+                    self._failed("metrics", exc)
+                    self._metrics = False
+            return self._metrics or None
+
+    def _failed(self, what: str, exc: BaseException) -> None:
+        msg = f"{what} not shown: {type(exc).__name__}: {exc}"
+        if msg not in self._problems:
+            self._problems.add(msg)
+            log.warning("%s", msg)
+
+    def _try(self, what: str, fn: Callable[[Any], Any]) -> Any:
+        m = self._get()
+        if m is None:
+            return None
+        try:
+            return fn(m)
+        except Exception as exc:  # noqa: BLE001 - a metric must never break the flow
+            self._failed(what, exc)
+            return None
+
+    def age(self, image: Image.Image) -> float | None:
+        return self._try("estimated age", lambda m: float(m.age(image)))
+
+    def ages(self, images: Sequence[Image.Image]) -> list[float] | None:
+        out = self._try("estimated age", lambda m: m.ages(list(images))) if images else None
+        return None if out is None else [float(a) for a in out]
+
+    def descriptor(self, image: Image.Image) -> Any:
+        return self._try("identity", lambda m: m.descriptors([image])[0])
+
+    def identity(self, descriptor: Any, images: Sequence[Image.Image]) -> list[Any] | None:
+        if descriptor is None or not images:
+            return None
+        return self._try("identity", lambda m: m.identity(descriptor, list(images)))
+
+
+# --------------------------------------------------------------------------------------------- the session
+
+
+class FaceSession:
+    """One face of one photo, through the whole flow. Cheap to make; the work is done on first need and kept.
+
+    >>> s = FaceSession(pipe, Photo.load("me.jpg"))
+    >>> s.render(70, paste=True).save("me_at_70.png")
+    """
+
+    def __init__(self, pipe: AgingPipeline, photo: Photo, face_index: Any = 0, already_aligned: bool = False,
+                 measures: FaceMeasures | None = None, what: str = "photo"):
+        self.pipe = pipe
+        self.photo = photo
+        self.already_aligned = bool(already_aligned)
+        self.measures = measures or FaceMeasures(False)
+        self.face_index = 0 if already_aligned else int(read_number(face_index, "face index", 0, 10_000,
+                                                                    integer=True, default=0))
+        self.aligned: AlignedFace | None = None
+        if self.already_aligned:
+            self.face_image = photo.image
+        else:
+            self.aligned = align_face(photo.image, output_size=pipe.input_size,
+                                      face=photo.face(self.face_index, what))
+            self.face_image = self.aligned.image
+        self._encoded: EncodedFace | None = None
+        self._lock = threading.Lock()
+        self._measured = False
+        self._input_age: float | None = None
+        self._descriptor: Any = None
+        self._warm_thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------------------------------ codes
+
+    @property
+    def encoded(self) -> EncodedFace:
+        """The age-independent encoder pass (run once)."""
+        with self._lock:
+            if self._encoded is None:
+                self._encoded = self.pipe.encode(self.face_image)
+            return self._encoded
+
+    @property
+    def preview_size(self) -> int:
+        return min(PREVIEW_SIZE, self.pipe.output_size)
+
+    def code(self, age: Any) -> torch.Tensor:
+        """The exact W+ code at ``age`` (``1 x n_styles x style_dim``)."""
+        return self.pipe.latents(self.encoded, [to_age(age)])
+
+    def can_interpolate(self, age: Any) -> bool:
+        """Whether a quick (interpolated) preview exists for ``age``: its exact code is not known yet, but codes
+        on both sides are (after the key-age warm-up)."""
+        a = to_age(age)
+        known = self.pipe.cached_ages(self.encoded)
+        return a not in known and any(k < a for k in known) and any(k > a for k in known)
+
+    def warm_key_ages(self, ages: Sequence[int] = KEY_AGES, should_stop: ShouldStop | None = None) -> None:
+        """Compute the codes of the key ages, one at a time (each takes the model lock for one encoder pass only,
+        so a request waits at most that long)."""
+        for a in ages:
+            check_stop(should_stop)
+            if a not in self.pipe.cached_ages(self.encoded):
+                self.pipe.latents(self.encoded, [a])
+
+    def start_warm_up(self, should_stop: ShouldStop | None = None) -> threading.Thread | None:
+        """:meth:`warm_key_ages` in a background thread (at most one per session); ``None`` when nothing is left."""
+        if all(a in self.pipe.cached_ages(self.encoded) for a in KEY_AGES):
+            return None
+        with self._lock:
+            if self._warm_thread is not None and self._warm_thread.is_alive():
+                return None
+
+            def run() -> None:
+                try:
+                    self.warm_key_ages(should_stop=should_stop)
+                except JobCancelledError:
+                    pass
+                except Exception as exc:  # noqa: BLE001 - a background nicety: log, never disturb the page
+                    log.warning("key-age codes not precomputed: %s: %s", type(exc).__name__, exc)
+
+            self._warm_thread = threading.Thread(target=run, name="sam-key-ages", daemon=True)
+            self._warm_thread.start()
+            return self._warm_thread
+
+    # ------------------------------------------------------------------------------------------ images
+
+    def finish(self, face: Image.Image, paste: bool = False) -> Image.Image:
+        """The rendered face, or with ``paste`` the whole photo with the face put back (aligned inputs: the face)."""
+        if paste and self.aligned is not None:
+            return paste_back(self.photo.image, self.aligned, face)
+        return face
+
+    def render(self, age: Any, size: int | None = None, fast: bool = False, paste: bool = False) -> Image.Image:
+        """The face at ``age`` (exact code), ``size`` px (default: the model's full resolution)."""
+        codes = self.code(age)
+        return self.finish(to_pil(self.pipe.render(codes, size=size, fast=fast))[0], paste)
+
+    def preview(self, age: Any, paste: bool = False) -> Image.Image:
+        """The exact slider preview: ``min(256, output)`` px, the generator stopped early."""
+        return self.render(age, self.preview_size, fast=True, paste=paste)
+
+    def quick_preview(self, age: Any, paste: bool = False) -> Image.Image | None:
+        """An interpolated preview (the generator only, no encoder pass) when :meth:`can_interpolate`, else None."""
+        if not self.can_interpolate(age):
+            return None
+        code, _ = self.pipe.preview_latent(self.encoded, to_age(age))
+        return self.finish(to_pil(self.pipe.render(code, size=self.preview_size, fast=True))[0], paste)
+
+    def strip(self, ages: Sequence[Any], progress: Progress | None = None,
+              should_stop: ShouldStop | None = None) -> list[tuple[int, Image.Image]]:
+        """Previews at several ages (sorted, each once): ``[(age, image), ...]``."""
+        wanted = sorted({to_age(a) for a in ages or []})
+        if not wanted:
+            raise RequestError("choose at least one age for the strip")
+        codes = self.pipe.latents(self.encoded, wanted, should_stop=should_stop)
+        images = to_pil(self.pipe.render(codes, size=self.preview_size, fast=True, progress=progress,
+                                         should_stop=should_stop))
+        return list(zip(wanted, images))
+
+    def mix(self, reference: FaceSession, age: Any, latent_mask: Any = "fine", alpha: Any = 1.0,
+            size: int | None = None, fast: bool = False) -> tuple[Image.Image, Image.Image]:
+        """``(mixed, unmixed)`` at ``age``: the W+ rows of ``latent_mask`` (a preset, ``"8-17"``, a list) taken from
+        the reference face, blended with ``alpha`` (0..1)."""
+        a = read_number(alpha, "mix strength", 0.0, 1.0, default=1.0)
+        layers = parse_latent_mask(latent_mask, self.pipe.n_styles)
+        mixed = self.pipe.mix_codes(self.encoded, to_age(age), reference.encoded, layers, a)
+        images = to_pil(self.pipe.render(torch.cat([mixed, self.code(age)]), size=size, fast=fast))
+        return images[0], images[1]
+
+    def lifespan(self, mp4_path: str | os.PathLike, start_age: Any = 0, end_age: Any = 100,
+                 frames_between: Any = 10, fps: Any = 20, size: Any = PREVIEW_SIZE, boomerang: bool = False,
+                 label: bool = False, gif_path: str | os.PathLike | None = None, progress: Progress | None = None,
+                 should_stop: ShouldStop | None = None) -> LifespanResult:
+        """The lifespan video from ``start_age`` to ``end_age`` (key ages every 10 years, ``frames_between``
+        interpolated frames between them). A cancelled job leaves no file behind."""
+        keys = key_ages(start_age, end_age)
+        n_between = read_number(frames_between, "frames between key ages", 0, MAX_FRAMES_BETWEEN, integer=True,
+                                default=10)
+        rate = read_number(fps, "fps", 1, 60, default=20)
+        side = read_size(size, self.pipe.output_size, PREVIEW_SIZE)
+        return make_lifespan(self.pipe, self.encoded, Path(mp4_path), key_ages=keys, frames_per_step=int(n_between),
+                             fps=rate, size=side, boomerang=bool(boomerang), label=bool(label), gif_path=gif_path,
+                             progress=progress, should_stop=should_stop)
+
+    # ------------------------------------------------------------------------------------------ measures
+
+    def _measure_input(self) -> None:
+        with self._lock:
+            if not self._measured:
+                self._input_age = self.measures.age(self.face_image)
+                self._descriptor = self.measures.descriptor(self.face_image)
+                self._measured = True
+
+    @property
+    def input_age(self) -> float | None:
+        """The input face's estimated apparent age (``None`` when the age model is unavailable)."""
+        self._measure_input()
+        return self._input_age
+
+    def start_age(self, fallback: Any) -> int:
+        """Where an age slider should start: the face's estimated age when known, else ``fallback``."""
+        age = self.input_age
+        return to_age(min(100.0, max(0.0, age))) if age is not None else to_age(fallback)
+
+    def describe(self, images: Sequence[Image.Image]) -> list[str]:
+        """One line per result image: its estimated age and identity similarity to the input ('' when none)."""
+        self._measure_input()
+        ages = self.measures.ages(images)
+        scores = self.measures.identity(self._descriptor, images)
+        lines = []
+        for i in range(len(images)):
+            parts = []
+            if ages is not None:
+                parts.append(f"reads as **{ages[i]:.0f}**")
+            if scores is not None:
+                sc = scores[i]
+                parts.append(f"identity **{sc.similarity:.2f}** ({'same' if sc.same_person else 'different'} person)")
+            lines.append(" · ".join(parts))
+        return lines
+
+    def caption(self, age: Any, image: Image.Image) -> str:
+        """``Age N: reads as .. · identity ..`` for one result ('' when no measure is available)."""
+        line = self.describe([image])[0]
+        return f"Age {to_age(age)}: {line}" if line else ""
+
+    def input_caption(self) -> str:
+        age = self.input_age
+        return "" if age is None else f"Estimated age of this face: **{age:.0f}**"
+
+
+# --------------------------------------------------------------------------------------------- the cache
+
+
+class SessionCache:
+    """Recently used photos and face sessions (LRU, ``size`` entries each), shared by the app's requests."""
+
+    def __init__(self, pipe: AgingPipeline | None, size: int = 8, measures: FaceMeasures | None = None):
+        self.pipe = pipe
+        self.size = size
+        self.measures = measures or FaceMeasures()
+        self._photos: OrderedDict[str, Photo] = OrderedDict()
+        self._sessions: OrderedDict[tuple[str, bool, int], FaceSession] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def photo(self, src: Any, what: str = "photo") -> Photo:
+        loaded = Photo.load(src, what)
+        with self._lock:
+            cached = self._photos.get(loaded.key)
+            if cached is not None:
+                self._photos.move_to_end(loaded.key)
+                return cached
+            self._photos[loaded.key] = loaded
+            _trim(self._photos, self.size)
+            return loaded
+
+    def session(self, src: Any, already_aligned: Any = False, face_index: Any = 0,
+                what: str = "photo") -> FaceSession:
+        """The session of a photo's face (made once: alignment and encoding are not repeated)."""
+        if self.pipe is None:
+            raise RuntimeError("the model is not loaded")
+        aligned = read_flag(already_aligned, "already_aligned")
+        idx = 0 if aligned else int(read_number(face_index, "face index", 0, 10_000, integer=True, default=0))
+        photo = self.photo(src, what)
+        key = (photo.key, aligned, idx)
+        with self._lock:
+            cached = self._sessions.get(key)
+            if cached is not None:
+                self._sessions.move_to_end(key)
+                return cached
+        made = FaceSession(self.pipe, photo, idx, aligned, self.measures, what)
+        with self._lock:
+            made = self._sessions.setdefault(key, made)
+            self._sessions.move_to_end(key)
+            _trim(self._sessions, self.size)
+            return made
+
+
+def _trim(cache: OrderedDict, size: int) -> None:
+    while len(cache) > size:
+        cache.popitem(last=False)
