@@ -79,6 +79,10 @@ _INSTALL_HINT = (
 )
 
 
+MIN_EXTRA_FACE_SCORE = 0.3
+"""Faces after the best one need at least this detector score (a face-like patch on a shirt scores lower)."""
+
+
 class NoFaceError(ValueError):
     """No face was found in the image."""
 
@@ -584,7 +588,7 @@ def align_all_faces(
     upsample: int = 1,
     predictor_path: str | os.PathLike[str] | None = None,
     max_faces: int | None = None,
-    min_score: float = 0.3,
+    min_score: float = MIN_EXTRA_FACE_SCORE,
 ) -> list[AlignedFace]:
     """FFHQ-align every detected face (best first, at most ``max_faces``).
 

@@ -19,6 +19,9 @@ from pathlib import Path
 
 from PIL import Image
 
+from .ages import AgeError, to_ages
+from .session import FaceSession, Photo
+
 __all__ = ["main", "build_parser"]
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"}
@@ -31,13 +34,20 @@ DEFAULT_AGES = "0,10,20,30,40,50,60,70,80,90,100"
 
 @dataclass
 class Item:
-    """One input photo, aligned (or taken as aligned)."""
+    """One face to process: a photo (loaded safely) and which of its faces (or the photo as an aligned face)."""
 
     path: Path
     name: str  # output file name, e.g. "photo.png"
-    original: Image.Image
-    aligned: Image.Image
-    alignment: object | None = None  # sam.align.AlignedFace
+    photo: Photo
+    face_index: int = 0
+    already_aligned: bool = False
+    _session: FaceSession | None = field(default=None, repr=False)
+
+    def session(self, pipe) -> FaceSession:
+        """The face session (aligned and encoded once)."""
+        if self._session is None:
+            self._session = FaceSession(pipe, self.photo, self.face_index, self.already_aligned)
+        return self._session
 
 
 @dataclass
@@ -46,9 +56,14 @@ class Summary:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     existing: int = 0  # items whose outputs were already there
+    interrupted: bool = False
 
     def report(self, out=None) -> None:
         out = out or sys.stderr
+        if self.interrupted:
+            print(f"\nInterrupted: {len(self.done)} finished ({', '.join(self.done[:5])}"
+                  f"{', ...' if len(self.done) > 5 else ''}); run the same command again to do the rest.", file=out)
+            return
         print(f"\nDone: {len(self.done)}, skipped: {len(self.skipped)}, failed: {len(self.failed)}", file=out)
         if self.existing:
             print(f"  {self.existing} with outputs already there (use --overwrite to redo them)", file=out)
@@ -59,17 +74,19 @@ class Summary:
 
     @property
     def exit_code(self) -> int:
-        """0 when something was processed (or everything was already done), else 1."""
+        """130 when interrupted, 0 when something was processed (or everything was already done), else 1."""
+        if self.interrupted:
+            return 130
         return 0 if self.done or (self.existing and not self.failed) else 1
 
 
 def parse_ages(spec: str) -> list[int]:
     try:
-        ages = [int(float(a)) for a in str(spec).split(",") if a.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"ages must be comma-separated numbers, got {spec!r}") from None
-    if not ages or any(not 0 <= a <= 100 for a in ages):
-        raise argparse.ArgumentTypeError(f"ages must be between 0 and 100, got {spec!r}")
+        ages = to_ages(a for a in str(spec).split(",") if a.strip())
+    except AgeError as exc:
+        raise argparse.ArgumentTypeError(f"{exc} (in {spec!r})") from None
+    if not ages:
+        raise argparse.ArgumentTypeError(f"give at least one age, got {spec!r}")
     return ages
 
 
@@ -77,64 +94,75 @@ def list_inputs(data_path: Path, n_images: int | None = None) -> list[Path]:
     if not data_path.exists():
         raise SystemExit(f"error: --data_path {data_path} does not exist")
     files = [data_path] if data_path.is_file() else sorted(p for p in data_path.iterdir() if p.is_file())
-    files = [p for p in files if not p.name.startswith(".")]
+    files = [p for p in files if not p.name.startswith(".") and ".partial" not in p.name]
     return files[:n_images] if n_images else files
 
 
 def iter_items(args, summary: Summary, all_faces: bool = False) -> Iterator[Item]:
-    """Load (and align) every input, recording skips with their reason."""
-    from .align import align_all_faces, align_face
-    from .image_io import ImageLoadError, load_image
-
+    """Load every input (and find its faces), recording skips with their reason."""
     for path in list_inputs(Path(args.data_path), getattr(args, "n_images", None)):
         name = path.name
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             summary.skipped.append((name, f"not an image file ({path.suffix or 'no extension'})"))
             continue
         try:
-            img = load_image(path)
-        except (ImageLoadError, OSError) as exc:
+            photo = Photo.load(path)
+        except (ValueError, OSError) as exc:
             summary.skipped.append((name, str(exc)))
             continue
         if not args.align:
-            yield Item(path, name, img, img)
+            yield Item(path, name, photo, 0, already_aligned=True)
             continue
         try:
-            if all_faces:
-                faces = align_all_faces(img, output_size=args.align_size)
-                for i, a in enumerate(faces):
-                    yield Item(path, f"{path.stem}_face{i}.png", img, a.image, a)
-            else:
-                a = align_face(img, output_size=args.align_size)
-                yield Item(path, name, img, a.image, a)
-        except ValueError as exc:  # NoFaceError and friends
+            photo.face(0)  # NoFaceError when there is none
+        except ValueError as exc:
             summary.skipped.append((name, str(exc)))
+            continue
+        if all_faces:
+            for i in range(len(photo.faces)):
+                yield Item(path, f"{path.stem}_face{i}.png", photo, i)
+        else:
+            yield Item(path, name, photo, 0)
+
+
+def complete(path: Path) -> bool:
+    """An output counts as done only when it exists and is not empty (partial files have other names)."""
+    try:
+        return path.stat().st_size > 0
+    except OSError:
+        return False
 
 
 def run_items(args, summary: Summary, outputs: Callable[[Item], list[Path]], work: Callable[[Item], None],
               all_faces: bool = False) -> list[float]:
-    """The loop every command shares: progress bar, skip existing, per-item timing, errors kept per item."""
+    """The loop every command shares: progress bar, skip complete items, per-item timing, errors kept per item.
+    Ctrl-C stops after cleaning up the item in progress (``summary.interrupted``)."""
     from tqdm import tqdm
 
     times: list[float] = []
     n_files = len(list_inputs(Path(args.data_path), getattr(args, "n_images", None)))
     items = iter_items(args, summary, all_faces)
     bar = tqdm(items, desc=args.command, unit="img", total=None if all_faces else n_files, file=sys.stderr)
-    for item in bar:
-        outs = outputs(item)
-        if outs and not args.overwrite and all(p.exists() for p in outs):
-            summary.existing += 1
-            continue
-        t = time.perf_counter()
-        try:
-            work(item)
-        except (ValueError, OSError) as exc:
-            summary.failed.append((item.name, str(exc)))
-            continue
-        dt = time.perf_counter() - t
-        times.append(dt)
-        summary.done.append(item.name)
-        bar.set_postfix_str(f"{item.name}: {dt:.2f}s")
+    try:
+        for item in bar:
+            outs = outputs(item)
+            if outs and not args.overwrite and all(complete(p) for p in outs):
+                summary.existing += 1
+                continue
+            t = time.perf_counter()
+            try:
+                work(item)
+            except (ValueError, OSError) as exc:
+                summary.failed.append((item.name, str(exc)))
+                continue
+            dt = time.perf_counter() - t
+            times.append(dt)
+            summary.done.append(item.name)
+            bar.set_postfix_str(f"{item.name}: {dt:.2f}s")
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    finally:
+        bar.close()
     return times
 
 
@@ -151,10 +179,14 @@ def load_pipeline(args):
 
 
 def save(img: Image.Image, path: Path) -> None:
+    """Write under a temporary name and rename when complete (an interrupted save leaves nothing)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".partial" + path.suffix)
-    img.save(tmp, format=_format_for(path))
-    tmp.replace(path)
+    try:
+        img.save(tmp, format=_format_for(path))
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _format_for(path: Path) -> str:
@@ -180,32 +212,54 @@ def cmd_inference(args) -> int:
     size = min(size, pipe.output_size)
     summary = Summary()
 
-    def outputs(item: Item) -> list[Path]:
+    def outs_for(item: Item, age: int) -> list[Path]:
         n = _png_name(item.name)
-        outs = [exp / "inference_results" / str(a) / n for a in args.target_age]
+        outs = [exp / "inference_results" / str(age) / n]
         if args.couple_outputs:
-            outs += [exp / "inference_coupled" / str(a) / n for a in args.target_age]
+            outs.append(exp / "inference_coupled" / str(age) / n)
         return outs
+
+    def outputs(item: Item) -> list[Path]:
+        return [p for age in args.target_age for p in outs_for(item, age)]
 
     def work(item: Item) -> None:
         from .grid import hstack
 
-        images = pipe(item.aligned, args.target_age, size=size)
-        n = _png_name(item.name)
-        for age, img in zip(args.target_age, images):
-            save(img, exp / "inference_results" / str(age) / n)
-            if args.couple_outputs:
-                save(hstack([item.aligned, img], size), exp / "inference_coupled" / str(age) / n)
+        missing = [a for a in args.target_age if args.overwrite or not all(complete(p) for p in outs_for(item, a))]
+        s = item.session(pipe)
+        for age, img in zip(missing, s.renders(missing, size=size)):
+            result, *coupled = outs_for(item, age)
+            save(img, result)
+            if coupled:
+                save(hstack([s.face_image, img], size), coupled[0])
 
     times = run_items(args, summary, outputs, work)
     if times:
-        exp.mkdir(parents=True, exist_ok=True)
-        std = statistics.pstdev(times) if len(times) > 1 else 0.0
-        line = f"Runtime {statistics.mean(times):.4f}+-{std:.4f}"
-        (exp / "stats.txt").write_text(line + f"\n(per image, {len(args.target_age)} ages, {len(times)} images)\n")
-        print(line, file=sys.stderr)
+        write_stats(exp, summary.done, times, len(args.target_age))
     summary.report()
     return summary.exit_code
+
+
+def write_stats(exp: Path, names: list[str], times: list[float], n_ages: int) -> None:
+    """``stats.txt`` over every image timed so far in ``exp`` (the timings of earlier runs are kept in
+    ``timings.tsv``, one line per image)."""
+    exp.mkdir(parents=True, exist_ok=True)
+    log = exp / "timings.tsv"
+    timings: dict[str, float] = {}
+    if log.exists():
+        for line in log.read_text().splitlines():
+            name, _, sec = line.rpartition("\t")
+            try:
+                timings[name] = float(sec)
+            except ValueError:
+                continue
+    timings.update(zip(names, times))
+    log.write_text("".join(f"{n}\t{t:.4f}\n" for n, t in timings.items()))
+    values = list(timings.values())
+    std = statistics.pstdev(values) if len(values) > 1 else 0.0
+    line = f"Runtime {statistics.mean(values):.4f}+-{std:.4f}"
+    (exp / "stats.txt").write_text(line + f"\n(per image, {n_ages} ages, {len(values)} images)\n")
+    print(line, file=sys.stderr)
 
 
 def cmd_side_by_side(args) -> int:
@@ -217,8 +271,8 @@ def cmd_side_by_side(args) -> int:
     def work(item: Item) -> None:
         from .grid import hstack
 
-        images = pipe(item.aligned, args.target_age, size=size)
-        save(hstack([item.aligned, *images], size), exp / _png_name(item.name))
+        s = item.session(pipe)
+        save(hstack([s.face_image, *s.renders(args.target_age, size=size)], size), exp / _png_name(item.name))
 
     run_items(args, summary, lambda it: [exp / _png_name(it.name)], work)
     summary.report()
@@ -239,42 +293,37 @@ def _read_reference_paths(path: str) -> list[Path]:
 def cmd_reference_guided(args) -> int:
     import torch
 
-    from .align import align_face
     from .grid import grid
-    from .image_io import load_image
     from .mixing import parse_latent_mask
-    from .model import mix_styles
     from .pipeline import to_pil
 
     pipe = load_pipeline(args)
-    n_styles = pipe.model.config.n_styles
     try:
-        mask = parse_latent_mask(args.latent_mask, n_styles)
+        mask = parse_latent_mask(args.latent_mask, pipe.n_styles)
     except ValueError as exc:
         raise SystemExit(f"error: {exc}") from None
-    refs = []
+    refs: list[FaceSession] = []
     for rp in _read_reference_paths(args.ref_images_paths_file):
         try:
-            img = load_image(rp)
-            refs.append(align_face(img, output_size=args.align_size).image if args.align else img)
+            refs.append(FaceSession(pipe, Photo.load(rp, "reference photo"), 0, not args.align, what="reference photo"))
         except (ValueError, OSError) as exc:
             print(f"warning: reference {rp} skipped: {exc}", file=sys.stderr)
     if not refs:
         raise SystemExit("error: none of the reference images could be used")
-    ref_codes = [pipe.reference_code(r) for r in refs]
+    ref_codes = torch.cat([pipe.reference_code(r.encoded) for r in refs])
     exp = Path(args.exp_dir) / "reference_guided_inference"
     size = min(256 if args.resize_outputs else pipe.output_size, pipe.output_size)
     cell = min(size, 256)
     summary = Summary()
 
     def work(item: Item) -> None:
+        s = item.session(pipe)
         for age in args.target_age:
-            codes = pipe.latents(item.aligned, [age])
-            mixed = [mix_styles(codes, mask, rc, args.mix_alpha) for rc in ref_codes] if mask else []
-            images = to_pil(pipe.render(torch.cat([codes, *mixed]), size=size))
-            top = [item.aligned, *refs]
-            bottom = [images[0], *images[1:]]
-            save(grid([top, bottom], cell), exp / str(age) / _png_name(item.name))
+            codes = s.code(age)
+            mixed = pipe.mix_codes(s.encoded, age, ref_codes, mask, args.mix_alpha) if mask else codes[:0]
+            images = to_pil(pipe.render(torch.cat([codes, mixed]), size=size))
+            top = [s.face_image, *(r.face_image for r in refs)]
+            save(grid([top, images], cell), exp / str(age) / _png_name(item.name))
 
     run_items(args, summary, lambda it: [exp / str(a) / _png_name(it.name) for a in args.target_age], work)
     summary.report()
@@ -285,26 +334,25 @@ def cmd_style_mixing(args) -> int:
     import torch
 
     from .grid import hstack
-    from .mixing import parse_latent_mask, random_w_codes
-    from .model import mix_styles
+    from .mixing import parse_latent_mask
     from .pipeline import to_pil
 
     pipe = load_pipeline(args)
     try:
-        mask = parse_latent_mask(args.latent_mask, pipe.model.config.n_styles)
+        mask = parse_latent_mask(args.latent_mask, pipe.n_styles)
     except ValueError as exc:
         raise SystemExit(f"error: {exc}") from None
     age = args.target_age[0]
-    injects = random_w_codes(pipe.model, args.n_outputs_to_generate, args.seed)
+    injects = pipe.random_styles(args.n_outputs_to_generate, args.seed)
     exp = Path(args.exp_dir) / "style_mixing" / str(age)
     size = min(256 if args.resize_outputs else pipe.output_size, pipe.output_size)
     summary = Summary()
 
     def work(item: Item) -> None:
-        codes = pipe.latents(item.aligned, [age])
-        mixed = [mix_styles(codes, mask, injects[i : i + 1], args.mix_alpha) for i in range(injects.shape[0])]
-        images = to_pil(pipe.render(torch.cat([codes, *mixed]), size=size))
-        save(hstack([item.aligned, *images], min(size, 256)), exp / _png_name(item.name))
+        s = item.session(pipe)
+        mixed = pipe.mix_codes(s.encoded, age, injects, mask, args.mix_alpha)
+        images = to_pil(pipe.render(torch.cat([s.code(age), mixed]), size=size))
+        save(hstack([s.face_image, *images], min(size, 256)), exp / _png_name(item.name))
 
     run_items(args, summary, lambda it: [exp / _png_name(it.name)], work)
     summary.report()
@@ -313,8 +361,6 @@ def cmd_style_mixing(args) -> int:
 
 def cmd_lifespan(args) -> int:
     from tqdm import tqdm
-
-    from .video import make_lifespan
 
     pipe = load_pipeline(args)
     if args.output_size > pipe.output_size:
@@ -334,10 +380,10 @@ def cmd_lifespan(args) -> int:
                 bar.n = done
                 bar.refresh()
 
-            make_lifespan(pipe, item.aligned, exp / f"{stem}.mp4", key_ages=args.target_age,
-                          frames_per_step=args.frames_per_step, fps=args.fps, size=args.output_size,
-                          boomerang=args.boomerang, label=args.label,
-                          gif_path=exp / f"{stem}.gif" if args.gif else None, progress=progress)
+            item.session(pipe).lifespan(exp / f"{stem}.mp4", keys=args.target_age,
+                                        frames_between=args.frames_per_step, fps=args.fps, size=args.output_size,
+                                        boomerang=args.boomerang, label=args.label,
+                                        gif_path=exp / f"{stem}.gif" if args.gif else None, progress=progress)
 
     run_items(args, summary, outputs, work)
     summary.report()
@@ -346,14 +392,16 @@ def cmd_lifespan(args) -> int:
 
 def cmd_align(args) -> int:
     args.align = True
-    args.align_size = args.output_size
     exp = Path(args.exp_dir) / "aligned"
     summary = Summary()
 
     def out(item: Item) -> Path:
         return exp / (item.name if args.all_faces else Path(item.name).stem + ".png")
 
-    run_items(args, summary, lambda it: [out(it)], lambda it: save(it.aligned, out(it)), all_faces=args.all_faces)
+    def work(item: Item) -> None:
+        save(item.photo.align(item.face_index, args.output_size).image, out(item))
+
+    run_items(args, summary, lambda it: [out(it)], work, all_faces=args.all_faces)
     summary.report()
     return summary.exit_code
 
@@ -407,7 +455,7 @@ def cmd_evaluate(args) -> int:
 
     def work(item: Item) -> None:
         names.append(item.name)
-        if not ev.process(item.name, item.aligned):
+        if not ev.process(item.name, item.session(pipe).face_image):
             already.add(item.name)
 
     run_items(args, summary, lambda it: [], work)
@@ -522,4 +570,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "test_batch_size", 1) < 1:
         raise SystemExit("error: --test_batch_size must be >= 1")
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:  # outside an item loop (e.g. while loading): nothing half-written to report
+        print("\nInterrupted.", file=sys.stderr)
+        return 130

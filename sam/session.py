@@ -34,7 +34,7 @@ import torch
 from PIL import Image
 
 from .ages import KEY_AGES, key_ages, to_age
-from .align import AlignedFace, Face, NoFaceError, align_face, detect_faces, paste_back
+from .align import MIN_EXTRA_FACE_SCORE, AlignedFace, Face, NoFaceError, align_face, detect_faces, paste_back
 from .image_io import ImageLoadError, load_image
 from .mixing import parse_latent_mask
 from .pipeline import AgingPipeline, EncodedFace, JobCancelledError, Progress, ShouldStop, check_stop, to_pil
@@ -50,7 +50,6 @@ log = logging.getLogger("sam.session")
 WORKING_SIDE = 4096  # photos larger than this (long side) are worked on as a downscaled copy
 PREVIEW_SIZE = 256  # slider previews, the ages strip and videos by default: the generator stopped at 256 px
 MAX_FACES = 12
-MIN_EXTRA_FACE_SCORE = 0.3  # the best face is always kept; doubtful extra detections (a patch on a shirt) are not
 MAX_FRAMES_BETWEEN = 60
 MIN_SIZE = 8
 
@@ -336,8 +335,14 @@ class FaceSession:
 
     def render(self, age: Any, size: int | None = None, fast: bool = False, paste: bool = False) -> Image.Image:
         """The face at ``age`` (exact code), ``size`` px (default: the model's full resolution)."""
-        codes = self.code(age)
-        return self.finish(to_pil(self.pipe.render(codes, size=size, fast=fast))[0], paste)
+        return self.renders([age], size, fast, paste)[0]
+
+    def renders(self, ages: Sequence[Any], size: int | None = None, fast: bool = False, paste: bool = False,
+                progress: Progress | None = None, should_stop: ShouldStop | None = None) -> list[Image.Image]:
+        """The face at each age (codes encoded in batches, images decoded as the device prefers)."""
+        codes = self.pipe.latents(self.encoded, [to_age(a) for a in ages], should_stop=should_stop)
+        images = to_pil(self.pipe.render(codes, size=size, fast=fast, progress=progress, should_stop=should_stop))
+        return [self.finish(im, paste) for im in images]
 
     def preview(self, age: Any, paste: bool = False) -> Image.Image:
         """The exact slider preview: ``min(256, output)`` px, the generator stopped early."""
@@ -356,9 +361,7 @@ class FaceSession:
         wanted = sorted({to_age(a) for a in ages or []})
         if not wanted:
             raise RequestError("choose at least one age for the strip")
-        codes = self.pipe.latents(self.encoded, wanted, should_stop=should_stop)
-        images = to_pil(self.pipe.render(codes, size=self.preview_size, fast=True, progress=progress,
-                                         should_stop=should_stop))
+        images = self.renders(wanted, self.preview_size, fast=True, progress=progress, should_stop=should_stop)
         return list(zip(wanted, images))
 
     def mix(self, reference: FaceSession, age: Any, latent_mask: Any = "fine", alpha: Any = 1.0,
@@ -374,10 +377,10 @@ class FaceSession:
     def lifespan(self, mp4_path: str | os.PathLike, start_age: Any = 0, end_age: Any = 100,
                  frames_between: Any = 10, fps: Any = 20, size: Any = PREVIEW_SIZE, boomerang: bool = False,
                  label: bool = False, gif_path: str | os.PathLike | None = None, progress: Progress | None = None,
-                 should_stop: ShouldStop | None = None) -> LifespanResult:
-        """The lifespan video from ``start_age`` to ``end_age`` (key ages every 10 years, ``frames_between``
-        interpolated frames between them). A cancelled job leaves no file behind."""
-        keys = key_ages(start_age, end_age)
+                 should_stop: ShouldStop | None = None, keys: Sequence[Any] | None = None) -> LifespanResult:
+        """The lifespan video from ``start_age`` to ``end_age`` (key ages every 10 years, or the given ``keys``;
+        ``frames_between`` interpolated frames between them). A cancelled job leaves no file behind."""
+        keys = [to_age(a) for a in keys] if keys else key_ages(start_age, end_age)
         n_between = read_number(frames_between, "frames between key ages", 0, MAX_FRAMES_BETWEEN, integer=True,
                                 default=10)
         rate = read_number(fps, "fps", 1, 60, default=20)
