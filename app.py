@@ -560,14 +560,18 @@ def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None =
             a_out = gr.Image(label="image", format="png", type="pil")
             a_video = gr.Video(label="video")
             a_btn = gr.Button("api")
-        a_btn.click(job(app.age, page=False), [a_img, a_age, a_size, a_aligned, a_face, a_paste], a_out,
-                    api_name="age", api_description="Age the face in a photo: (image, target_age) -> image", **q)
-        a_btn.click(job(app.mix, page=False), [a_img, a_ref, a_age, a_mask, a_alpha, a_size, a_aligned,
-                                               a_ref_aligned], a_out,
-                    api_name="mix", api_description="Age a face and mix in a reference face's styles", **q)
-        a_btn.click(job(app.lifespan, page=False, desc="rendering frames"),
-                    [a_img, a_start, a_end, a_between, a_fps, a_vsize, a_boom, a_aligned, a_face], a_video,
-                    api_name="lifespan", api_description="Lifespan MP4 from start_age to end_age", **q)
+            a_cancel = gr.Button("cancel")
+        api_events = [
+            a_btn.click(job(app.age), [a_img, a_age, a_size, a_aligned, a_face, a_paste], a_out,
+                        api_name="age", api_description="Age the face in a photo: (image, target_age) -> image", **q),
+            a_btn.click(job(app.mix), [a_img, a_ref, a_age, a_mask, a_alpha, a_size, a_aligned, a_ref_aligned], a_out,
+                        api_name="mix", api_description="Age a face and mix in a reference face's styles", **q),
+            a_btn.click(job(app.lifespan, desc="rendering frames"),
+                        [a_img, a_start, a_end, a_between, a_fps, a_vsize, a_boom, a_aligned, a_face], a_video,
+                        api_name="lifespan", api_description="Lifespan MP4 from start_age to end_age", **q),
+        ]
+        # gradio_client's job.cancel() stops the server's work only when an event cancels that endpoint
+        a_cancel.click(None, None, None, cancels=api_events, queue=False, **hidden)
     return demo
 
 

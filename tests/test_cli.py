@@ -193,3 +193,83 @@ def test_parse_latent_mask():
             parse_latent_mask(bad, 18)
     with pytest.raises(ValueError, match="no fine layers"):
         parse_latent_mask("fine", 8)
+
+
+def test_resumed_run_renders_only_missing_ages_and_keeps_timings(ckpt, data, tmp_path, monkeypatch):
+    """A second run redoes only what is missing (an empty file counts as missing) and stats.txt covers both runs."""
+    from sam.session import FaceSession
+
+    exp = tmp_path / "exp"
+    args = ("inference", "--checkpoint_path", ckpt, "--data_path", data / "astronaut.png", "--exp_dir", exp)
+    assert run(*args, "--target_age", "10,20") == 0
+    first = (exp / "inference_results" / "10" / "astronaut.png").read_bytes()
+    (exp / "inference_results" / "20" / "astronaut.png").write_bytes(b"")  # an interrupted write of the past
+    rendered: list[list[int]] = []
+    real = FaceSession.renders
+    monkeypatch.setattr(FaceSession, "renders", lambda self, ages, *a, **k: rendered.append(list(ages))
+                        or real(self, ages, *a, **k))
+    assert run(*args, "--target_age", "10,20,30") == 0
+    assert rendered == [[20, 30]]  # 10 was complete; the empty 20 and the new 30 are redone
+    assert (exp / "inference_results" / "10" / "astronaut.png").read_bytes() == first
+    assert (exp / "inference_results" / "20" / "astronaut.png").stat().st_size > 0
+    assert run("inference", "--checkpoint_path", ckpt, "--data_path", data / "small.jpg", "--exp_dir", exp,
+               "--target_age", "10") == 0
+    timings = (exp / "timings.tsv").read_text().splitlines()
+    assert sorted(line.split("\t")[0] for line in timings) == ["astronaut.png", "small.jpg"]
+    assert "2 images" in (exp / "stats.txt").read_text()
+
+
+def test_ctrl_c_ends_with_a_summary_and_no_partial_files(ckpt, data, tmp_path, monkeypatch, capsys):
+    from sam import cli
+
+    calls = []
+
+    def interrupted_save(img, path):
+        calls.append(path)
+        if len(calls) == 2:  # the second output: interrupted while writing
+            path.with_name(path.stem + ".partial" + path.suffix).write_bytes(b"half")
+            raise KeyboardInterrupt
+        real_save(img, path)
+
+    real_save = cli.save
+    monkeypatch.setattr(cli, "save", interrupted_save)
+    exp = tmp_path / "exp"
+    rc = run("inference", "--checkpoint_path", ckpt, "--data_path", data, "--exp_dir", exp, "--target_age", "10")
+    err = capsys.readouterr().err
+    assert rc == 130
+    assert "Interrupted: 1 finished (astronaut.png); run the same command again" in err
+    assert "Traceback" not in err
+    monkeypatch.setattr(cli, "save", real_save)
+    (exp / "inference_results" / "10" / "small.partial.jpg").unlink()  # what our fake left; real saves clean up
+    assert run("inference", "--checkpoint_path", ckpt, "--data_path", data, "--exp_dir", exp,
+               "--target_age", "10") == 0
+    assert "1 with outputs already there" in capsys.readouterr().err
+
+
+def test_save_leaves_no_partial_file_on_failure(tmp_path):
+    from sam import cli
+
+    class Broken:
+        def save(self, path, format=None):
+            Path(path).write_bytes(b"half")
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        cli.save(Broken(), tmp_path / "out.png")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_interrupted_gif_is_not_left_behind(ckpt, data, tmp_path, monkeypatch):
+    """A lifespan whose GIF fails leaves neither file (so the next run does the pair again)."""
+    from sam import video
+
+    def broken_gif(frames, path, fps=20):
+        Path(path).with_name(Path(path).stem + ".partial.gif").write_bytes(b"")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(video, "write_gif", broken_gif)
+    exp = tmp_path / "exp"
+    rc = run("lifespan", "--checkpoint_path", ckpt, "--data_path", data / "astronaut.png", "--exp_dir", exp,
+             "--target_age", "0,50", "--frames_per_step", "1", "--output_size", S, "--gif")
+    assert rc == 130
+    assert not (exp / "lifespan" / "astronaut.mp4").exists() and not (exp / "lifespan" / "astronaut.gif").exists()

@@ -1,0 +1,615 @@
+"""Gradio app: drop a photo, move the age slider, see the same person at that age.
+
+Panels: the age slider (a fast preview on release, a full-resolution download, paste back into the photo, a strip
+of ages side by side), reference style mixing and lifespan video export. Named API endpoints for ``gradio_client``:
+``/age``, ``/mix`` and ``/lifespan`` (README, "The app").
+
+Thin: every photo's flow (loading, faces, alignment, encoding, ages, paste-back, measures) lives in
+``sam/session.py``; this file wires the page, runs model calls as cancellable jobs in one queue, and turns every
+failure into a message in words (a status line that stays, a toast, or the API's error text; one log line each).
+
+    python app.py [--checkpoint weights/sam_ffhq_aging.pt] [--host 0.0.0.0] [--port 7860] [--device cpu]
+                  [--share] [--no-download] [--int8-style-heads]
+
+Host and port default to ``$GRADIO_SERVER_NAME`` / ``$GRADIO_SERVER_PORT`` (else 127.0.0.1:7860). When the
+checkpoint is missing it is downloaded at start (``sam/weights.py``); offline, the page still loads and says how
+to provide it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import atexit
+import functools
+import html
+import inspect
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import gradio as gr
+from gradio.context import LocalContext
+from PIL import Image
+
+from sam.ages import to_age
+from sam.align import NoFaceError
+from sam.image_io import ImageLoadError
+from sam.mixing import LAYER_PRESETS as MIXING_PRESETS
+from sam.mixing import layer_groups
+from sam.model import CheckpointError
+from sam.pipeline import AgingPipeline, JobCancelledError, resolve_checkpoint
+from sam.session import FaceSession, RequestError, SessionCache, read_flag, read_size
+from sam.weights import WeightsUnavailableError, ensure_checkpoint, how_to_provide
+
+log = logging.getLogger("sam.app")
+
+ROOT = Path(__file__).resolve().parent
+EXAMPLES = sorted(str(p) for p in (ROOT / "assets").glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+STRIP_AGES = list(range(0, 101, 10))
+VIDEO_SIZES = [128, 256, 512, 1024]
+CACHE_ENTRIES = 8
+OUTPUT_MAX_AGE_S = 3600  # results and uploads are deleted after an hour, and when the server stops
+MAX_UPLOAD = "30mb"
+MAX_QUEUE = 16  # model jobs waiting at once; more get "busy, try again"
+CANCEL_WAIT_S = 30.0  # how long a cancelled job may take to reach its next stop check
+DUPLICATE_WINDOW_S = 2.0
+MODEL_QUEUE = "model"  # one concurrency group for every model call: parallel users wait instead of running out of RAM
+BUSY_MESSAGE = "The server is busy with other people's requests right now. Please try again in a minute."
+PRIVACY = ("Photos are processed on this server and kept only while you use them: uploads and results are deleted "
+           "after an hour, and when the server stops.")
+
+# The mixing presets of sam.mixing, plus a UI-only choice for typed-in layers.
+LAYER_PRESETS = {**MIXING_PRESETS, "custom layers": "custom"}
+
+
+# --------------------------------------------------------------------------------------------------- messages
+
+
+def readable(exc: BaseException) -> str:
+    """The message a person sees for a failure: in words, HTML-escaped, without server paths or internal names."""
+    if isinstance(exc, gr.Error):
+        text = str(exc.message)
+    elif isinstance(exc, JobCancelledError):
+        text = "Cancelled."
+    elif isinstance(exc, NoFaceError):
+        text = str(exc)
+        if "already aligned" not in text:
+            text += ". If the photo is already an aligned face crop, tick \"already aligned\""
+    elif isinstance(exc, (RequestError, ImageLoadError, CheckpointError, ValueError)):
+        text = str(exc)
+    elif isinstance(exc, MemoryError):
+        text = "The server ran out of memory for this request. Please try a smaller photo or video size."
+    else:
+        text = "Something went wrong on the server. Please try again."
+    text = text.strip() or "Something went wrong on the server. Please try again."
+    for secret in {str(ROOT), tempfile.gettempdir()}:
+        text = text.replace(secret, "…")
+    text = text[:1].upper() + text[1:]
+    return html.escape(text if text.endswith((".", "!", "?")) else text + ".")
+
+
+def _log_rejected(where: str, exc: BaseException) -> None:
+    """One log line per rejected request (a traceback only for a failure that is not the request's fault)."""
+    if isinstance(exc, (RequestError, ImageLoadError, NoFaceError, ValueError, JobCancelledError, gr.Error)):
+        log.info("%s rejected: %s: %s", where, type(exc).__name__, str(exc)[:300])
+    else:
+        log.error("%s failed: %s: %s", where, type(exc).__name__, str(exc)[:300], exc_info=exc)
+
+
+def status(text: str) -> str:
+    return f"⚠️ {text}" if text else ""
+
+
+# --------------------------------------------------------------------------------------------------- jobs
+
+
+def _current_event() -> tuple[Any, str | None]:
+    return LocalContext.blocks.get(None), LocalContext.event_id.get(None)
+
+
+def _event_alive(blocks: Any, event_id: str | None) -> bool:
+    """Whether Gradio still runs this event for a connected client (False once it is cancelled or its page is
+    closed). Gradio keeps running events in ``_queue.active_jobs``; a closed page marks them not ``alive``."""
+    queue = getattr(blocks, "_queue", None)
+    if queue is None or event_id is None:
+        return True
+    for job in list(queue.active_jobs):
+        for event in job or ():
+            if event._id == event_id:
+                return bool(event.alive)
+    return False
+
+
+def job(fn: Callable, *, page: Any = None, desc: str = "working") -> Callable:
+    """Run ``fn`` as a cancellable model job, for Gradio.
+
+    The work runs in a worker thread and polls ``should_stop`` between images and frames: a cancelled event
+    (the page's Cancel, ``job.cancel()`` of a client) or a closed page stops it within one image, closes its video
+    writer and removes its partial files before the job ends. ``progress(done, total)`` goes to Gradio's progress
+    bar. Errors become messages in words: for the page (``page`` is the status-line component; handlers return
+    a dict of updates) a status-line update and a toast; for the API a ``gr.Error`` (no traceback in the log).
+    """
+    sig = inspect.signature(fn)
+    inputs = [p for p in sig.parameters.values() if p.kind is p.POSITIONAL_OR_KEYWORD]
+    wants = {name for name in ("progress", "should_stop") if name in sig.parameters}
+
+    async def run(*args: Any) -> Any:
+        *values, tracker = args
+        blocks, event_id = _current_event()
+        stop = threading.Event()
+        finished = threading.Event()
+        kwargs: dict[str, Any] = {}
+        if "should_stop" in wants:
+            kwargs["should_stop"] = lambda: stop.is_set() or not _event_alive(blocks, event_id)
+        if "progress" in wants:
+            kwargs["progress"] = lambda done, total: tracker((done, total), desc=desc, unit="images")
+
+        def work() -> Any:
+            try:
+                return fn(*values, **kwargs)
+            finally:
+                finished.set()
+
+        try:
+            return await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
+        except asyncio.CancelledError:
+            stop.set()  # the thread sees it at its next image and cleans up; wait for that, within bounds
+            await anyio.to_thread.run_sync(finished.wait, CANCEL_WAIT_S, abandon_on_cancel=True)
+            raise
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a message
+            _log_rejected(fn.__name__, exc)
+            message = readable(exc)
+            if page is not None:
+                gr.Warning(message)
+                return {page: status(message)}
+            raise gr.Error(message, print_exception=False) from None
+
+    run.__name__ = fn.__name__
+    run.__doc__ = fn.__doc__
+    run.__signature__ = sig.replace(parameters=[
+        *inputs, inspect.Parameter("progress", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=gr.Progress())])
+    return run
+
+
+def stream(fn: Callable, page: Any) -> Callable:
+    """A page handler that yields several updates (the interpolated preview, then the exact one); errors go to
+    the status line ``page`` and a toast."""
+
+    @functools.wraps(fn)
+    def run(*args: Any):
+        try:
+            yield from fn(*args)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a message
+            _log_rejected(fn.__name__, exc)
+            message = readable(exc)
+            gr.Warning(message)
+            yield {page: status(message)}
+
+    return run
+
+from gradio.events import Dependency
+
+class PhotoInput(gr.Image):
+    """An image upload that is checked with the project's own safe loader before anything else decodes it: a text
+    file named ``.png`` or a corrupt upload gets a message in words, not a preprocessing error with server paths.
+    Passes the uploaded file's path on (the session layer loads a downscaled working copy of large photos)."""
+
+    def preprocess(self, payload: Any) -> str | None:
+        if payload is None:
+            return None
+        path = getattr(payload, "path", None) or (payload.get("path") if isinstance(payload, dict) else None)
+        if not path:
+            raise gr.Error("The upload did not arrive. Please try again.", print_exception=False)
+        try:
+            with Image.open(path) as im:
+                im.size  # noqa: B018 - the header only: cheap, no decoding
+        except Exception:  # noqa: BLE001 - anything that is not an image
+            raise gr.Error("This file is not an image the app can read. Please upload a JPEG, PNG or WebP photo.",
+                           print_exception=False) from None
+        return str(path)
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+
+# --------------------------------------------------------------------------------------------------- the app
+
+
+class AgeApp:
+    """The page's and the API's handlers over one pipeline; per-photo state lives in :class:`SessionCache`."""
+
+    def __init__(self, pipe: AgingPipeline | None, problem: str = "", workdir: str | os.PathLike | None = None):
+        self.pipe = pipe
+        self.problem = problem
+        self.sessions = SessionCache(pipe, CACHE_ENTRIES)
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="sam-app-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        atexit.register(shutil.rmtree, self.workdir, True)
+        self._recent: dict[tuple, float] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, checkpoint: str | os.PathLike | None = None, device: str | None = None,
+             problem: str | None = None, int8_style_heads: bool = False) -> AgeApp:
+        path = resolve_checkpoint(checkpoint)
+        if problem:
+            return cls(None, f"The model is not loaded. {problem}")
+        try:
+            pipe = AgingPipeline.from_pretrained(path, device=device, int8_style_heads=int8_style_heads)
+        except FileNotFoundError:
+            return cls(None, f"The model is not loaded: no checkpoint at {path}. {how_to_provide(path)}")
+        except CheckpointError as exc:
+            return cls(None, f"The model is not loaded: {exc}. {how_to_provide(path)}")
+        except ValueError as exc:  # e.g. int8 style heads asked for on a GPU
+            return cls(None, f"The model is not loaded: {exc}.")
+        return cls(pipe)
+
+    # ------------------------------------------------------------------------------------------ helpers
+
+    @property
+    def full_size(self) -> int:
+        return self.pipe.output_size if self.pipe else 1024
+
+    def session(self, image: Any, already_aligned: Any = False, face_index: Any = 0,
+                what: str = "photo") -> FaceSession:
+        if self.pipe is None:
+            raise gr.Error(self.problem_for_people(), print_exception=False)
+        return self.sessions.session(image, already_aligned, face_index, what)
+
+    def problem_for_people(self) -> str:
+        """The model-missing message without server paths (the full one is in the log and the README)."""
+        return ("The model is not loaded on this server, so photos cannot be aged yet. If you run this app, see "
+                "the log or weights/README.md for how to provide the checkpoint.")
+
+    def new_path(self, suffix: str) -> Path:
+        cutoff = time.time() - OUTPUT_MAX_AGE_S  # results older than an hour are deleted
+        for old in self.workdir.glob("sam-*"):
+            try:
+                if old.stat().st_mtime < cutoff:
+                    old.unlink()
+            except OSError:
+                pass
+        return self.workdir / f"sam-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}{suffix}"
+
+    # ------------------------------------------------------------------------------------------ API (named)
+
+    def age(self, image: Any, target_age: Any, size: Any = None, already_aligned: Any = False, face_index: Any = 0,
+            paste_back: Any = False) -> Image.Image:
+        """One aged image: the face at ``size`` px (default full resolution), or the whole photo with paste-back."""
+        s = self.session(image, already_aligned, face_index)
+        return s.render(to_age(target_age), size=read_size(size, s.pipe.output_size),
+                        paste=read_flag(paste_back, "paste_back"))
+
+    def mix(self, image: Any, reference: Any, target_age: Any, latent_mask: Any = "fine", alpha: Any = 1.0,
+            size: Any = None, already_aligned: Any = False, reference_aligned: Any = False) -> Image.Image:
+        """The aged face with the ``latent_mask`` styles of a reference face."""
+        s = self.session(image, already_aligned, 0)
+        if reference is None or (isinstance(reference, str) and not reference.strip()):
+            raise RequestError("add a reference photo for style mixing")
+        ref = self.session(reference, reference_aligned, 0, what="reference photo")
+        return s.mix(ref, target_age, latent_mask, alpha, size=read_size(size, s.pipe.output_size))[0]
+
+    def lifespan(self, image: Any, start_age: Any = 0, end_age: Any = 100, frames_between: Any = 10, fps: Any = 20,
+                 size: Any = 256, boomerang: Any = False, already_aligned: Any = False, face_index: Any = 0, *,
+                 progress: Callable | None = None, should_stop: Callable | None = None) -> str:
+        """The lifespan MP4's path."""
+        s = self.session(image, already_aligned, face_index)
+        res = s.lifespan(self.new_path(".mp4"), start_age, end_age, frames_between, fps, size,
+                         read_flag(boomerang, "boomerang"), progress=progress, should_stop=should_stop)
+        return str(res.mp4)
+
+    # ------------------------------------------------------------------------------------------ the page
+
+    def _repeat(self, *key: Any) -> bool:
+        """The browser sends ``change`` twice when one photo replaces another: skip the repeat (per page)."""
+        request = LocalContext.request.get(None)
+        session = getattr(request, "session_hash", None)
+        if session is None:
+            return False
+        now = time.monotonic()
+        with self._lock:
+            for k in [k for k, t in self._recent.items() if now - t > DUPLICATE_WINDOW_S]:
+                del self._recent[k]
+            seen = (session, *key) in self._recent
+            self._recent[(session, *key)] = now
+        return seen
+
+
+def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None = None, *,
+               problem: str | None = None, app: AgeApp | None = None, int8_style_heads: bool = False) -> gr.Blocks:
+    """The Blocks page. Loads the model from ``checkpoint`` (never downloads; ``main`` does that first); without it
+    the page still loads and says so."""
+    app = app or AgeApp.load(checkpoint, device, problem, int8_style_heads=int8_style_heads)
+    if app.problem:
+        log.warning("%s", app.problem)
+    n_styles = app.pipe.n_styles if app.pipe else 18
+    full = app.full_size
+    groups = layer_groups(n_styles)
+    preset_labels = []
+    for name, group in LAYER_PRESETS.items():
+        idx = groups.get(group)
+        if group == "custom" or idx:
+            preset_labels.append((f"{name} ({idx[0]}-{idx[-1]})" if idx else name, name))
+    sizes = [s for s in VIDEO_SIZES if s <= full] or [full]
+    q = {"concurrency_limit": 1, "concurrency_id": MODEL_QUEUE}
+    hidden = {"api_visibility": "undocumented"}
+    full_label = f"Full resolution ({full} px)"
+
+    with gr.Blocks(title="SAM age transformation", delete_cache=(OUTPUT_MAX_AGE_S, OUTPUT_MAX_AGE_S)) as demo:
+        demo.sam_app = app  # for tests and embedding
+        gr.Markdown("# SAM: see a face at any age\nDrop a photo, move the slider. Re-implementation of *Only a "
+                    f"Matter of Style* (Alaluf et al., SIGGRAPH 2021). {PRIVACY}")
+        if app.problem:
+            gr.Markdown(f"⚠️ **{html.escape(app.problem_for_people())}**", elem_id="weights-problem")
+        status_line = gr.Markdown("", elem_id="status")
+        face_index = gr.State(0)
+        with gr.Row():
+            with gr.Column(scale=1):
+                photo = PhotoInput(type="filepath", sources=["upload", "webcam", "clipboard"], label="Your photo",
+                                   height=320)
+                already = gr.Checkbox(False, label="already aligned (an FFHQ-style face crop: skip face detection)")
+                picker = gr.Gallery(label="Faces found (left to right): click the one to age", visible=False,
+                                    columns=6, height="auto", allow_preview=False, format="png", object_fit="contain",
+                                    show_label=True, elem_id="face-picker")
+                if EXAMPLES:
+                    gr.Examples(EXAMPLES, inputs=photo, label="Examples")
+            with gr.Column(scale=1):
+                aligned_view = gr.Image(label="Aligned face (what the model sees)", format="png", interactive=False,
+                                        elem_id="aligned", height=320)
+                input_info = gr.Markdown("", elem_id="input-age")
+            with gr.Column(scale=1):
+                result = gr.Image(label="Result (preview)", format="png", interactive=False, height=320,
+                                  elem_id="result")
+                result_info = gr.Markdown("", elem_id="result-metrics")
+                age = gr.Slider(0, 100, value=60, step=1, label="Target age (updates when you let go)",
+                                elem_id="target-age")
+                paste = gr.Checkbox(False, label="paste back into my photo")
+                full_btn = gr.Button(full_label, elem_id="full-button")
+                full_file = gr.File(label="Download", interactive=False, elem_id="full-file")
+        with gr.Tab("Ages side by side"):
+            strip_ages = gr.CheckboxGroup([str(a) for a in STRIP_AGES], value=[str(a) for a in STRIP_AGES],
+                                          label="Ages")
+            strip_btn = gr.Button("Render the strip")
+            strip = gr.Gallery(label="Ages side by side", columns=6, format="png", height="auto")
+            strip_info = gr.Markdown("", elem_id="strip-metrics")
+        with gr.Tab("Reference style mixing"):
+            gr.Markdown("Take the look of another face (colour and lighting, hair and texture, or face shape) and "
+                        "apply it to the aged result, at the target age chosen above.")
+            with gr.Row():
+                with gr.Column():
+                    reference = PhotoInput(type="filepath", sources=["upload", "clipboard"], label="Reference photo",
+                                           height=260)
+                    ref_aligned = gr.Checkbox(False, label="reference already aligned")
+                with gr.Column():
+                    preset = gr.Radio(preset_labels, value=preset_labels[0][1], label="What to take from it")
+                    custom = gr.Textbox(value=f"{min(8, n_styles - 1)}-{n_styles - 1}", visible=False,
+                                        label=f"Custom layers (0-{n_styles - 1}, e.g. 8-17 or 0,2,5)")
+                    alpha = gr.Slider(0, 1, value=0.7, step=0.05, label="Mix strength")
+                    mix_btn = gr.Button("Mix", variant="primary")
+            with gr.Row():
+                with gr.Column():
+                    mixed_out = gr.Image(label="Mixed", format="png", interactive=False, elem_id="mixed")
+                    mixed_info = gr.Markdown("", elem_id="mixed-metrics")
+                with gr.Column():
+                    plain_out = gr.Image(label="Without mixing", format="png", interactive=False, elem_id="plain")
+                    plain_info = gr.Markdown("", elem_id="plain-metrics")
+        with gr.Tab("Lifespan video"):
+            with gr.Row():
+                with gr.Column():
+                    v_start = gr.Slider(0, 100, value=0, step=1, label="From age")
+                    v_end = gr.Slider(0, 100, value=100, step=1, label="To age")
+                    v_between = gr.Slider(0, 30, value=8, step=1,
+                                          label="Smoothness (frames between key ages, every 10 years)")
+                    v_fps = gr.Slider(5, 60, value=20, step=1, label="Frames per second")
+                    v_size = gr.Dropdown(sizes, value=min(256, sizes[-1]), label="Resolution (px)")
+                    with gr.Row():
+                        v_boom = gr.Checkbox(False, label="boomerang (forward then back)")
+                        v_gif = gr.Checkbox(False, label="also make a GIF")
+                        v_label = gr.Checkbox(True, label="show the age")
+                    with gr.Row():
+                        v_btn = gr.Button("Render video", variant="primary", elem_id="video-button")
+                        v_cancel = gr.Button("Cancel", variant="stop", elem_id="video-cancel")
+                with gr.Column():
+                    video = gr.Video(label="Lifespan", autoplay=True, loop=True, elem_id="lifespan-video")
+                    v_files = gr.File(label="Downloads", file_count="multiple", interactive=False)
+
+        # ---- page handlers: each returns a dict of updates, always including the status line
+        def on_photo(image: Any, aligned: bool, target: Any, pasted: bool) -> dict:
+            if image is None:
+                return {picker: gr.update(value=None, visible=False), face_index: 0, aligned_view: None,
+                        result: None, input_info: "", result_info: "", full_file: None, status_line: ""}
+            if app._repeat(str(image), bool(aligned)):
+                return {}
+            gallery = gr.update(value=None, visible=False)
+            if not aligned and app.pipe is not None:
+                photo_ = app.sessions.photo(image)
+                if len(photo_.faces) > 1:
+                    gallery = gr.update(value=photo_.thumbnails(), visible=True, selected_index=0)
+                    gr.Info(f"{len(photo_.faces)} faces found; showing the best one. Click a face to switch.")
+            return {picker: gallery, face_index: 0, **show_face(image, aligned, 0, target, pasted)}
+
+        def on_pick(image: Any, aligned: bool, target: Any, pasted: bool, evt: gr.SelectData) -> dict:
+            idx = int(evt.index) if evt is not None and evt.index is not None else 0
+            return {face_index: idx, **show_face(image, aligned, idx, target, pasted)}
+
+        def show_face(image: Any, aligned: bool, idx: int, target: Any, pasted: bool) -> dict:
+            s = app.session(image, aligned, idx)
+            start = s.start_age(target)
+            preview = s.preview(start, pasted)
+            s.start_warm_up()
+            out = {aligned_view: s.face_image, result: preview, input_info: s.input_caption(),
+                   result_info: s.caption(start, preview), full_file: None, status_line: ""}
+            if s.input_age is not None:
+                out[age] = start
+            return out
+
+        def on_age(image: Any, target: Any, aligned: bool, idx: int, pasted: bool):
+            s = app.session(image, aligned, idx)
+            a = to_age(target)
+            quick = s.quick_preview(a, pasted)
+            if quick is not None:
+                yield {result: quick, result_info: f"Age {a}: interpolated preview; the exact result follows…",
+                       full_file: None, status_line: ""}
+            preview = s.preview(a, pasted)
+            yield {result: preview, result_info: s.caption(a, preview), full_file: None, status_line: "",
+                   full_btn: gr.update(value="Full resolution (whole photo)" if pasted and not aligned
+                                       else full_label)}
+
+        def on_full(image: Any, target: Any, aligned: bool, idx: int, pasted: bool) -> dict:
+            out = app.age(image, target, None, aligned, idx, pasted)
+            path = app.new_path(f"-age{to_age(target)}.png")
+            out.save(path)
+            return {full_file: str(path), status_line: ""}
+
+        def on_strip(image: Any, ages: Any, aligned: bool, idx: int, *, progress=None, should_stop=None) -> dict:
+            s = app.session(image, aligned, idx)
+            shown = s.strip(ages or [], progress=progress, should_stop=should_stop)
+            lines = s.describe([im for _, im in shown])
+            table = ""
+            if any(lines):
+                rows = [f"| age {a} | {line} |" for (a, _), line in zip(shown, lines, strict=True)]
+                table = f"{s.input_caption()}\n\n| target | measured |\n|---|---|\n" + "\n".join(rows)
+            return {strip: [(im, f"age {a}") for a, im in shown], strip_info: table, status_line: ""}
+
+        def on_mix(image: Any, ref: Any, target: Any, chosen: str, layers: str, strength: Any, aligned: bool,
+                   idx: int, ref_is_aligned: bool) -> dict:
+            s = app.session(image, aligned, idx)
+            if ref is None:
+                raise RequestError("add a reference photo for style mixing")
+            r = app.session(ref, ref_is_aligned, 0, what="reference photo")
+            spec = layers if LAYER_PRESETS.get(chosen, chosen) == "custom" else chosen
+            mixed, plain = s.mix(r, target, spec, strength, size=s.preview_size, fast=True)
+            a = to_age(target)
+            lines = s.describe([mixed, plain])
+            return {mixed_out: mixed, plain_out: plain, mixed_info: f"Age {a}: {lines[0]}" if lines[0] else "",
+                    plain_info: f"Age {a}: {lines[1]}" if lines[1] else "", status_line: ""}
+
+        def on_video(image: Any, start: Any, end: Any, between: Any, rate: Any, side: Any, boom: bool, gif: bool,
+                     label: bool, aligned: bool, idx: int, *, progress=None, should_stop=None) -> dict:
+            s = app.session(image, aligned, idx)
+            mp4 = app.new_path(".mp4")
+            res = s.lifespan(mp4, start, end, between, rate, side, boom, label,
+                             gif_path=mp4.with_suffix(".gif") if gif else None, progress=progress,
+                             should_stop=should_stop)
+            files = [str(res.mp4)] + ([str(res.gif)] if res.gif else [])
+            return {video: str(res.mp4), v_files: files, status_line: f"Video ready: {res.frames} frames."}
+
+        def on_preset(chosen: str) -> dict:
+            return gr.update(visible=LAYER_PRESETS.get(chosen, chosen) == "custom")
+
+        # ---- wiring (undocumented endpoints; the named API is below)
+        face_outputs = {aligned_view, result, input_info, result_info, full_file, age, status_line}
+        photo_in = [photo, already, age, paste]
+        on_photo_job = job(on_photo, page=status_line, desc="finding the face")
+        for trigger in (photo.change, already.change):
+            trigger(on_photo_job, photo_in, {picker, face_index, *face_outputs}, **q, **hidden,
+                    show_progress_on=[aligned_view, result])
+        picker.select(job(on_pick, page=status_line), photo_in, {face_index, *face_outputs}, **q, **hidden,
+                      show_progress_on=[aligned_view, result])
+        sel = [photo, age, already, face_index, paste]
+        preview_outputs = {result, result_info, full_file, full_btn, status_line}
+        age.release(stream(on_age, status_line), sel, preview_outputs, trigger_mode="always_last",
+                    show_progress="minimal", **q, **hidden)
+        paste.change(stream(on_age, status_line), sel, preview_outputs, show_progress="minimal", **q, **hidden)
+        busy = {"interactive": False, "value": "Rendering full resolution…"}
+        (full_btn.click(lambda: gr.update(**busy), None, full_btn, queue=False, **hidden)
+         .then(job(on_full, page=status_line, desc="rendering"), sel, {full_file, status_line}, **q, **hidden,
+               show_progress_on=[full_file])
+         .then(lambda: gr.update(interactive=True), None, full_btn, queue=False, **hidden))
+        strip_btn.click(job(on_strip, page=status_line, desc="rendering ages"),
+                        [photo, strip_ages, already, face_index], {strip, strip_info, status_line}, **q, **hidden,
+                        show_progress_on=[strip])
+        preset.change(on_preset, preset, custom, queue=False, **hidden)
+        mix_btn.click(job(on_mix, page=status_line, desc="mixing"),
+                      [photo, reference, age, preset, custom, alpha, already, face_index, ref_aligned],
+                      {mixed_out, plain_out, mixed_info, plain_info, status_line}, **q, **hidden,
+                      show_progress_on=[mixed_out])
+        v_event = v_btn.click(job(on_video, page=status_line, desc="rendering frames"),
+                              [photo, v_start, v_end, v_between, v_fps, v_size, v_boom, v_gif, v_label, already,
+                               face_index], {video, v_files, status_line}, **q, **hidden, show_progress_on=[video])
+        v_cancel.click(lambda: "Video cancelled.", None, status_line, cancels=[v_event], queue=False, **hidden)
+
+        # ---- named API endpoints for gradio_client: /age, /mix, /lifespan (files decoded by the safe loader;
+        # numbers arrive unrounded, so NaN or Infinity from a raw HTTP client reach our checks, not Gradio's)
+        with gr.Column(visible=False):
+            a_img = gr.File(label="image", type="filepath")
+            a_ref = gr.File(label="reference", type="filepath")
+            a_age = gr.Number(60, label="target_age")
+            a_size = gr.Number(full, label="size")
+            a_aligned = gr.Checkbox(False, label="already_aligned")
+            a_ref_aligned = gr.Checkbox(False, label="reference_aligned")
+            a_face = gr.Number(0, label="face_index")
+            a_paste = gr.Checkbox(False, label="paste_back")
+            a_mask = gr.Textbox("fine", label="latent_mask")
+            a_alpha = gr.Number(1.0, label="alpha")
+            a_start = gr.Number(0, label="start_age")
+            a_end = gr.Number(100, label="end_age")
+            a_between = gr.Number(10, label="frames_between")
+            a_fps = gr.Number(20, label="fps")
+            a_vsize = gr.Number(min(256, full), label="size")
+            a_boom = gr.Checkbox(False, label="boomerang")
+            a_out = gr.Image(label="image", format="png", type="pil")
+            a_video = gr.Video(label="video")
+            a_btn = gr.Button("api")
+        a_btn.click(job(app.age, page=False), [a_img, a_age, a_size, a_aligned, a_face, a_paste], a_out,
+                    api_name="age", api_description="Age the face in a photo: (image, target_age) -> image", **q)
+        a_btn.click(job(app.mix, page=False), [a_img, a_ref, a_age, a_mask, a_alpha, a_size, a_aligned,
+                                               a_ref_aligned], a_out,
+                    api_name="mix", api_description="Age a face and mix in a reference face's styles", **q)
+        a_btn.click(job(app.lifespan, page=False, desc="rendering frames"),
+                    [a_img, a_start, a_end, a_between, a_fps, a_vsize, a_boom, a_aligned, a_face], a_video,
+                    api_name="lifespan", api_description="Lifespan MP4 from start_age to end_age", **q)
+    return demo
+
+
+def limit_queue(demo: gr.Blocks, max_size: int = MAX_QUEUE) -> gr.Blocks:
+    """Queue at most ``max_size`` jobs; a client over that gets :data:`BUSY_MESSAGE` (Gradio's own text names
+    internal sizes)."""
+    demo.queue(default_concurrency_limit=1, max_size=max_size)
+    queue = demo._queue
+    push = queue.push
+
+    async def polite_push(*args: Any, **kwargs: Any):
+        ok, message, kind = await push(*args, **kwargs)
+        return (ok, BUSY_MESSAGE, kind) if kind == "queue_full" else (ok, message, kind)
+
+    queue.push = polite_push
+    return demo
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", default=None, help="SAM checkpoint (default: $SAM_CHECKPOINT or weights/)")
+    ap.add_argument("--host", default=None, help="address to listen on (default: $GRADIO_SERVER_NAME or 127.0.0.1)")
+    ap.add_argument("--port", type=int, default=None, help="port (default: $GRADIO_SERVER_PORT or 7860)")
+    ap.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA if available)")
+    ap.add_argument("--share", action="store_true", help="also open a public gradio.live link")
+    ap.add_argument("--int8-style-heads", action="store_true",
+                    help="approximate: int8 encoder style heads, faster on CPU, not exact (README: Speed on CPU)")
+    ap.add_argument("--no-download", action="store_true", help="never download the checkpoint")
+    ap.add_argument("--max-queue", type=int, default=MAX_QUEUE, help=f"jobs waiting at most (default {MAX_QUEUE})")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    problem = None
+    try:
+        ensure_checkpoint(args.checkpoint, download=not args.no_download, validate=False)
+    except (WeightsUnavailableError, CheckpointError) as exc:
+        problem = str(exc)
+    demo = build_demo(args.checkpoint, args.device, problem=problem, int8_style_heads=args.int8_style_heads)
+    limit_queue(demo, args.max_queue).launch(server_name=args.host, server_port=args.port, share=args.share or None,
+                                             show_error=False, max_file_size=MAX_UPLOAD)
+
+
+if __name__ == "__main__":
+    main()
