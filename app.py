@@ -95,7 +95,7 @@ def readable(exc: BaseException) -> str:
     for secret in {str(ROOT), tempfile.gettempdir()}:
         text = text.replace(secret, "…")
     text = text[:1].upper() + text[1:]
-    return html.escape(text if text.endswith((".", "!", "?")) else text + ".")
+    return html.escape(text if text.endswith((".", "!", "?")) else text + ".", quote=False)
 
 
 def _log_rejected(where: str, exc: BaseException) -> None:
@@ -201,24 +201,39 @@ def stream(fn: Callable, page: Any) -> Callable:
     return run
 
 
+class UnreadableUpload(str):
+    """What :class:`PhotoInput` passes on for an upload that is not an image: the message, for the handler to show
+    on the status line (raising in preprocessing would leave only error badges and a toast)."""
+
+
+NOT_AN_IMAGE = "this file is not an image the app can read. Please upload a JPEG, PNG or WebP photo"
+
+
 class PhotoInput(gr.Image):
     """An image upload that is checked with the project's own safe loader before anything else decodes it: a text
     file named ``.png`` or a corrupt upload gets a message in words, not a preprocessing error with server paths.
     Passes the uploaded file's path on (the session layer loads a downscaled working copy of large photos)."""
+
+    is_template = True  # drawn by the page as the plain Image component
 
     def preprocess(self, payload: Any) -> str | None:
         if payload is None:
             return None
         path = getattr(payload, "path", None) or (payload.get("path") if isinstance(payload, dict) else None)
         if not path:
-            raise gr.Error("The upload did not arrive. Please try again.", print_exception=False)
+            return UnreadableUpload("the upload did not arrive. Please try again")
         try:
             with Image.open(path) as im:
                 im.size  # noqa: B018 - the header only: cheap, no decoding
         except Exception:  # noqa: BLE001 - anything that is not an image
-            raise gr.Error("This file is not an image the app can read. Please upload a JPEG, PNG or WebP photo.",
-                           print_exception=False) from None
+            return UnreadableUpload(NOT_AN_IMAGE)
         return str(path)
+
+
+def readable_upload(image: Any) -> None:
+    """Raise the message of an upload :class:`PhotoInput` could not read."""
+    if isinstance(image, UnreadableUpload):
+        raise RequestError(str(image))
 
 
 # --------------------------------------------------------------------------------------------------- the app
@@ -261,6 +276,7 @@ class AgeApp:
 
     def session(self, image: Any, already_aligned: Any = False, face_index: Any = 0,
                 what: str = "photo") -> FaceSession:
+        readable_upload(image)
         if self.pipe is None:
             raise gr.Error(self.problem_for_people(), print_exception=False)
         return self.sessions.session(image, already_aligned, face_index, what)
@@ -429,6 +445,7 @@ def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None =
                         result: None, input_info: "", result_info: "", full_file: None, status_line: ""}
             if app._repeat(str(image), bool(aligned)):
                 return {}
+            readable_upload(image)
             gallery = gr.update(value=None, visible=False)
             if not aligned and app.pipe is not None:
                 photo_ = app.sessions.photo(image)

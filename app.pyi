@@ -203,18 +203,19 @@ class PhotoInput(gr.Image):
     file named ``.png`` or a corrupt upload gets a message in words, not a preprocessing error with server paths.
     Passes the uploaded file's path on (the session layer loads a downscaled working copy of large photos)."""
 
+    is_template = True  # drawn by the page as the plain Image component
+
     def preprocess(self, payload: Any) -> str | None:
         if payload is None:
             return None
         path = getattr(payload, "path", None) or (payload.get("path") if isinstance(payload, dict) else None)
         if not path:
-            raise gr.Error("The upload did not arrive. Please try again.", print_exception=False)
+            return UnreadableUpload("the upload did not arrive. Please try again")
         try:
             with Image.open(path) as im:
                 im.size  # noqa: B018 - the header only: cheap, no decoding
         except Exception:  # noqa: BLE001 - anything that is not an image
-            raise gr.Error("This file is not an image the app can read. Please upload a JPEG, PNG or WebP photo.",
-                           print_exception=False) from None
+            return UnreadableUpload(NOT_AN_IMAGE)
         return str(path)
     from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
     from gradio.blocks import Block

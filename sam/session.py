@@ -61,7 +61,7 @@ class RequestError(ValueError):
 # --------------------------------------------------------------------------------------------- request values
 
 
-def read_number(value: Any, name: str, lo: float, hi: float, *, integer: bool = False,
+def read_number(value: Any, name: str, lo: float, hi: float = math.inf, *, integer: bool = False,
                 default: float | None = None) -> float:
     """``value`` as a finite number in ``[lo, hi]`` (an ``int`` when ``integer``; must be whole then).
 
@@ -78,10 +78,11 @@ def read_number(value: Any, name: str, lo: float, hi: float, *, integer: bool = 
         x = float(value)
     except (TypeError, ValueError):
         raise RequestError(f"{name} must be a number, got {str(value)[:40]!r}") from None
+    span = f"between {lo:g} and {hi:g}" if math.isfinite(hi) else f"{lo:g} or more"
     if not math.isfinite(x):
-        raise RequestError(f"{name} must be a number between {lo:g} and {hi:g}, got {x}")
+        raise RequestError(f"{name} must be a number {span}, got {x}")
     if not lo <= x <= hi:
-        raise RequestError(f"{name} must be between {lo:g} and {hi:g}, got {x:g}")
+        raise RequestError(f"{name} must be {span}, got {x:g}")
     if integer:
         if x != int(x):
             raise RequestError(f"{name} must be a whole number, got {x:g}")
@@ -102,7 +103,7 @@ def read_flag(value: Any, name: str) -> bool:
 
 def read_size(value: Any, full: int, default: int | None = None) -> int:
     """An output side in pixels: ``MIN_SIZE`` to ``full`` (a larger request is capped at ``full``)."""
-    s = read_number(value, "size", MIN_SIZE, 1 << 20, integer=True, default=default or full)
+    s = read_number(value, "size", MIN_SIZE, integer=True, default=default or full)
     return min(int(s), full)
 
 
@@ -151,7 +152,7 @@ class Photo:
                 "visible, roughly frontal face at least about 40 pixels wide. If it is already an aligned face "
                 "crop, tick \"already aligned\""
             )
-        i = read_number(index, "face index", 0, 10_000, integer=True, default=0)
+        i = read_number(index, "face index", 0, integer=True, default=0)
         if i >= len(found):
             raise RequestError(f"face number {i} was asked for, but the {what} has {len(found)} face(s) "
                                f"(numbered 0 to {len(found) - 1})")
@@ -256,8 +257,8 @@ class FaceSession:
         self.photo = photo
         self.already_aligned = bool(already_aligned)
         self.measures = measures or FaceMeasures(False)
-        self.face_index = 0 if already_aligned else int(read_number(face_index, "face index", 0, 10_000,
-                                                                    integer=True, default=0))
+        self.face_index = 0 if already_aligned else int(read_number(face_index, "face index", 0, integer=True,
+                                                                    default=0))
         self.aligned: AlignedFace | None = None
         if self.already_aligned:
             self.face_image = photo.image
@@ -466,7 +467,7 @@ class SessionCache:
         if self.pipe is None:
             raise RuntimeError("the model is not loaded")
         aligned = read_flag(already_aligned, "already_aligned")
-        idx = 0 if aligned else int(read_number(face_index, "face index", 0, 10_000, integer=True, default=0))
+        idx = 0 if aligned else int(read_number(face_index, "face index", 0, integer=True, default=0))
         photo = self.photo(src, what)
         key = (photo.key, aligned, idx)
         with self._lock:

@@ -1,33 +1,40 @@
-"""The Gradio app with a tiny synthetic checkpoint: endpoints called directly and through a local server with
-gradio_client (loopback only), readable errors for bad inputs, per-photo caching, and the page without weights."""
+"""The Gradio app on a tiny synthetic checkpoint: the handlers, every bad value through each door (Python, the raw
+HTTP API with NaN / Infinity, gradio_client, the page), cancelled and abandoned jobs, the queue limit, the key-age
+warm-up overlapping requests, and a real browser. Servers listen on 127.0.0.1 only; every wait is bounded."""
 
 from __future__ import annotations
 
+import asyncio
+import glob
+import json
+import logging
 import os
 import socket
+import threading
+import time
 from pathlib import Path
 
 import gradio as gr
+import httpx
 import imageio.v3 as iio
 import numpy as np
 import pytest
 from PIL import Image
 
 import app
+from sam.ages import KEY_AGES
+from sam.pipeline import to_pil
+from sam.session import FaceSession, Photo
 from tests.conftest import TINY
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 ASTRONAUT = str(Path(__file__).resolve().parents[1] / "assets" / "astronaut.png")
+S = TINY.output_size
 
 
 @pytest.fixture(scope="module")
-def tiny_ckpt(tiny_checkpoint) -> Path:
-    return tiny_checkpoint
-
-
-@pytest.fixture(scope="module")
-def demo(tiny_ckpt) -> gr.Blocks:
-    return app.build_demo(str(tiny_ckpt), device="cpu")
+def demo(tiny_checkpoint) -> gr.Blocks:
+    return app.build_demo(str(tiny_checkpoint), device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -43,36 +50,71 @@ def faceless(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="module")
-def corrupt(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("img") / "broken.png"
-    path.write_bytes(Path(ASTRONAUT).read_bytes()[:300])
+def text_png(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("img") / "notes.png"
+    path.write_text("<b>not</b> an image\n")
     return str(path)
 
 
-def _endpoint(demo: gr.Blocks, name: str):
-    return next(d.fn for d in demo.fns.values() if d.api_name == name)
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _launch(blocks: gr.Blocks, max_queue: int = app.MAX_QUEUE) -> str:
+    app.limit_queue(blocks, max_queue)
+    _, url, _ = blocks.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True,
+                              quiet=True, show_error=False)
+    return url
+
+
+@pytest.fixture(scope="module")
+def server(demo):
+    url = _launch(demo)
+    yield url
+    demo.close()
+
+
+def _run_job(fn, *args):
+    """Call a ``job``-wrapped handler as Gradio would (no progress tracker outside a server)."""
+    return asyncio.run(fn(*args, None))
+
+
+def _frames(path: str) -> np.ndarray:
+    return np.stack(list(iio.imiter(path)))
+
+
+def _local(result) -> str:
+    while isinstance(result, dict):
+        result = result.get("video") or result.get("path")
+    return result
 
 
 # --------------------------------------------------------------------------------------------- without weights
 
 
-def test_page_without_weights_says_how_to_provide_them(tmp_path, monkeypatch):
+def test_page_without_weights_says_so_without_server_paths(tmp_path, monkeypatch, caplog):
     monkeypatch.delenv("SAM_CHECKPOINT", raising=False)
-    page = app.build_demo(str(tmp_path / "missing.pt"))
+    with caplog.at_level(logging.WARNING, logger="sam.app"):
+        page = app.build_demo(str(tmp_path / "missing.pt"))
     texts = " ".join(str(getattr(b, "value", "")) for b in page.blocks.values())
-    assert "not loaded" in texts and "missing.pt" in texts and "SAM_CHECKPOINT" in texts
-    with pytest.raises(gr.Error, match="not loaded"):
-        _endpoint(page, "age")(ASTRONAUT, 40)
-    page.sam_app.ui_photo(None, False, 40, False)  # clearing the photo is fine without a model
+    assert "not loaded" in texts and str(tmp_path) not in texts and "missing.pt" not in texts
+    assert "missing.pt" in caplog.text and "SAM_CHECKPOINT" in caplog.text  # the operator's details: in the log
+    with pytest.raises(gr.Error, match="not loaded") as info:
+        _run_job(app.job(page.sam_app.age), ASTRONAUT, 40, None, False, 0, False)
+    assert str(tmp_path) not in str(info.value)
 
 
-def test_page_with_download_problem(tmp_path):
-    page = app.build_demo(str(tmp_path / "missing.pt"), problem="downloading failed (offline?)")
+def test_page_with_download_problem(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="sam.app"):
+        page = app.build_demo(str(tmp_path / "missing.pt"), problem="<urlopen error [Errno -3] offline>")
     texts = " ".join(str(getattr(b, "value", "")) for b in page.blocks.values())
-    assert "offline?" in texts
+    assert "not loaded" in texts and "<urlopen" not in texts
+    assert "urlopen error" in caplog.text
 
 
-# --------------------------------------------------------------------------------------------- endpoints
+# --------------------------------------------------------------------------------------------- the handlers
 
 
 def test_named_endpoints(demo):
@@ -80,235 +122,396 @@ def test_named_endpoints(demo):
     assert names == {"age", "mix", "lifespan"}
 
 
-def test_age_endpoint(demo, sam_app):
-    out = _endpoint(demo, "age")(ASTRONAUT, 40)
-    assert isinstance(out, Image.Image) and out.size == (32, 32)  # full resolution of the tiny model
-    pasted = _endpoint(demo, "age")(ASTRONAUT, 40, 32, False, 0, True)
+def test_age_renders_the_rounded_age_and_pastes_back(sam_app):
+    session = sam_app.session(ASTRONAUT)
+    out = sam_app.age(ASTRONAUT, 59.6)
+    assert out.size == (S, S)
+    assert np.array_equal(np.asarray(out), np.asarray(session.render(60)))  # round half up: 59.6 -> 60
+    assert not np.array_equal(np.asarray(out), np.asarray(session.render(59)))
+    caption = session.caption(59.6, out)  # '' when the metric models are missing
+    assert caption == "" or caption.startswith("Age 60: reads as")
+    assert np.array_equal(np.asarray(sam_app.age(ASTRONAUT, 59.5)), np.asarray(out))
+    pasted = sam_app.age(ASTRONAUT, 40, S, False, 0, True)
     assert pasted.size == Image.open(ASTRONAUT).size
-    preview = sam_app.preview(ASTRONAUT, 70)
-    assert preview.size == (32, 32)  # min(256, output_size)
-    assert not np.array_equal(np.asarray(out), np.asarray(preview))
 
 
-def test_mix_endpoint(demo, sam_app):
-    mixed = _endpoint(demo, "mix")(ASTRONAUT, ASTRONAUT, 60, "4-7", 0.5)
-    assert mixed.size == (32, 32)
-    ui_mixed, ui_plain = sam_app.ui_mix(ASTRONAUT, ASTRONAUT, 60, "custom layers", "5,7", 0.8, False, 0, False)
-    assert ui_mixed.size == ui_plain.size == (32, 32)
+def test_mix_changes_the_result_and_equals_the_pipelines_mix(sam_app):
+    pipe = sam_app.pipe
+    mixed = sam_app.mix(ASTRONAUT, ASTRONAUT, 60, "4-7", 0.5)
+    plain = sam_app.age(ASTRONAUT, 60)
+    assert not np.array_equal(np.asarray(mixed), np.asarray(plain))  # the reference's styles changed something
+    face = sam_app.session(ASTRONAUT)
+    codes = pipe.latents(face.encoded, [60]).clone()
+    ref = pipe.reference_code(face.encoded)
+    codes[:, 4:8] = 0.5 * ref[:, 4:8] + 0.5 * codes[:, 4:8]  # the paper's mix, written out here
+    expected = to_pil(pipe.render(codes))[0]
+    assert np.array_equal(np.asarray(mixed), np.asarray(expected))
 
 
-def test_lifespan_endpoint(demo, sam_app):
-    mp4 = _endpoint(demo, "lifespan")(ASTRONAUT, 20, 50, 2, 10, 32)
+def test_lifespan_video(sam_app):
+    mp4 = sam_app.lifespan(ASTRONAUT, 20, 50, 2, 10, S)
     frames = _frames(mp4)
     assert frames.shape[0] == (4 - 1) * 3 + 1  # keys 20, 30, 40, 50; 2 frames between each pair
-    assert frames.shape[1:3] == (32, 32)
-    video, files = sam_app.ui_lifespan(ASTRONAUT, 100, 80, 1, 12, 32, True, True, True, False, 0)
-    assert video.endswith(".mp4") and len(files) == 2 and files[1].endswith(".gif")
-    assert Path(files[1]).stat().st_size > 0
+    assert frames.shape[1:3] == (S, S)
 
 
-def _frames(path: str) -> np.ndarray:
-    return np.stack(list(iio.imiter(path)))
+def test_cancelled_lifespan_leaves_no_file(sam_app):
+    calls = []
+
+    def stop_after_three() -> bool:
+        calls.append(1)
+        return len(calls) > 3
+
+    with pytest.raises(app.JobCancelledError):
+        sam_app.lifespan(ASTRONAUT, 0, 100, 5, 10, S, should_stop=stop_after_three)
+    assert not glob.glob(str(sam_app.workdir / "*partial*"))
 
 
-def test_strip_and_full_resolution(sam_app):
-    strip = sam_app.ui_strip(ASTRONAUT, ["0", "50", "100"], False, 0)
-    assert [label for _, label in strip] == ["age 0", "age 50", "age 100"]
-    update = sam_app.ui_full(ASTRONAUT, 33, False, 0, False)
-    assert update["visible"] and update["value"].endswith(".png") and Image.open(update["value"]).size == (32, 32)
+# --------------------------------------------------------------------------------------------- bad values
 
 
-def test_photo_and_face_picker(sam_app, tmp_path):
-    gallery, idx, aligned, preview, *_ = sam_app.ui_photo(ASTRONAUT, False, 40, False)
-    assert idx == 0 and gallery["visible"] is False
-    assert aligned.size == (64, 64) and preview.size == (32, 32)  # aligned at the encoder's input size
-    two = Image.new("RGB", (1024, 512))
-    img = Image.open(ASTRONAUT).convert("RGB").resize((512, 512))
-    two.paste(img, (0, 0))
-    two.paste(img.resize((400, 400)), (562, 56))
-    path = tmp_path / "two.png"
-    two.save(path)
-    gallery, idx, aligned, *_ = sam_app.ui_photo(str(path), False, 40, False)
-    assert gallery["visible"] is True and len(gallery["value"]) == 2
-    second = sam_app.prepare(str(path), False, 1)
-    first = sam_app.prepare(str(path), False, 0)
-    assert second.aligned.face.box[0] > first.aligned.face.box[0]  # the right-hand face
+BAD_VALUES = [
+    # (handler, arguments, words the message must hold)
+    ("age", (None, 40), "add a photo"),
+    ("age", ("TEXT", 40), "not a recognised image"),
+    ("age", ("FACELESS", 40), "no face found"),
+    ("age", (ASTRONAUT, 140), "between 0 and 100"),
+    ("age", (ASTRONAUT, float("nan")), "must be a number between 0 and 100"),
+    ("age", (ASTRONAUT, float("inf")), "must be a number between 0 and 100"),
+    ("age", (ASTRONAUT, "old"), "must be a number"),
+    ("age", (ASTRONAUT, 40, float("nan")), "size must be a number"),
+    ("age", (ASTRONAUT, 40, -5), "size must be 8 or more"),
+    ("age", (ASTRONAUT, 40, S, False, float("nan")), "face index must be a number"),
+    ("age", (ASTRONAUT, 40, S, False, -1), "face index must be 0 or more"),
+    ("age", (ASTRONAUT, 40, S, False, 3), "face number 3 was asked for, but the photo has 1 face"),
+    ("age", (ASTRONAUT, 40, S, False, 0.5), "whole number"),
+    ("mix", (ASTRONAUT, None, 40), "reference"),
+    ("mix", (ASTRONAUT, "FACELESS", 40, "4-7"), "no face found in the reference"),
+    ("mix", (ASTRONAUT, ASTRONAUT, 40, "3-99"), "between 0 and 7"),
+    ("mix", (ASTRONAUT, ASTRONAUT, 40, "<script>"), "&lt;script&gt;"),
+    ("mix", (ASTRONAUT, ASTRONAUT, 40, "fine"), "no fine layers"),
+    ("mix", (ASTRONAUT, ASTRONAUT, 40, "4-7", 2), "between 0 and 1"),
+    ("mix", (ASTRONAUT, ASTRONAUT, 40, "4-7", float("nan")), "mix strength must be a number"),
+    ("lifespan", (ASTRONAUT, 30, 30), "same"),
+    ("lifespan", (ASTRONAUT, float("nan"), 100), "start age must be a number"),
+    ("lifespan", (ASTRONAUT, 0, float("inf")), "end age must be a number"),
+    ("lifespan", (ASTRONAUT, 0, 100, 500), "frames between key ages must be between 0 and 60"),
+    ("lifespan", (ASTRONAUT, 0, 100, 5, float("nan")), "fps must be a number"),
+    ("lifespan", (ASTRONAUT, 0, 100, 5, 0), "fps must be between 1 and 60"),
+]
 
 
-def test_estimated_age_and_identity_shown(sam_app):
-    """The slider starts at the uploaded face's estimated age; each result shows its estimated age and identity."""
-    pytest.importorskip("onnxruntime")
-    from sam.metrics import MetricModelMissingError, age_model_path, descriptor_model_path
-
-    try:
-        age_model_path(), descriptor_model_path()
-    except MetricModelMissingError as exc:
-        pytest.skip(str(exc))
-    gallery, idx, aligned, preview, slider, input_info, result_info = sam_app.ui_photo(ASTRONAUT, False, 40, False)
-    assert 25 <= slider["value"] <= 45  # the astronaut reads about 35
-    assert input_info == f"Estimated age of this face: **{slider['value']}**"
-    assert result_info.startswith(f"Age {slider['value']}: reads as **") and "identity **" in result_info
-    image, text = sam_app.ui_preview(ASTRONAUT, 70, False, 0, False)
-    assert image.size == (32, 32) and text.startswith("Age 70: reads as") and "person)" in text
-    strip, table = sam_app.ui_strip_measured(ASTRONAUT, ["10", "80"], False, 0)
-    assert len(strip) == 2 and "| age 10 | reads as" in table and "| age 80 |" in table and "Estimated age" in table
-    mixed, plain, mixed_info, plain_info = sam_app.ui_mix_measured(ASTRONAUT, ASTRONAUT, 60, "custom layers", "5,7",
-                                                                   0.8, False, 0, False)
-    assert mixed.size == (32, 32) and mixed_info.startswith("Age 60: reads as") and "identity" in plain_info
+@pytest.mark.parametrize(("name", "args", "words"), BAD_VALUES)
+def test_bad_values_give_readable_messages(sam_app, faceless, text_png, name, args, words, caplog):
+    args = tuple({"TEXT": text_png, "FACELESS": faceless}.get(a, a) if isinstance(a, str) else a for a in args)
+    with caplog.at_level(logging.INFO, logger="sam.app"), pytest.raises(gr.Error) as info:
+        _run_job(app.job(getattr(sam_app, name)), *args)
+    message = str(info.value.message)
+    assert words.lower() in message.lower()
+    assert "Traceback" not in message and "Something went wrong" not in message
+    assert "/tmp" not in message and str(app.ROOT) not in message and "api_" not in message
+    assert "Traceback" not in caplog.text and len(caplog.records) == 1  # one log line per rejected request
 
 
-def test_missing_metric_models_leave_the_page_working(tiny_ckpt, tmp_path):
-    from sam.metrics import FaceMetrics
-
-    fresh = app.AgeApp.load(str(tiny_ckpt), device="cpu")
-    fresh.metrics = FaceMetrics(age_model=tmp_path / "no-age.onnx", descriptor_model=tmp_path / "no-id.dat")
-    gallery, idx, aligned, preview, slider, input_info, result_info = fresh.ui_photo(ASTRONAUT, False, 40, False)
-    assert preview.size == (32, 32) and input_info == "" and result_info == ""
-    assert slider == gr.skip()  # the slider stays where it was
-    assert fresh.ui_preview(ASTRONAUT, 60)[1] == ""
-    assert fresh.ui_strip_measured(ASTRONAUT, ["10"], False, 0)[1] == ""
-    assert fresh.ui_mix_measured(ASTRONAUT, ASTRONAUT, 60, "custom layers", "5", 0.5, False, 0, False)[2:] == ("", "")
-    broken = app.AgeApp.load(str(tiny_ckpt), device="cpu")
-
-    class Boom:
-        def __getattr__(self, name):
-            raise RuntimeError("metric crashed")
-
-    broken.metrics = Boom()
-    assert broken.ui_preview(ASTRONAUT, 60)[1] == ""
-    assert broken.ui_photo(ASTRONAUT, False, 40, False)[3].size == (32, 32)
+def test_page_errors_go_to_the_status_line(demo, faceless):
+    """A page handler's failure is an update of the status line (it stays), not an exception (badges)."""
+    status = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "status")
+    handler = next(d.fn for d in demo.fns.values() if getattr(d.fn, "__name__", "") == "on_photo")
+    out = asyncio.run(handler(faceless, False, 40, False, None))
+    assert list(out) == [status] and out[status].startswith("⚠️ No face found in the photo")
 
 
-# --------------------------------------------------------------------------------------------- bad inputs
+def test_readable_messages_escape_html_and_hide_paths():
+    assert app.readable(ValueError("<urlopen error [Errno 111]>")) == "&lt;urlopen error [Errno 111]&gt;."
+    text = app.readable(ValueError(f"cannot read {app.ROOT}/weights/x.pt"))
+    assert str(app.ROOT) not in text
+    assert app.readable(RuntimeError("CUDA kernel at 0x7f")) == "Something went wrong on the server. Please try again."
+    assert app.readable(app.JobCancelledError()) == "Cancelled."
 
 
-@pytest.mark.parametrize(
-    ("call", "message"),
-    [
-        (lambda a, f, c: a.api_age(None, 40), "Add a photo"),
-        (lambda a, f, c: a.api_age(c, 40), "image"),
-        (lambda a, f, c: a.api_age(f, 40), "no face found"),
-        (lambda a, f, c: a.api_age(ASTRONAUT, 140), "between 0 and 100"),
-        (lambda a, f, c: a.api_age(ASTRONAUT, 40, 32, False, 3), "has 1 face"),
-        (lambda a, f, c: a.api_mix(ASTRONAUT, None, 40), "reference"),
-        (lambda a, f, c: a.api_mix(ASTRONAUT, f, 40, "4-7"), "no face found in the reference"),
-        (lambda a, f, c: a.api_mix(ASTRONAUT, ASTRONAUT, 40, "3-99"), "between 0 and 7"),
-        (lambda a, f, c: a.api_mix(ASTRONAUT, ASTRONAUT, 40, "eyes"), "cannot read style layers"),
-        (lambda a, f, c: a.api_mix(ASTRONAUT, ASTRONAUT, 40, "fine"), "no fine layers"),
-        (lambda a, f, c: a.api_mix(ASTRONAUT, ASTRONAUT, 40, "4-7", 2), "between 0 and 1"),
-        (lambda a, f, c: a.api_lifespan(ASTRONAUT, 30, 30), "same"),
-        (lambda a, f, c: a.api_lifespan(ASTRONAUT, 0, 100, 500), "frames between"),
-        (lambda a, f, c: a.api_lifespan(c), "image"),
-    ],
-)
-def test_bad_inputs_give_readable_errors(sam_app, faceless, corrupt, call, message):
-    wrapped = app.friendly_errors(lambda: call(sam_app, faceless, corrupt))
-    with pytest.raises(gr.Error) as info:
-        wrapped()
-    assert message.lower() in str(info.value).lower()
-    assert "Traceback" not in str(info.value) and "Something went wrong" not in str(info.value)
+def test_photo_input_refuses_non_images_before_gradio_decodes(text_png, tmp_path):
+    from gradio.data_classes import FileData
+
+    box = app.PhotoInput(type="filepath")
+    passed_on = box.preprocess(FileData(path=text_png))
+    assert isinstance(passed_on, app.UnreadableUpload) and text_png not in passed_on
+    with pytest.raises(gr.Error, match="not an image the app can read"):
+        _run_job(app.job(app.AgeApp(None).age), passed_on, 40)
+    assert box.preprocess(FileData(path=ASTRONAUT)) == ASTRONAUT
 
 
-def test_unexpected_errors_become_messages():
-    def boom():
-        raise RuntimeError("kaboom")
-
-    with pytest.raises(gr.Error, match="Something went wrong.*kaboom"):
-        app.friendly_errors(boom)()
-
-
-# --------------------------------------------------------------------------------------------- caching
+def test_huge_photo_works_on_a_downscaled_copy(sam_app, tmp_path):
+    big = Image.open(ASTRONAUT).convert("RGB").resize((8000, 8000), Image.Resampling.NEAREST)
+    path = tmp_path / "big.jpg"
+    big.save(path, quality=85)
+    out = sam_app.age(str(path), 70, None, False, 0, True)
+    assert max(out.size) == 4096  # the working copy, face pasted back
+    assert sam_app.session(str(path)).face_image.size == (TINY.encoder.input_size,) * 2
 
 
-def test_slider_moves_rerun_only_the_age_dependent_part(tiny_ckpt, monkeypatch):
-    fresh = app.AgeApp.load(str(tiny_ckpt), device="cpu")
+# --------------------------------------------------------------------------------------------- concurrency
+
+
+def test_key_age_warm_up_and_requests_overlap(tiny_checkpoint):
+    """The warm-up thread fills the code cache while requests read it: no 'dictionary changed size', and the
+    encoder never runs twice at once (one model lock)."""
+    fresh = app.AgeApp.load(str(tiny_checkpoint), device="cpu")
+    model = fresh.pipe.model
+    inside, most = [0], [0]
+    real_encode = model.encode
+
+    def slow_encode(*a, **k):
+        inside[0] += 1
+        most[0] = max(most[0], inside[0])
+        try:
+            time.sleep(0.05)
+            return real_encode(*a, **k)
+        finally:
+            inside[0] -= 1
+
+    model.encode = slow_encode
+    session = fresh.session(ASTRONAUT)
+    thread = session.start_warm_up()
+    assert thread is not None and session.start_warm_up() is None  # one warm-up per face
+    errors, served = [], []
+    deadline = time.monotonic() + 20
+    while thread.is_alive() and time.monotonic() < deadline:
+        try:
+            for age in (13, 47, 88):
+                quick = session.quick_preview(age)
+                served.append(quick if quick is not None else session.preview(age))
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+    thread.join(timeout=30)
+    assert not errors and served and most[0] == 1
+    assert set(KEY_AGES) <= set(fresh.pipe.cached_ages(session.encoded))
+    assert session.quick_preview(43) is not None  # between 40 and 50 (never asked for exactly): interpolated
+
+
+def test_slider_moves_rerun_only_the_age_dependent_part(tiny_checkpoint, monkeypatch):
+    import sam.session as session_module
+
+    fresh = app.AgeApp.load(str(tiny_checkpoint), device="cpu")
     encodes, detections = [], []
     fresh.pipe.model.pretrained_encoder.register_forward_hook(lambda *a: encodes.append(1))
-    real_detect = app.detect_faces
-    monkeypatch.setattr(app, "detect_faces", lambda img: detections.append(1) or real_detect(img))
-    fresh.ui_photo(ASTRONAUT, False, 40, False)
+    real_detect = session_module.detect_faces
+    monkeypatch.setattr(session_module, "detect_faces", lambda img: detections.append(1) or real_detect(img))
     for age in (10, 70):
-        fresh.preview(ASTRONAUT, age)
-    fresh.preview(ASTRONAUT, 50, paste=True)
-    fresh.api_age(ASTRONAUT, 20)
+        fresh.session(ASTRONAUT).preview(age)
+    fresh.age(ASTRONAUT, 20, None, False, 0, True)
     assert len(encodes) == 1 and len(detections) == 1
-    fresh.preview(ASTRONAUT, 50, already_aligned=True)  # a different input to the model: one more encode
+    fresh.session(ASTRONAUT, already_aligned=True).preview(50)  # a different input to the model
     assert len(encodes) == 2 and len(detections) == 1
-
-
-def test_key_ages_precomputed_and_interpolated_previews(tiny_ckpt):
-    fresh = app.AgeApp.load(str(tiny_ckpt), device="cpu")
-    prep = fresh.prepare(ASTRONAUT)
-    first = list(fresh.ui_preview_stream(ASTRONAUT, 33))  # nothing cached yet: the exact result only
-    assert len(first) == 1 and "interpolated" not in first[0][1]
-    thread = fresh.warm_key_ages(prep)
-    assert thread is not None
-    thread.join(timeout=60)
-    assert all(a in prep.encoded.age_codes for a in app.KEY_AGES)
-    assert fresh.warm_key_ages(prep) is None  # nothing left to do
-    steps = list(fresh.ui_preview_stream(ASTRONAUT, 47))  # between 40 and 50: interpolated first, then exact
-    assert len(steps) == 2 and "interpolated" in steps[0][1]
-    assert steps[0][0].size == steps[1][0].size == (TINY.output_size, TINY.output_size)
-    assert len(list(fresh.ui_preview_stream(ASTRONAUT, 60))) == 1  # a key age: exact at once
-
-
-def test_streaming_callbacks_get_readable_errors():
-    def stream():
-        yield 1
-        raise ValueError("bad age")
-
-    wrapped = app.friendly_errors(stream)
-    gen = wrapped()
-    assert next(gen) == 1
-    with pytest.raises(gr.Error, match="bad age"):
-        next(gen)
-
-
-def test_layer_and_age_helpers():
-    assert app.parse_layers("colour & lighting", 18) == list(range(8, 18))
-    assert app.parse_layers("hair & texture", 18) == [4, 5, 6, 7]
-    assert app.parse_layers("0, 2 5-6", 18) == [0, 2, 5, 6]
-    assert app.parse_layers([3, 1], 18) == [1, 3]
-    assert app.key_ages(0, 100) == list(range(0, 101, 10))
-    assert app.key_ages(85, 40) == [85, 75, 65, 55, 40]
-    assert app.key_ages(20, 25) == [20, 25]
 
 
 # --------------------------------------------------------------------------------------------- live server
 
 
-def test_server_with_gradio_client(demo, faceless, tmp_path):
+def test_server_with_gradio_client(server, faceless, tmp_path):
     from gradio_client import Client, handle_file
 
-    demo.queue(default_concurrency_limit=1)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                            show_error=True)
+    client = Client(server, verbose=False, download_files=str(tmp_path))
+    img = client.predict(handle_file(ASTRONAUT), 30, api_name="/age")
+    assert Image.open(_local(img)).size == (S, S)
+    mixed = client.predict(handle_file(ASTRONAUT), handle_file(ASTRONAUT), 60, "4-7", 0.7, api_name="/mix")
+    assert Image.open(_local(mixed)).size == (S, S)
+    video = client.predict(handle_file(ASTRONAUT), 40, 60, 1, 10, S, api_name="/lifespan")
+    assert _frames(_local(video)).shape[0] == 5
+    with pytest.raises(Exception, match="No face found in the photo"):
+        client.predict(handle_file(faceless), 30, api_name="/age")
+    with pytest.raises(Exception, match="(?i)face index must be 0 or more"):
+        client.predict(handle_file(ASTRONAUT), 30, S, False, -1, api_name="/age")
+    img = client.predict(handle_file(ASTRONAUT), 80, api_name="/age")  # still serving after errors
+    assert Image.open(_local(img)).size == (S, S)
+
+
+def _raw_call(url: str, api: str, data_text: str, timeout: float = 60) -> tuple[str, str]:
+    """POST raw JSON text (it may hold NaN / Infinity) to /gradio_api/call/<api>; return (event, data) of the
+    stream's last message."""
+    with httpx.Client(timeout=timeout) as http:
+        r = http.post(f"{url}gradio_api/call/{api}", content=data_text, headers={"content-type": "application/json"})
+        r.raise_for_status()
+        event_id = r.json()["event_id"]
+        event, data = "", ""
+        with http.stream("GET", f"{url}gradio_api/call/{api}/{event_id}") as stream:
+            for line in stream.iter_lines():
+                if line.startswith("event:"):
+                    event = line.split(":", 1)[1].strip()
+                elif line.startswith("data:"):
+                    data = line.split(":", 1)[1].strip()
+                    if event in ("complete", "error"):
+                        break
+        return event, data
+
+
+def _upload(url: str, path: str) -> dict:
+    with httpx.Client(timeout=30) as http, open(path, "rb") as fh:
+        r = http.post(f"{url}gradio_api/upload", files={"files": (Path(path).name, fh)})
+        r.raise_for_status()
+        return {"path": r.json()[0], "meta": {"_type": "gradio.FileData"}}
+
+
+@pytest.mark.parametrize(("api", "values", "words"), [
+    ("age", "[IMG, NaN, 32, false, 0, false]", "target age must be a number between 0 and 100"),
+    ("age", "[IMG, Infinity, 32, false, 0, false]", "target age must be a number between 0 and 100"),
+    ("age", "[IMG, -Infinity, 32, false, 0, false]", "target age must be a number between 0 and 100"),
+    ("age", "[IMG, 40, NaN, false, 0, false]", "size must be a number"),
+    ("age", "[IMG, 40, 32, false, NaN, false]", "face index must be a number"),
+    ("age", "[IMG, 40, 32, false, -1, false]", "face index must be 0 or more"),
+    ("lifespan", "[IMG, NaN, 100, 10, 20, 32, false, false, 0]", "start age must be a number"),
+    ("lifespan", "[IMG, 0, Infinity, 10, 20, 32, false, false, 0]", "end age must be a number"),
+    ("lifespan", "[IMG, 0, 100, NaN, 20, 32, false, false, 0]", "frames between key ages must be a number"),
+    ("lifespan", "[IMG, 0, 100, 10, -3, 32, false, false, 0]", "fps must be between 1 and 60"),
+    ("mix", "[IMG, IMG, 40, \"fine\", NaN, 32, false, false]", "mix strength must be a number"),
+])
+def test_raw_http_api_with_nan_and_infinity(server, capfd, api, values, words):
+    image = json.dumps(_upload(server, ASTRONAUT))
+    capfd.readouterr()
+    event, data = _raw_call(server, api, '{"data": ' + values.replace("IMG", image) + "}")
+    payload = json.loads(data)
+    message = payload.get("error", "") if isinstance(payload, dict) else str(payload)
+    assert event == "error" and words in message.lower(), payload
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_cancelled_jobs_leave_the_server_idle(sam_app, server):
+    """Four /lifespan jobs cancelled by their clients once progress shows: within 20 s no ffmpeg child, no model
+    work, no partial file, and memory back near where it was."""
+    from gradio_client import Client, handle_file
+
+    real_render = sam_app.pipe.render
+    rendered = [0]
+
+    def slow_render(*args, **kwargs):  # about 12 s per job if nothing stops it
+        rendered[0] += 1
+        time.sleep(0.02)
+        return real_render(*args, **kwargs)
+
+    sam_app.pipe.render = slow_render
     try:
-        client = Client(url, verbose=False, download_files=str(tmp_path))
-        img = client.predict(handle_file(ASTRONAUT), 30, api_name="/age")
-        assert Image.open(_local(img)).size == (32, 32)
-        mixed = client.predict(handle_file(ASTRONAUT), handle_file(ASTRONAUT), 60, "4-7", 0.7, api_name="/mix")
-        assert Image.open(_local(mixed)).size == (32, 32)
-        video = client.predict(handle_file(ASTRONAUT), 40, 60, 1, 10, 32, api_name="/lifespan")
-        assert _frames(_local(video)).shape[0] == 5
-        with pytest.raises(Exception, match="no face found"):
-            client.predict(handle_file(faceless), 30, api_name="/age")
-        img = client.predict(handle_file(ASTRONAUT), 80, api_name="/age")  # still serving after an error
-        assert Image.open(_local(img)).size == (32, 32)
-        api = client.view_api(print_info=False, return_format="dict")
-        assert {"/age", "/mix", "/lifespan"} <= set(api["named_endpoints"])
+        rss_before = _rss()
+        jobs = [Client(server, verbose=False).submit(handle_file(ASTRONAUT), 0, 100, 60, 20, S, api_name="/lifespan")
+                for _ in range(4)]
+        deadline = time.monotonic() + 30
+        while not jobs[0].status().progress_data and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert jobs[0].status().progress_data, "the first job never showed progress"
+        assert _ffmpeg_children(), "the running job should be writing its video"
+        for j in jobs:
+            j.cancel()
+        cancelled_at = time.monotonic()
+        while time.monotonic() - cancelled_at < 20 and (_ffmpeg_children() or _model_busy(sam_app)):
+            time.sleep(0.2)
+        assert not _ffmpeg_children() and not _model_busy(sam_app)
+        idle = rendered[0]
+        time.sleep(1.5)
+        assert rendered[0] == idle  # nothing started afterwards either (the queued jobs were dropped)
+        assert idle < 600  # far fewer than the 4 x 611 frames asked for
+        assert not glob.glob(str(sam_app.workdir / "*partial*"))
+        assert _rss() < rss_before + 300 * 2**20
     finally:
-        demo.close()
+        sam_app.pipe.render = real_render
 
 
-def _local(result) -> str:
-    """A gradio_client result (a path, or a dict with 'video' / 'path') -> a local path."""
-    while isinstance(result, dict):
-        result = result.get("video") or result.get("path")
-    return result
+def test_closed_page_stops_its_job(sam_app, server):
+    """A client that goes away (a closed tab: its event stream is closed) stops its job too."""
+    real_render = sam_app.pipe.render
+    rendered = [0]
+
+    def slow_render(*args, **kwargs):
+        rendered[0] += 1
+        time.sleep(0.02)
+        return real_render(*args, **kwargs)
+
+    sam_app.pipe.render = slow_render
+    try:
+        image = _upload(server, ASTRONAUT)
+        fn_index = next(i for i, d in sam_app_demo_fns(server) if d == "lifespan")
+        session = "closed-tab-test"
+        with httpx.Client(timeout=30) as http:
+            http.post(f"{server}gradio_api/queue/join", json={
+                "data": [image, 0, 100, 60, 20, S, False, False, 0], "fn_index": fn_index, "session_hash": session,
+                "event_data": None, "trigger_id": None}).raise_for_status()
+            with http.stream("GET", f"{server}gradio_api/queue/data", params={"session_hash": session}) as stream:
+                for line in stream.iter_lines():
+                    if "progress" in line:
+                        break
+        closed_at = time.monotonic()
+        while time.monotonic() - closed_at < 20 and (_model_busy(sam_app) or _ffmpeg_children()):
+            time.sleep(0.2)
+        assert not _model_busy(sam_app) and not _ffmpeg_children()
+        assert rendered[0] < 600 and not glob.glob(str(sam_app.workdir / "*partial*"))
+    finally:
+        sam_app.pipe.render = real_render
+
+
+def sam_app_demo_fns(url: str) -> list[tuple[int, str]]:
+    config = httpx.get(f"{url}config", timeout=10).json()
+    return [(i, d.get("api_name")) for i, d in enumerate(config["dependencies"])]
+
+
+def test_queue_limit_answers_busy(tiny_checkpoint):
+    from gradio_client import Client, handle_file
+
+    small = app.build_demo(str(tiny_checkpoint), device="cpu")
+    pipe = small.sam_app.pipe
+    real_render = pipe.render
+    pipe.render = lambda *a, **k: time.sleep(0.02) or real_render(*a, **k)
+    url = _launch(small, max_queue=1)
+    try:
+        client = Client(url, verbose=False)
+        jobs = [client.submit(handle_file(ASTRONAUT), 0, 100, 20, 20, S, api_name="/lifespan") for _ in range(4)]
+        messages = []
+        for j in jobs:
+            try:
+                j.result(timeout=120)
+            except Exception as exc:  # noqa: BLE001 - the busy ones
+                messages.append(str(exc))
+        assert messages and all("try again" in m.lower() for m in messages), messages  # gradio_client's words
+        with httpx.Client(timeout=30) as http:  # a raw HTTP client gets the app's own words
+            image = _upload(url, ASTRONAUT)
+            body = {"data": [image, 0, 100, 20, 20, S, False, False, 0]}
+            answers = [http.post(f"{url}gradio_api/call/lifespan", json=body) for _ in range(4)]
+        refused = [r for r in answers if r.status_code != 200]
+        assert refused and all(app.BUSY_MESSAGE in r.text for r in refused)
+    finally:
+        small.close()
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _ffmpeg_children() -> list[int]:
+    pids = []
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            with open(stat) as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            if int(fields[1]) == os.getpid() and "ffmpeg" in Path(stat).with_name("cmdline").read_text():
+                pids.append(int(Path(stat).parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return pids
+
+
+def _model_busy(sam_app) -> bool:
+    if sam_app.pipe.lock.acquire(blocking=False):
+        sam_app.pipe.lock.release()
+        return any(t.name.startswith("AnyIO worker") and _is_rendering(t) for t in threading.enumerate())
+    return True
+
+
+def _is_rendering(thread: threading.Thread) -> bool:
+    import sys
+
+    frame = sys._current_frames().get(thread.ident)
+    while frame is not None:
+        if frame.f_code.co_name in ("make_lifespan", "render_frames"):
+            return True
+        frame = frame.f_back
+    return False
 
 
 # --------------------------------------------------------------------------------------------- command line
@@ -320,8 +523,18 @@ def test_main_flags_and_offline_start(tmp_path, monkeypatch):
     monkeypatch.setenv("SAM_NO_DOWNLOAD", "1")
     app.main(["--checkpoint", str(tmp_path / "absent.pt"), "--host", "127.0.0.1", "--port", "7999"])
     assert launched["server_name"] == "127.0.0.1" and launched["server_port"] == 7999
+    assert launched["show_error"] is False  # internal errors never reach a client with server details
     texts = " ".join(str(getattr(b, "value", "")) for b in launched["blocks"].blocks.values())
-    assert "not loaded" in texts and "absent.pt" in texts
+    assert "not loaded" in texts
+
+
+def test_session_layer_is_the_only_flow(tmp_path):
+    """app.py holds no model flow: no pipeline calls, alignment or paste-back of its own."""
+    source = Path(app.__file__).read_text()
+    for needle in ("align_face", "paste_back(", "detect_faces", ".latents(", ".render(", "model.decoder",
+                   "make_lifespan"):
+        assert needle not in source, needle
+    assert isinstance(Photo.load(ASTRONAUT), Photo) and FaceSession.__module__ == "sam.session"
 
 
 # --------------------------------------------------------------------------------------------- real browser
@@ -331,30 +544,45 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)")
-def test_browser_end_to_end(demo, faceless, tmp_path):
-    """Pick a face, move the slider, render a video, and a faceless photo's message, in headless Chromium.
-
-    Screenshots go to $SAM_SCREENSHOT_DIR (default: the test's temporary folder)."""
+def test_browser_end_to_end(tiny_checkpoint, faceless, text_png, tmp_path):
+    """In headless Chromium: a faceless photo's message still readable after the toasts are gone, a text file
+    named .png, two faces and the picker, the slider, Full resolution (busy button, then the file), a huge photo,
+    and a video cancelled, then rendered. Screenshots go to $SAM_SCREENSHOT_DIR (default: a temporary folder)."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (no browser download)")
     shots = Path(os.environ.get("SAM_SCREENSHOT_DIR", tmp_path))
     shots.mkdir(parents=True, exist_ok=True)
-    demo.queue(default_concurrency_limit=1)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    page_demo = app.build_demo(str(tiny_checkpoint), device="cpu")
+    pipe = page_demo.sam_app.pipe
+    real_render = pipe.render
+    url = _launch(page_demo)
+    status = "#status"
     try:
         with sync_api.sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1100})
-            page.goto(url, wait_until="networkidle")
+            page.goto(url, wait_until="load")
+            page.locator("input[type=file]").first.wait_for(state="attached", timeout=30_000)
+            upload = page.locator("input[type=file]").first
+
+            upload.set_input_files(faceless)
+            page.locator(status).get_by_text("No face found in the photo").wait_for(timeout=30_000)
+            time.sleep(12)  # longer than a toast lives
+            assert "No face found in the photo" in page.locator(status).inner_text()
+            page.screenshot(path=str(shots / "app-error-stays.png"), full_page=True)
+
+            upload.set_input_files(text_png)
+            page.locator(status).get_by_text("not an image the app can read").wait_for(timeout=30_000)
+            assert "/tmp" not in page.content().split("not an image the app can read")[0][-300:]
+            page.screenshot(path=str(shots / "app-not-an-image.png"), full_page=True)
+
             two = Image.new("RGB", (1024, 512))
             img = Image.open(ASTRONAUT).convert("RGB").resize((512, 512))
             two.paste(img, (0, 0))
             two.paste(img.resize((400, 400)), (562, 56))
             two.save(tmp_path / "two.png")
-            page.locator("input[type=file]").first.set_input_files(str(tmp_path / "two.png"))
+            upload.set_input_files(str(tmp_path / "two.png"))
             thumbs = page.locator("#face-picker button.thumbnail-item")
             thumbs.nth(1).wait_for(timeout=30_000)
             page.locator("#aligned img").wait_for(timeout=30_000)
@@ -362,27 +590,52 @@ def test_browser_end_to_end(demo, faceless, tmp_path):
             thumbs.nth(1).click()
             page.wait_for_function("s => { const i = document.querySelector('#aligned img'); "
                                    "return i && i.getAttribute('src') !== s; }", arg=aligned, timeout=30_000)
+            assert page.locator(status).inner_text().strip() == ""  # the old error is gone after a good action
             page.screenshot(path=str(shots / "app-face-picker.png"), full_page=True)
-            page.locator("input[type=file]").first.set_input_files(ASTRONAUT)
-            page.wait_for_function("s => { const i = document.querySelector('#aligned img'); "
-                                   "return i && i.getAttribute('src') !== s; }",
-                                   arg=page.locator("#aligned img").get_attribute("src"), timeout=30_000)
+
             result = page.locator("#result img")
-            result.wait_for(timeout=30_000)  # the preview at the default age
+            result.wait_for(timeout=30_000)
             first = result.get_attribute("src")
-            slider = page.locator("input[type=range]").first
+            slider = page.locator("#target-age input[type=range]")
             box = slider.bounding_box()
             page.mouse.click(box["x"] + box["width"] * 0.15, box["y"] + box["height"] / 2)
             page.wait_for_function("s => { const i = document.querySelector('#result img'); "
                                    "return i && i.getAttribute('src') !== s; }", arg=first, timeout=30_000)
-            page.screenshot(path=str(shots / "app-slider.png"), full_page=True)
+
+            pipe.render = lambda *a, **k: time.sleep(1.5) or real_render(*a, **k)  # a visible Full resolution
+            page.locator("#full-button").click()
+            page.get_by_text("Rendering full resolution").wait_for(timeout=10_000)
+            assert page.locator("#full-button").is_disabled()
+            page.screenshot(path=str(shots / "app-full-resolution-busy.png"), full_page=True)
+            page.locator("#full-file a").first.wait_for(timeout=30_000)
+            assert page.locator("#full-button").is_enabled()
+
+            big = Image.open(ASTRONAUT).convert("RGB").resize((8000, 8000), Image.Resampling.NEAREST)
+            big.save(tmp_path / "big.jpg", quality=85)
+            pipe.render = real_render
+            upload.set_input_files(str(tmp_path / "big.jpg"))
+            page.wait_for_function("s => { const i = document.querySelector('#aligned img'); "
+                                   "return i && i.getAttribute('src') !== s; }",
+                                   arg=page.locator("#aligned img").get_attribute("src"), timeout=60_000)
+            assert page.locator(status).inner_text().strip() == ""
+            page.screenshot(path=str(shots / "app-8000px-photo.png"), full_page=True)
+
             page.get_by_role("tab", name="Lifespan video").click()
-            page.get_by_role("button", name="Render video").click()
+            pipe.render = lambda *a, **k: time.sleep(0.05) or real_render(*a, **k)
+            page.locator("#video-button").click()
+            page.locator(".progress-text, .eta-bar, .progress-level").first.wait_for(timeout=30_000)
+            page.screenshot(path=str(shots / "app-video-cancel.png"), full_page=True)
+            page.locator("#video-cancel").click()
+            page.locator(status).get_by_text("Video cancelled").wait_for(timeout=10_000)
+            deadline = time.monotonic() + 20
+            while _ffmpeg_children() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert not _ffmpeg_children()
+            pipe.render = real_render
+            page.locator("#video-button").click()
             page.locator("#lifespan-video video").wait_for(timeout=60_000)
             page.screenshot(path=str(shots / "app-video.png"), full_page=True)
-            page.locator("input[type=file]").first.set_input_files(faceless)
-            page.get_by_text("no face found").first.wait_for(timeout=30_000)
-            page.screenshot(path=str(shots / "app-no-face.png"), full_page=True)
             browser.close()
     finally:
-        demo.close()
+        pipe.render = real_render
+        page_demo.close()
