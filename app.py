@@ -248,9 +248,10 @@ class AgeApp:
         self.sessions = SessionCache(pipe, CACHE_ENTRIES)
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="sam-app-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
-        atexit.register(shutil.rmtree, self.workdir, True)
+        atexit.register(self.cleanup)
         self._recent: dict[tuple, float] = {}
         self._lock = threading.Lock()
+        self.demo: gr.Blocks | None = None  # the page, once built (for cleaning its cache)
 
     @classmethod
     def load(cls, checkpoint: str | os.PathLike | None = None, device: str | None = None,
@@ -267,6 +268,15 @@ class AgeApp:
         except ValueError as exc:  # e.g. int8 style heads asked for on a GPU
             return cls(None, f"The model is not loaded: {exc}.")
         return cls(pipe)
+
+    def cleanup(self) -> None:
+        """Remove this app's results and the uploads Gradio cached for its page (when the server stops, and at
+        exit)."""
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        if self.demo is not None:
+            from gradio.route_utils import delete_files_created_by_app
+
+            delete_files_created_by_app(self.demo, age=None)
 
     # ------------------------------------------------------------------------------------------ helpers
 
@@ -362,6 +372,7 @@ def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None =
 
     with gr.Blocks(title="SAM age transformation", delete_cache=(OUTPUT_MAX_AGE_S, OUTPUT_MAX_AGE_S)) as demo:
         demo.sam_app = app  # for tests and embedding
+        app.demo = demo
         gr.Markdown("# SAM: see a face at any age\nDrop a photo, move the slider. Re-implementation of *Only a "
                     f"Matter of Style* (Alaluf et al., SIGGRAPH 2021). {PRIVACY}")
         if app.problem:
@@ -589,6 +600,15 @@ def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None =
         ]
         # gradio_client's job.cancel() stops the server's work only when an event cancels that endpoint
         a_cancel.click(None, None, None, cancels=api_events, queue=False, **hidden)
+    close = demo.close
+
+    def close_and_clean(*args: Any, **kwargs: Any) -> None:
+        try:
+            close(*args, **kwargs)
+        finally:
+            app.cleanup()
+
+    demo.close = close_and_clean
     return demo
 
 

@@ -639,3 +639,31 @@ def test_browser_end_to_end(tiny_checkpoint, faceless, text_png, tmp_path):
     finally:
         pipe.render = real_render
         page_demo.close()
+
+
+def test_uploads_and_results_do_not_outlive_the_server(tiny_checkpoint, tmp_path):
+    """Results go after an hour; Gradio's cached uploads and results and the app's results folder go when the
+    server stops (and at exit)."""
+    from gradio_client import Client, handle_file
+
+    own = app.build_demo(str(tiny_checkpoint), device="cpu")
+    assert own.delete_cache == (app.OUTPUT_MAX_AGE_S, app.OUTPUT_MAX_AGE_S)
+    results = own.sam_app
+    old = results.new_path(".mp4")
+    old.write_bytes(b"x")
+    os.utime(old, (time.time() - 2 * app.OUTPUT_MAX_AGE_S,) * 2)
+    fresh = results.new_path(".png")
+    fresh.write_bytes(b"y")
+    assert not old.exists() and fresh.exists()
+    mine = tmp_path / "mine.png"  # not the example photo, which Gradio keeps cached for the page
+    Image.open(ASTRONAUT).convert("RGB").rotate(3).save(mine)
+    url = _launch(own)
+    try:
+        client = Client(url, verbose=False, download_files=str(tmp_path / "got"))
+        client.predict(handle_file(str(mine)), 30, api_name="/age")
+        kept = {p for b in own.blocks.values() for p in getattr(b, "keep_in_cache", set())}
+        cached = [p for s in own.temp_file_sets for p in s if p not in kept]
+        assert cached and all(Path(p).exists() for p in cached)
+    finally:
+        own.close()
+    assert not any(Path(p).exists() for p in cached) and not results.workdir.exists()
