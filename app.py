@@ -202,36 +202,41 @@ def stream(fn: Callable, page: Any) -> Callable:
 
 
 class UnreadableUpload(str):
-    """What :class:`PhotoInput` passes on for an upload that is not an image: the message, for the handler to show
+    """What :func:`photo_input` passes on for an upload that is not an image: the message, for the handler to show
     on the status line (raising in preprocessing would leave only error badges and a toast)."""
 
 
 NOT_AN_IMAGE = "this file is not an image the app can read. Please upload a JPEG, PNG or WebP photo"
 
 
-class PhotoInput(gr.Image):
-    """An image upload that is checked with the project's own safe loader before anything else decodes it: a text
-    file named ``.png`` or a corrupt upload gets a message in words, not a preprocessing error with server paths.
-    Passes the uploaded file's path on (the session layer loads a downscaled working copy of large photos)."""
+def photo_input(**kwargs: Any) -> gr.Image:
+    """An image upload that is checked with the project's own rules before anything else decodes it: a text file
+    named ``.png`` or a corrupt upload gets a message in words (on the status line), not a preprocessing error
+    with server paths. Passes the uploaded file's path on (the session layer loads a downscaled working copy of
+    large photos). A plain ``gr.Image`` whose preprocessing is replaced (a subclass would make Gradio write stub
+    files next to this module)."""
+    box = gr.Image(type="filepath", **kwargs)
+    box.preprocess = check_upload
+    return box
 
-    is_template = True  # drawn by the page as the plain Image component
 
-    def preprocess(self, payload: Any) -> str | None:
-        if payload is None:
-            return None
-        path = getattr(payload, "path", None) or (payload.get("path") if isinstance(payload, dict) else None)
-        if not path:
-            return UnreadableUpload("the upload did not arrive. Please try again")
-        try:
-            with Image.open(path) as im:
-                im.size  # noqa: B018 - the header only: cheap, no decoding
-        except Exception:  # noqa: BLE001 - anything that is not an image
-            return UnreadableUpload(NOT_AN_IMAGE)
-        return str(path)
+def check_upload(payload: Any) -> str | None:
+    """The uploaded file's path, or an :class:`UnreadableUpload` saying why it cannot be used."""
+    if payload is None:
+        return None
+    path = getattr(payload, "path", None) or (payload.get("path") if isinstance(payload, dict) else None)
+    if not path:
+        return UnreadableUpload("the upload did not arrive. Please try again")
+    try:
+        with Image.open(path) as im:
+            im.size  # noqa: B018 - the header only: cheap, no decoding
+    except Exception:  # noqa: BLE001 - anything that is not an image
+        return UnreadableUpload(NOT_AN_IMAGE)
+    return str(path)
 
 
 def readable_upload(image: Any) -> None:
-    """Raise the message of an upload :class:`PhotoInput` could not read."""
+    """Raise the message of an upload :func:`check_upload` could not read."""
     if isinstance(image, UnreadableUpload):
         raise RequestError(str(image))
 
@@ -381,8 +386,7 @@ def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None =
         face_index = gr.State(0)
         with gr.Row():
             with gr.Column(scale=1):
-                photo = PhotoInput(type="filepath", sources=["upload", "webcam", "clipboard"], label="Your photo",
-                                   height=320)
+                photo = photo_input(sources=["upload", "webcam", "clipboard"], label="Your photo", height=320)
                 already = gr.Checkbox(False, label="already aligned (an FFHQ-style face crop: skip face detection)")
                 picker = gr.Gallery(label="Faces found (left to right): click the one to age", visible=False,
                                     columns=6, height="auto", allow_preview=False, format="png", object_fit="contain",
@@ -413,8 +417,7 @@ def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None =
                         "apply it to the aged result, at the target age chosen above.")
             with gr.Row():
                 with gr.Column():
-                    reference = PhotoInput(type="filepath", sources=["upload", "clipboard"], label="Reference photo",
-                                           height=260)
+                    reference = photo_input(sources=["upload", "clipboard"], label="Reference photo", height=260)
                     ref_aligned = gr.Checkbox(False, label="reference already aligned")
                 with gr.Column():
                     preset = gr.Radio(preset_labels, value=preset_labels[0][1], label="What to take from it")
