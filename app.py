@@ -9,7 +9,7 @@ call into ``sam/``; this file only wires the page, caches per-photo work and tur
                   [--share] [--no-download]
 
 Host and port default to ``$GRADIO_SERVER_NAME`` / ``$GRADIO_SERVER_PORT`` (else 127.0.0.1:7860). When the
-checkpoint is missing, it is downloaded at start (see ``sam/weights.py``); offline, the page still loads and says
+checkpoint is missing, it is downloaded at start (see ``sam/checkpoint.py``); offline, the page still loads and says
 how to provide it.
 """
 
@@ -41,9 +41,8 @@ from sam.mixing import LAYER_PRESETS as MIXING_PRESETS
 from sam.mixing import layer_groups
 from sam.mixing import parse_latent_mask as parse_layers
 from sam.model import CheckpointError
-from sam.pipeline import AgingPipeline, EncodedFace, resolve_checkpoint, to_pil
+from sam.pipeline import AgingPipeline, EncodedFace, to_pil
 from sam.video import key_ages, make_lifespan
-from sam.weights import WeightsUnavailableError, ensure_checkpoint, how_to_provide
 
 log = logging.getLogger("sam.app")
 
@@ -181,16 +180,15 @@ class AgeApp:
 
     @classmethod
     def load(cls, checkpoint: str | os.PathLike | None = None, device: str | None = None,
-             problem: str | None = None, int8_style_heads: bool = False) -> AgeApp:
-        path = resolve_checkpoint(checkpoint)
+             problem: str | None = None, int8_style_heads: bool = False, download: bool = False) -> AgeApp:
         if problem:
             return cls(None, f"The model is not loaded. {problem}")
         try:
-            pipe = AgingPipeline.from_pretrained(path, device=device, int8_style_heads=int8_style_heads)
-        except FileNotFoundError:
-            return cls(None, f"The model is not loaded: no checkpoint at {path}. {how_to_provide(path)}")
-        except CheckpointError as exc:
-            return cls(None, f"The model is not loaded: {exc}. {how_to_provide(path)}")
+            pipe = AgingPipeline.from_pretrained(checkpoint, download=download, device=device,
+                                                 int8_style_heads=int8_style_heads)
+        except CheckpointError as exc:  # the message says what to do (missing file: how to get it)
+            log.warning("%s", exc)
+            return cls(None, f"The model is not loaded: {exc}")
         except ValueError as exc:  # e.g. int8 style heads asked for on a GPU
             return cls(None, f"The model is not loaded: {exc}.")
         return cls(pipe)
@@ -614,10 +612,11 @@ def _wrap(fn: Callable) -> Callable:
 
 
 def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None = None, *,
-               problem: str | None = None, app: AgeApp | None = None, int8_style_heads: bool = False) -> gr.Blocks:
-    """The Blocks page. Loads the model from ``checkpoint`` (never downloads; ``main`` does that first);
-    without it the page still loads and says how to provide the weights."""
-    app = app or AgeApp.load(checkpoint, device, problem, int8_style_heads=int8_style_heads)
+               problem: str | None = None, app: AgeApp | None = None, int8_style_heads: bool = False,
+               download: bool = False) -> gr.Blocks:
+    """The Blocks page. Loads the model from ``checkpoint`` (downloading it first only with ``download``, as
+    ``main`` does); without it the page still loads and says how to provide the weights."""
+    app = app or AgeApp.load(checkpoint, device, problem, int8_style_heads=int8_style_heads, download=download)
     n_styles = app.pipe.model.config.n_styles if app.pipe else 18
     full = app.pipe.output_size if app.pipe else 1024
     groups = layer_groups(n_styles)
@@ -774,13 +773,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-download", action="store_true", help="never download the checkpoint")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    problem = None
-    try:
-        ensure_checkpoint(args.checkpoint, download=not args.no_download, validate=False)
-    except (WeightsUnavailableError, CheckpointError) as exc:
-        problem = str(exc)
-        log.warning("%s", problem)
-    demo = build_demo(args.checkpoint, args.device, problem=problem, int8_style_heads=args.int8_style_heads)
+    demo = build_demo(args.checkpoint, args.device, int8_style_heads=args.int8_style_heads,
+                      download=not args.no_download)
     demo.queue(default_concurrency_limit=1).launch(server_name=args.host, server_port=args.port,
                                                    share=args.share or None, show_error=True,
                                                    max_file_size=MAX_UPLOAD)

@@ -25,25 +25,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from . import checkpoint
 from .image_io import load_image
 from .model import SAM, add_age_channel, mix_styles
 
-__all__ = ["AgingPipeline", "EncodedFace", "DEFAULT_CHECKPOINT", "resolve_checkpoint", "to_tensor", "to_pil"]
-
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "weights" / "sam_ffhq_aging.pt"
+__all__ = ["AgingPipeline", "EncodedFace", "to_tensor", "to_pil"]
 
 ImageLike = Image.Image | np.ndarray | str | os.PathLike
 Progress = Callable[[int, int], None]
-
-
-def resolve_checkpoint(path: str | os.PathLike | None = None) -> Path:
-    """Where to find the checkpoint: the argument, else ``$SAM_CHECKPOINT``, else ``weights/sam_ffhq_aging.pt``."""
-    if path:
-        return Path(path).expanduser()
-    env = os.environ.get("SAM_CHECKPOINT")
-    if env:
-        return Path(env).expanduser()
-    return DEFAULT_CHECKPOINT
 
 
 def default_device() -> str:
@@ -85,7 +74,7 @@ class EncodedFace:
 class AgingPipeline:
     """Age aligned faces with a loaded :class:`~sam.model.SAM` model.
 
-    >>> pipe = AgingPipeline.from_pretrained()           # weights/sam_ffhq_aging.pt or $SAM_CHECKPOINT
+    >>> pipe = AgingPipeline.from_pretrained()           # found or downloaded: see sam.checkpoint
     >>> young, old = pipe("aligned.png", [10, 80])         # PIL images, 1024 x 1024
     """
 
@@ -94,27 +83,32 @@ class AgingPipeline:
         self.batch_size = max(1, int(batch_size))
         self._cache: OrderedDict[str, EncodedFace] = OrderedDict()
         self._cache_size = cache_size
+        self.checkpoint_path: Path | None = None  # the file from_pretrained loaded
 
     @classmethod
     def from_pretrained(
-        cls, checkpoint: str | os.PathLike | None = None, device: str | torch.device | None = None,
+        cls, path: str | os.PathLike | None = None, download: bool = True, device: str | torch.device | None = None,
         int8_style_heads: bool = False, **kwargs
     ) -> AgingPipeline:
-        """Load the checkpoint (see :func:`resolve_checkpoint`) onto ``device`` (default: CUDA if present).
+        """Find the checkpoint, fetch it if it is missing (and ``download`` is on), check it and load it onto
+        ``device`` (default: CUDA if present). Where it is looked for and how it is fetched and checked: see
+        :mod:`sam.checkpoint`. The one way the app, the CLI and ``python -m sam weights`` load the model.
 
-        ``int8_style_heads`` (CPU only) trades exactness for speed: see :mod:`sam.quantize`."""
-        path = resolve_checkpoint(checkpoint)
-        if not path.exists():
-            raise FileNotFoundError(
-                f"SAM checkpoint not found at {path}. Put sam_ffhq_aging.pt there, pass its path, or set "
-                "SAM_CHECKPOINT (see weights/README.md for where to get it)."
-            )
-        model = SAM.from_checkpoint(path, device=device or default_device())
+        ``int8_style_heads`` (CPU only) trades exactness for speed: see :mod:`sam.quantize`.
+
+        Raises:
+            sam.checkpoint.CheckpointNotFoundError: no file, and none downloaded; the message says what to do.
+            sam.checkpoint.CheckpointError: the file is unreadable or not a SAM checkpoint.
+        """
+        found = checkpoint.ensure(path, download=download)
+        model = checkpoint.load_model(found, device=device or default_device())
         if int8_style_heads:
             from .quantize import quantize_style_heads
 
             quantize_style_heads(model)
-        return cls(model, **kwargs)
+        pipe = cls(model, **kwargs)
+        pipe.checkpoint_path = found
+        return pipe
 
     # ----------------------------------------------------------------------------------------------------------
 
