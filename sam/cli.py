@@ -358,13 +358,12 @@ def cmd_align(args) -> int:
 
 def cmd_weights(args) -> int:
     """Find (or download) the checkpoint, load it, and check it is the published model with finite weights."""
-    from .checkpoint import CheckpointError, verify
+    from .checkpoint import CheckpointError
     from .pipeline import AgingPipeline
 
     try:
-        pipe = AgingPipeline.from_pretrained(args.check or args.checkpoint_path, device="cpu",
+        pipe = AgingPipeline.from_pretrained(args.check or args.checkpoint_path, device="cpu", verify=True,
                                              download=not (args.no_download or args.check))
-        verify(pipe.checkpoint_path)
     except CheckpointError as exc:
         raise SystemExit(f"error: {exc}") from None
     size = pipe.checkpoint_path.stat().st_size / 1e9

@@ -88,19 +88,23 @@ class AgingPipeline:
     @classmethod
     def from_pretrained(
         cls, path: str | os.PathLike | None = None, download: bool = True, device: str | torch.device | None = None,
-        int8_style_heads: bool = False, **kwargs
+        int8_style_heads: bool = False, verify: bool = False, **kwargs
     ) -> AgingPipeline:
         """Find the checkpoint, fetch it if it is missing (and ``download`` is on), check it and load it onto
         ``device`` (default: CUDA if present). Where it is looked for and how it is fetched and checked: see
         :mod:`sam.checkpoint`. The one way the app, the CLI and ``python -m sam weights`` load the model.
 
-        ``int8_style_heads`` (CPU only) trades exactness for speed: see :mod:`sam.quantize`.
+        ``verify`` first checks the file is the published model with finite weights (:func:`sam.checkpoint.verify`,
+        reads the whole file; a download is always checked so). ``int8_style_heads`` (CPU only) trades exactness
+        for speed: see :mod:`sam.quantize`.
 
         Raises:
             sam.checkpoint.CheckpointNotFoundError: no file, and none downloaded; the message says what to do.
             sam.checkpoint.CheckpointError: the file is unreadable or not a SAM checkpoint.
         """
         found = checkpoint.ensure(path, download=download)
+        if verify:
+            checkpoint.verify(found)
         model = checkpoint.load_model(found, device=device or default_device())
         if int8_style_heads:
             from .quantize import quantize_style_heads
