@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from . import checkpoint
+from . import checkpoint, zerogpu
 from .image_io import load_image
 from .model import SAM, add_age_channel, mix_styles
 
@@ -36,7 +36,7 @@ Progress = Callable[[int, int], None]
 
 
 def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return "cuda" if zerogpu.active() or torch.cuda.is_available() else "cpu"
 
 
 def to_tensor(image: ImageLike, size: int = 256) -> torch.Tensor:
@@ -139,7 +139,8 @@ class AgingPipeline:
             self._cache.move_to_end(key)
             return self._cache[key]
         rgb = rgb[None].to(self.device)
-        face = EncodedFace(rgb=rgb, pretrained_codes=self.model.pretrained_encoder(rgb))
+        face = EncodedFace(rgb=rgb, pretrained_codes=zerogpu.call(self.model, "pretrained_encoder", rgb,
+                                                                  device=self.device))
         self._cache[key] = face
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
@@ -164,7 +165,8 @@ class AgingPipeline:
             chunk = missing[i : i + self.batch_size]
             n = len(chunk)
             x4 = add_age_channel(face.rgb.expand(n, -1, -1, -1), chunk)
-            codes = self.model.encode(x4, pretrained_codes=face.pretrained_codes.expand(n, -1, -1))
+            codes = zerogpu.call(self.model, "encode", x4, pretrained_codes=face.pretrained_codes.expand(n, -1, -1),
+                                 device=self.device)
             for a, c in zip(chunk, codes):
                 face.age_codes[a] = c
         if not ages:
@@ -219,8 +221,8 @@ class AgingPipeline:
         step = self.batch_size if self.device.type != "cpu" else 1
         for i in range(0, total, step):
             batch = codes[i : i + step].to(self.device)
-            img, _ = self.model.decoder([batch], input_is_latent=True, randomize_noise=randomize_noise,
-                                        resolution=stop_at)
+            img, _ = zerogpu.call(self.model, "decoder", [batch], input_is_latent=True, randomize_noise=randomize_noise,
+                                  resolution=stop_at, device=self.device)
             if img.shape[-1] != size:
                 img = F.adaptive_avg_pool2d(img, size) if img.shape[-1] % size == 0 else F.interpolate(
                     img, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
