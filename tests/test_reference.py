@@ -62,3 +62,15 @@ def test_pipeline_reproduces_reference(pipe, reference):
     img = pipe.render(codes[2:], size=256)
     assert rel_err(img, reference["image_pooled256"][2:]) < TOL
 
+
+
+def test_weights_check_accepts_the_full_size_checkpoint(seed0_checkpoint, capsys):
+    """``python -m sam weights --check`` on a real 2.3 GB file of the published layout: accepted, in seconds."""
+    import time
+
+    from sam.cli import main
+
+    start = time.perf_counter()
+    assert main(["weights", "--check", str(seed0_checkpoint)]) == 0
+    print(f"weights --check of the 2.3 GB checkpoint: {time.perf_counter() - start:.1f} s")
+    assert "the published SAM layout, finite weights, loads" in capsys.readouterr().out
