@@ -92,6 +92,10 @@ def hf_filename() -> str:
     return os.environ.get("SAM_HF_FILENAME", "").strip() or CHECKPOINT_NAME
 
 
+def hf_revision() -> str | None:
+    return os.environ.get("SAM_HF_REVISION", "").strip() or None
+
+
 def checkout_weights_dir() -> Path | None:
     """``weights/`` next to the ``sam`` package (a source checkout or the Docker image); None for a wheel install."""
     folder = PACKAGE_ROOT.parent / "weights"
@@ -114,7 +118,7 @@ def _hf_cached() -> Path | None:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:
         return None
-    found = try_to_load_from_cache(hf_repo(), hf_filename())
+    found = try_to_load_from_cache(hf_repo(), hf_filename(), revision=hf_revision())
     return Path(found) if isinstance(found, str) else None
 
 
@@ -246,11 +250,11 @@ def fetch(target: str | os.PathLike, quiet: bool = False) -> Path:
     target = Path(target).expanduser()
     failures: list[str] = []
     bad_file = False
-    for name, fetch in _sources():
+    for name, source in _sources():
         if not quiet:
             print(f"Downloading {CHECKPOINT_NAME} from {name} ...", file=sys.stderr)
         try:
-            got = fetch(target, quiet)
+            got = source(target, quiet)
         except CheckpointNotFoundError:
             raise  # the destination itself is unusable (read-only, no space): no source can help
         except CheckpointError as exc:
@@ -287,7 +291,7 @@ def _fetch_hub(target: Path, quiet: bool) -> Path:  # noqa: ARG001 - the hub sho
     """``hf_hub_download`` into the Hugging Face cache (it resumes ``.incomplete`` files itself)."""
     from huggingface_hub import hf_hub_download
 
-    got = Path(hf_hub_download(hf_repo(), hf_filename(), revision=os.environ.get("SAM_HF_REVISION") or None))
+    got = Path(hf_hub_download(hf_repo(), hf_filename(), revision=hf_revision()))
 
     def remove() -> None:
         blob = got.resolve()

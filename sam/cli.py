@@ -432,7 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     model = argparse.ArgumentParser(add_help=False)
     g = model.add_argument_group("model")
     g.add_argument("--checkpoint_path", default=None,
-                   help="SAM checkpoint (default: $SAM_CHECKPOINT or weights/sam_ffhq_aging.pt)")
+                   help="SAM checkpoint (default: found or downloaded as `python -m sam weights` does)")
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     g.add_argument("--test_batch_size", type=int, default=4,
                    help="ages encoded per batch (and images decoded per batch on a GPU; one at a time on CPU)")

@@ -139,6 +139,7 @@ def drive(monkeypatch):
 
     monkeypatch.setattr(gdown_download, "_get_session", session)
     monkeypatch.setattr(checkpoint, "DRIVE_RETRIES", 2)
+    monkeypatch.setattr(checkpoint, "PUBLISHED_BYTES", 1 << 20)  # the disk-space check, sized for the fake file
     monkeypatch.delenv("SAM_NO_DOWNLOAD")
     _fake_hub(monkeypatch, None)
     yield handler
@@ -277,6 +278,7 @@ def test_read_only_or_broken_weights_folder(tmp_path, drive, monkeypatch):
 
 
 def test_not_enough_disk_space(tmp_path, drive, monkeypatch):
+    monkeypatch.setattr(checkpoint, "PUBLISHED_BYTES", 2_270_547_237)
     monkeypatch.setattr(checkpoint.shutil, "disk_usage", lambda p: type("U", (), {"free": 10**9})())
     with pytest.raises(CheckpointNotFoundError, match="1.0 GB free"):
         checkpoint.ensure(tmp_path / checkpoint.CHECKPOINT_NAME, quiet=True)
