@@ -3,8 +3,9 @@
 #   docker build -t sam-age .
 #   docker run -p 7860:7860 -v $PWD/weights:/app/weights sam-age
 #
-# Without a checkpoint in the mounted weights/ folder the app downloads it at start (see weights/README.md);
-# offline it still serves the page and says how to provide the file.
+# Without a checkpoint in the mounted weights/ folder the app downloads it at start (2.3 GB, see weights/README.md;
+# an interrupted download resumes on the next start); offline, or with a read-only or broken weights/ mount, it
+# still serves the page and says what to do.
 FROM python:3.11-slim
 
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
@@ -26,6 +27,7 @@ RUN useradd --create-home --uid 1000 app && mkdir -p /app/.cache && chown -R app
 USER app
 
 EXPOSE 7860
-HEALTHCHECK --interval=30s --timeout=5s --start-period=120s \
+# The page is served once the model is loaded; the first start downloads 2.3 GB first: 30 minutes of grace.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30m \
     CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:7860/', timeout=4)"
 CMD ["python", "app.py", "--host", "0.0.0.0", "--port", "7860"]

@@ -12,7 +12,7 @@ failure into a message in words (a status line that stays, a toast, or the API's
                   [--share] [--no-download] [--int8-style-heads]
 
 Host and port default to ``$GRADIO_SERVER_NAME`` / ``$GRADIO_SERVER_PORT`` (else 127.0.0.1:7860). When the
-checkpoint is missing it is downloaded at start (``sam/weights.py``); offline, the page still loads and says how
+checkpoint is missing it is downloaded at start (``sam/checkpoint.py``); offline, the page still loads and says how
 to provide it.
 """
 
@@ -47,9 +47,8 @@ from sam.image_io import ImageLoadError
 from sam.mixing import LAYER_PRESETS as MIXING_PRESETS
 from sam.mixing import layer_groups
 from sam.model import CheckpointError
-from sam.pipeline import AgingPipeline, JobCancelledError, resolve_checkpoint
+from sam.pipeline import AgingPipeline, JobCancelledError
 from sam.session import FaceSession, RequestError, SessionCache, read_flag, read_size
-from sam.weights import WeightsUnavailableError, ensure_checkpoint, how_to_provide
 
 log = logging.getLogger("sam.app")
 
@@ -260,16 +259,14 @@ class AgeApp:
 
     @classmethod
     def load(cls, checkpoint: str | os.PathLike | None = None, device: str | None = None,
-             problem: str | None = None, int8_style_heads: bool = False) -> AgeApp:
-        path = resolve_checkpoint(checkpoint)
+             problem: str | None = None, int8_style_heads: bool = False, download: bool = False) -> AgeApp:
         if problem:
             return cls(None, f"The model is not loaded. {problem}")
         try:
-            pipe = AgingPipeline.from_pretrained(path, device=device, int8_style_heads=int8_style_heads)
-        except FileNotFoundError:
-            return cls(None, f"The model is not loaded: no checkpoint at {path}. {how_to_provide(path)}")
-        except CheckpointError as exc:
-            return cls(None, f"The model is not loaded: {exc}. {how_to_provide(path)}")
+            pipe = AgingPipeline.from_pretrained(checkpoint, download=download, device=device,
+                                                 int8_style_heads=int8_style_heads)
+        except CheckpointError as exc:  # the message says what to do (missing file: how to get it)
+            return cls(None, f"The model is not loaded: {exc}")
         except ValueError as exc:  # e.g. int8 style heads asked for on a GPU
             return cls(None, f"The model is not loaded: {exc}.")
         return cls(pipe)
@@ -356,10 +353,11 @@ class AgeApp:
 
 
 def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None = None, *,
-               problem: str | None = None, app: AgeApp | None = None, int8_style_heads: bool = False) -> gr.Blocks:
-    """The Blocks page. Loads the model from ``checkpoint`` (never downloads; ``main`` does that first); without it
-    the page still loads and says so."""
-    app = app or AgeApp.load(checkpoint, device, problem, int8_style_heads=int8_style_heads)
+               problem: str | None = None, app: AgeApp | None = None, int8_style_heads: bool = False,
+               download: bool = False) -> gr.Blocks:
+    """The Blocks page. Loads the model from ``checkpoint`` (downloading it first only with ``download``, as
+    ``main`` does); without it the page still loads and says so (the details go to the log)."""
+    app = app or AgeApp.load(checkpoint, device, problem, int8_style_heads=int8_style_heads, download=download)
     if app.problem:
         log.warning("%s", app.problem)
     n_styles = app.pipe.n_styles if app.pipe else 18
@@ -643,12 +641,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-queue", type=int, default=MAX_QUEUE, help=f"jobs waiting at most (default {MAX_QUEUE})")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    problem = None
-    try:
-        ensure_checkpoint(args.checkpoint, download=not args.no_download, validate=False)
-    except (WeightsUnavailableError, CheckpointError) as exc:
-        problem = str(exc)
-    demo = build_demo(args.checkpoint, args.device, problem=problem, int8_style_heads=args.int8_style_heads)
+    demo = build_demo(args.checkpoint, args.device, int8_style_heads=args.int8_style_heads,
+                      download=not args.no_download)
     limit_queue(demo, args.max_queue).launch(server_name=args.host, server_port=args.port, share=args.share or None,
                                              show_error=False, max_file_size=MAX_UPLOAD)
 

@@ -167,14 +167,12 @@ def run_items(args, summary: Summary, outputs: Callable[[Item], list[Path]], wor
 
 
 def load_pipeline(args):
-    from .model import CheckpointError
-    from .pipeline import AgingPipeline, default_device, resolve_checkpoint
+    from .pipeline import AgingPipeline, default_device
 
-    path = resolve_checkpoint(args.checkpoint_path)
     try:
-        return AgingPipeline.from_pretrained(path, device=args.device or default_device(),
+        return AgingPipeline.from_pretrained(args.checkpoint_path, device=args.device or default_device(),
                                              batch_size=args.test_batch_size, int8_style_heads=args.int8_style_heads)
-    except (FileNotFoundError, CheckpointError, ValueError) as exc:
+    except ValueError as exc:  # CheckpointError (missing file: what to do), or e.g. int8 heads on a GPU
         raise SystemExit(f"error: {exc}") from None
 
 
@@ -407,15 +405,17 @@ def cmd_align(args) -> int:
 
 
 def cmd_weights(args) -> int:
+    """Find (or download) the checkpoint, load it, and check it is the published model with finite weights."""
+    from .checkpoint import CheckpointError
+    from .pipeline import AgingPipeline
+
     try:
-        from .weights import ensure_checkpoint
-    except ImportError:
-        raise SystemExit("error: weights download support is not available in this version") from None
-    try:
-        path = ensure_checkpoint(args.checkpoint_path, download=not args.no_download)
-    except (FileNotFoundError, ValueError, OSError) as exc:
+        pipe = AgingPipeline.from_pretrained(args.check or args.checkpoint_path, device="cpu", verify=True,
+                                             download=not (args.no_download or args.check))
+    except CheckpointError as exc:
         raise SystemExit(f"error: {exc}") from None
-    print(path)
+    size = pipe.checkpoint_path.stat().st_size / 1e9
+    print(f"{pipe.checkpoint_path} ({size:.2f} GB): the published SAM layout, finite weights, loads")
     return 0
 
 
@@ -480,7 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
     model = argparse.ArgumentParser(add_help=False)
     g = model.add_argument_group("model")
     g.add_argument("--checkpoint_path", default=None,
-                   help="SAM checkpoint (default: $SAM_CHECKPOINT or weights/sam_ffhq_aging.pt)")
+                   help="SAM checkpoint (default: found or downloaded as `python -m sam weights` does)")
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     g.add_argument("--test_batch_size", type=int, default=4,
                    help="ages encoded per batch (and images decoded per batch on a GPU; one at a time on CPU)")
@@ -553,9 +553,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="side of the rendered faces (default 256, the fast path; the metrics use 64-150 px chips)")
     p.add_argument("--worst", type=int, default=6, help="cases per section in worst_cases.png (default 6)")
 
-    p = add("weights", cmd_weights, "find, download and validate the SAM checkpoint", [])
-    p.add_argument("--checkpoint_path", default=None)
+    p = add("weights", cmd_weights, "find (or download), load and check the SAM checkpoint", [])
+    p.add_argument("--checkpoint_path", default=None,
+                   help="where it is or goes (default: $SAM_CHECKPOINT, weights/, or the user cache folder)")
     p.add_argument("--no_download", action="store_true", help="only check; never download")
+    p.add_argument("--check", metavar="PATH", default=None,
+                   help="check this file (never downloads): exit 1 with the reason unless it is the published model")
     p = add("random-checkpoint", cmd_random_checkpoint,
             "write a random-weights checkpoint in the published layout (to try the tools without real weights)", [])
     p.add_argument("--out", required=True)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,14 +26,17 @@ from typing import Any
 import torch
 from torch import nn
 
+from .checkpoint import CheckpointError, load_file
 from .encoders import EncoderConfig, GradualStyleEncoder
 from .stylegan2 import Generator
 
-__all__ = ["SAM", "SAMConfig", "CheckpointError", "add_age_channel", "random_init_", "TINY_CONFIG"]
+__all__ = ["SAM", "SAMConfig", "CheckpointError", "add_age_channel", "random_init_", "TINY_CONFIG", "OPTS_FIELDS"]
+
+load_checkpoint_file = load_file  # the name training code imports (sam.checkpoint owns the rule)
 
 
-class CheckpointError(ValueError):
-    """A checkpoint file that cannot be used: unreadable, truncated, or not in the expected layout."""
+# The published training options the model reads (sam.checkpoint validates them; SAMConfig.from_opts maps them).
+OPTS_FIELDS = ("output_size", "input_nc", "start_from_encoded_w_plus", "start_from_latent_avg")
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,7 @@ class SAMConfig:
     def from_opts(cls, opts: dict[str, Any]) -> SAMConfig:
         """The config a training-options dict describes (published opts + our optional ``model_config``)."""
         base = dict(opts.get("model_config") or {})
-        for key in ("output_size", "input_nc", "start_from_encoded_w_plus", "start_from_latent_avg"):
+        for key in OPTS_FIELDS:
             if key in opts and opts[key] is not None:
                 base[key] = opts[key]
         return cls.from_dict(base)
@@ -192,31 +194,12 @@ class SAM(nn.Module):
     def from_checkpoint(
         cls, path: str | os.PathLike, device: str | torch.device = "cpu", mmap: bool = True
     ) -> SAM:
-        """Load a checkpoint in the published layout (``state_dict``, ``latent_avg``, ``opts``).
+        """Load a checkpoint file in the published format (``state_dict``, ``latent_avg``, ``opts``), as laid out by
+        its own validated ``opts``; no download, no published-layout pin: see :func:`sam.checkpoint.load_model`.
+        The app and the CLI use :meth:`sam.pipeline.AgingPipeline.from_pretrained` instead."""
+        from .checkpoint import load_model
 
-        Tensors are read with ``weights_only=True`` (no code is unpickled) and, where the file format allows,
-        memory-mapped and assigned to the module without a copy, so a 2.3 GB file does not need twice the memory.
-        Raises :class:`CheckpointError` naming every missing, unexpected or mis-shaped tensor.
-        """
-        path = Path(path)
-        ckpt = load_checkpoint_file(path, mmap=mmap)
-        opts = dict(ckpt.get("opts") or {})
-        try:
-            config = SAMConfig.from_opts(opts)
-        except (TypeError, ValueError) as exc:
-            raise CheckpointError(f"{path}: cannot read the model configuration from its opts: {exc}") from None
-        with torch.device("meta"):
-            model = cls(config, opts)
-        state = ckpt["state_dict"]
-        check_state_dict(model, state, source=str(path))
-        state = {k: (v.float() if v.is_floating_point() and v.dtype != torch.float32 else v) for k, v in state.items()}
-        model.load_state_dict(state, strict=True, assign=True)
-        if mmap and torch.device(device).type == "cpu":
-            _prefault(model)
-        model.latent_avg = _latent_avg_from(ckpt.get("latent_avg"), config, path)
-        model.pretrained_encoder.requires_grad_(False)
-        model.opts["device"] = str(device)
-        return model.to(device).eval()
+        return load_model(path, device=device, mmap=mmap)
 
     def checkpoint_dict(self) -> dict[str, Any]:
         """``{'state_dict', 'latent_avg', 'opts'}``, the published layout (plus ``opts['model_config']``)."""
@@ -234,7 +217,7 @@ class SAM(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Style mixing and checkpoint helpers
+# Style mixing
 
 
 def mix_styles(
@@ -256,86 +239,6 @@ def mix_styles(
         else:
             codes[:, i] = inject_latent[:, i]
     return codes
-
-
-def _prefault(model: nn.Module) -> None:
-    """Read one value per memory page of every tensor, so the memory-mapped weights are paged in now (during
-    loading) rather than during the first forward pass. Costs well under a second for the 2.3 GB file when it
-    is in the page cache."""
-    with torch.no_grad():
-        for t in model.state_dict().values():
-            if t.numel() > 1024:
-                t.reshape(-1)[::1024].sum()
-
-
-def load_checkpoint_file(path: Path, mmap: bool = True) -> dict[str, Any]:
-    """``torch.load`` with ``weights_only=True`` and clear errors; memory-mapped when the file format allows."""
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    if path.is_dir():
-        raise CheckpointError(f"{path} is a folder, not a checkpoint file")
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"{path} is empty (0 bytes): the download or copy did not finish")
-    use_mmap = mmap and zipfile.is_zipfile(path)  # mmap needs the zip-based format (torch >= 1.6)
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=use_mmap)
-    except Exception as exc:  # noqa: BLE001 - every failure here means "not a usable checkpoint"
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        hint = "it may be truncated (an interrupted download?) or not a PyTorch checkpoint"
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
-            hint = "it holds Python objects other than tensors and plain values, which are not loaded for safety"
-        raise CheckpointError(f"cannot read checkpoint {path}: {hint} ({type(exc).__name__}: {reason[:300]})") from None
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
-        found = sorted(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise CheckpointError(
-            f"{path} is not a SAM checkpoint: expected a dict with 'state_dict', 'latent_avg' and 'opts', "
-            f"found {found}"
-        )
-    return ckpt
-
-
-def check_state_dict(model: nn.Module, state: dict[str, Any], source: str = "checkpoint") -> None:
-    """Raise one :class:`CheckpointError` listing missing, unexpected and mis-shaped tensors, if any."""
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    bad_types = sorted(k for k, v in state.items() if not isinstance(v, torch.Tensor))
-    got = {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
-    missing = sorted(set(expected) - set(got) - set(bad_types))
-    unexpected = sorted(set(got) - set(expected))
-    mismatched = sorted(k for k in set(expected) & set(got) if expected[k] != got[k])
-    if not (missing or unexpected or mismatched or bad_types):
-        return
-
-    def listing(keys: list[str], fmt=lambda k: k, limit: int = 12) -> str:
-        shown = ", ".join(fmt(k) for k in keys[:limit])
-        return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
-
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} missing: {listing(missing)}")
-    if unexpected:
-        parts.append(f"{len(unexpected)} unexpected: {listing(unexpected)}")
-    if mismatched:
-        parts.append(f"{len(mismatched)} with the wrong shape: "
-                     + listing(mismatched, lambda k: f"{k} (file {list(got[k])}, model {list(expected[k])})"))
-    if bad_types:
-        parts.append(f"{len(bad_types)} not tensors: {listing(bad_types)}")
-    raise CheckpointError(f"{source} does not match the SAM layout: " + "; ".join(parts))
-
-
-def _latent_avg_from(value: Any, config: SAMConfig, path: Path) -> torch.Tensor:
-    n, d = config.n_styles, config.style_dim
-    if value is None:
-        if config.start_from_encoded_w_plus or config.start_from_latent_avg:
-            raise CheckpointError(f"{path} has no 'latent_avg', which this model adds to its codes")
-        return torch.zeros(n, d)
-    if not isinstance(value, torch.Tensor):
-        raise CheckpointError(f"{path}: 'latent_avg' is a {type(value).__name__}, not a tensor")
-    value = value.detach().float()
-    if tuple(value.shape) in ((1, d), (d,)):
-        value = value.reshape(1, d).repeat(n, 1)
-    if tuple(value.shape) != (n, d):
-        raise CheckpointError(f"{path}: 'latent_avg' has shape {list(value.shape)}, expected [{n}, {d}]")
-    return value.clone()
 
 
 def random_init_(model: nn.Module, seed: int = 0) -> nn.Module:

@@ -31,17 +31,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from . import checkpoint, zerogpu
 from .ages import to_age, to_ages
 from .image_io import load_image
 from .mixing import random_w_codes
 from .model import SAM, add_age_channel, mix_styles
 
-__all__ = [
-    "AgingPipeline", "JobCancelledError", "EncodedFace", "DEFAULT_CHECKPOINT", "resolve_checkpoint", "to_tensor",
-    "to_pil",
-]
-
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "weights" / "sam_ffhq_aging.pt"
+__all__ = ["AgingPipeline", "JobCancelledError", "EncodedFace", "to_tensor", "to_pil"]
 
 ImageLike = Image.Image | np.ndarray | str | os.PathLike
 Progress = Callable[[int, int], None]
@@ -58,18 +54,8 @@ def check_stop(should_stop: ShouldStop | None) -> None:
         raise JobCancelledError("the job was cancelled")
 
 
-def resolve_checkpoint(path: str | os.PathLike | None = None) -> Path:
-    """Where to find the checkpoint: the argument, else ``$SAM_CHECKPOINT``, else ``weights/sam_ffhq_aging.pt``."""
-    if path:
-        return Path(path).expanduser()
-    env = os.environ.get("SAM_CHECKPOINT")
-    if env:
-        return Path(env).expanduser()
-    return DEFAULT_CHECKPOINT
-
-
 def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return "cuda" if zerogpu.active() or torch.cuda.is_available() else "cpu"
 
 
 def to_tensor(image: ImageLike, size: int = 256) -> torch.Tensor:
@@ -107,7 +93,7 @@ class EncodedFace:
 class AgingPipeline:
     """Age aligned faces with a loaded :class:`~sam.model.SAM` model.
 
-    >>> pipe = AgingPipeline.from_pretrained()           # weights/sam_ffhq_aging.pt or $SAM_CHECKPOINT
+    >>> pipe = AgingPipeline.from_pretrained()           # found or downloaded: see sam.checkpoint
     >>> young, old = pipe("aligned.png", [10, 80])         # PIL images, 1024 x 1024
     """
 
@@ -117,27 +103,36 @@ class AgingPipeline:
         self.batch_size = max(1, int(batch_size))
         self._cache: OrderedDict[str, EncodedFace] = OrderedDict()
         self._cache_size = cache_size
+        self.checkpoint_path: Path | None = None  # the file from_pretrained loaded
 
     @classmethod
     def from_pretrained(
-        cls, checkpoint: str | os.PathLike | None = None, device: str | torch.device | None = None,
-        int8_style_heads: bool = False, **kwargs
+        cls, path: str | os.PathLike | None = None, download: bool = True, device: str | torch.device | None = None,
+        int8_style_heads: bool = False, verify: bool = False, **kwargs
     ) -> AgingPipeline:
-        """Load the checkpoint (see :func:`resolve_checkpoint`) onto ``device`` (default: CUDA if present).
+        """Find the checkpoint, fetch it if it is missing (and ``download`` is on), check it and load it onto
+        ``device`` (default: CUDA if present). Where it is looked for and how it is fetched and checked: see
+        :mod:`sam.checkpoint`. The one way the app, the CLI and ``python -m sam weights`` load the model.
 
-        ``int8_style_heads`` (CPU only) trades exactness for speed: see :mod:`sam.quantize`."""
-        path = resolve_checkpoint(checkpoint)
-        if not path.exists():
-            raise FileNotFoundError(
-                f"SAM checkpoint not found at {path}. Put sam_ffhq_aging.pt there, pass its path, or set "
-                "SAM_CHECKPOINT (see weights/README.md for where to get it)."
-            )
-        model = SAM.from_checkpoint(path, device=device or default_device())
+        ``verify`` first checks the file is the published model with finite weights (:func:`sam.checkpoint.verify`,
+        reads the whole file; a download is always checked so). ``int8_style_heads`` (CPU only) trades exactness
+        for speed: see :mod:`sam.quantize`.
+
+        Raises:
+            sam.checkpoint.CheckpointNotFoundError: no file, and none downloaded; the message says what to do.
+            sam.checkpoint.CheckpointError: the file is unreadable or not a SAM checkpoint.
+        """
+        found = checkpoint.ensure(path, download=download)
+        if verify:
+            checkpoint.verify(found)
+        model = checkpoint.load_model(found, device=device or default_device())
         if int8_style_heads:
             from .quantize import quantize_style_heads
 
             quantize_style_heads(model)
-        return cls(model, **kwargs)
+        pipe = cls(model, **kwargs)
+        pipe.checkpoint_path = found
+        return pipe
 
     # ----------------------------------------------------------------------------------------------------------
 
@@ -170,7 +165,8 @@ class AgingPipeline:
                 self._cache.move_to_end(key)
                 return self._cache[key]
             rgb = rgb[None].to(self.device)
-            face = EncodedFace(rgb=rgb, pretrained_codes=self.model.pretrained_encoder(rgb))
+            face = EncodedFace(rgb=rgb, pretrained_codes=zerogpu.call(self.model, "pretrained_encoder", rgb,
+                                                                      device=self.device))
             self._cache[key] = face
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
@@ -205,7 +201,8 @@ class AgingPipeline:
             n = len(chunk)
             with self.lock:
                 x4 = add_age_channel(face.rgb.expand(n, -1, -1, -1), chunk)
-                codes = self.model.encode(x4, pretrained_codes=face.pretrained_codes.expand(n, -1, -1))
+                codes = zerogpu.call(self.model, "encode", x4,
+                                     pretrained_codes=face.pretrained_codes.expand(n, -1, -1), device=self.device)
                 for a, c in zip(chunk, codes):
                     face.age_codes[a] = c
         if not ages:
@@ -273,8 +270,8 @@ class AgingPipeline:
             check_stop(should_stop)
             batch = codes[i : i + step].to(self.device)
             with self.lock:
-                img, _ = self.model.decoder([batch], input_is_latent=True, randomize_noise=randomize_noise,
-                                            resolution=stop_at)
+                img, _ = zerogpu.call(self.model, "decoder", [batch], input_is_latent=True,
+                                      randomize_noise=randomize_noise, resolution=stop_at, device=self.device)
             if img.shape[-1] != size:
                 img = F.adaptive_avg_pool2d(img, size) if img.shape[-1] % size == 0 else F.interpolate(
                     img, size=(size, size), mode="bilinear", antialias=True, align_corners=False)

@@ -1,17 +1,21 @@
-"""Shared fixtures: tiny model configs for fast unit tests, and the full-size seed-0 synthetic checkpoint."""
+"""Shared fixtures: tiny model configs for fast unit tests, the full-size seed-0 synthetic checkpoint (built by
+``sam.synthetic``) and its reference outputs (``tests/data``), and no downloads unless a test asks for one."""
 
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-REFERENCE_DIR = Path(os.environ.get("SAM_REFERENCE_DIR", ROOT.parent / "shared" / "reference"))
+DATA_DIR = Path(__file__).resolve().parent / "data"
+# The project's reference data as first published (read-only, beside a checkout; absent in a lone clone). Only the
+# tests that compare the in-repo copies with it need it.
+SHARED_REFERENCE_DIR = Path(os.environ.get("SAM_REFERENCE_DIR", ROOT.parent / "shared" / "reference"))
 
+from sam import checkpoint  # noqa: E402
 from sam.model import SAM, TINY_CONFIG, SAMConfig, random_init_  # noqa: E402, F401
 
 TINY = TINY_CONFIG
@@ -40,22 +44,62 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def _no_downloads(monkeypatch, tmp_path_factory):
+    """No test finds a developer's own checkpoint or starts a real download: the checkpoint variables are cleared,
+    downloads are off (tests of downloading turn them on against local servers) and the user cache is empty."""
+    for name in ("SAM_CHECKPOINT", "SAM_HF_REPO", "SAM_HF_FILENAME", "SAM_HF_REVISION"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SAM_NO_DOWNLOAD", "1")
+    monkeypatch.setenv("SAM_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "sam-cache"))
+    monkeypatch.setattr(checkpoint, "checkout_weights_dir", lambda: None)  # a developer's weights/ stays unseen
+
+
 @pytest.fixture(scope="session")
 def reference_dir() -> Path:
-    if not (REFERENCE_DIR / "synthetic_weights.py").exists():
-        pytest.skip(f"reference data not found at {REFERENCE_DIR} (set SAM_REFERENCE_DIR)")
-    return REFERENCE_DIR
+    """The in-repo reference data: ``seed0_reference.pt`` (outputs of the reference implementation)."""
+    return DATA_DIR
 
 
 @pytest.fixture(scope="session")
-def seed0_checkpoint(reference_dir: Path, tmp_path_factory):
-    """The full-size seed-0 synthetic checkpoint (2.3 GB, ~20 s), built once per test run."""
-    sys.path.insert(0, str(reference_dir))
-    try:
-        import synthetic_weights
-    finally:
-        sys.path.remove(str(reference_dir))
-    path = tmp_path_factory.mktemp("weights") / "sam_seed0.pt"
-    torch.save(synthetic_weights.build(0), path)
+def shared_reference_dir() -> Path:
+    if not (SHARED_REFERENCE_DIR / "synthetic_weights.py").exists():
+        pytest.skip(f"the published reference data is not at {SHARED_REFERENCE_DIR} (set SAM_REFERENCE_DIR)")
+    return SHARED_REFERENCE_DIR
+
+
+@pytest.fixture(scope="session")
+def seed0_checkpoint(tmp_path_factory):
+    """The full-size seed-0 synthetic checkpoint (2.3 GB, ~20 s), built once per test run by ``sam.synthetic``."""
+    from sam import synthetic
+
+    path = synthetic.save(tmp_path_factory.mktemp("weights") / "sam_seed0.pt", seed=0)
     yield path
     path.unlink(missing_ok=True)  # 2.3 GB: do not leave it in pytest's kept temp folders
+
+
+def published_like(value: float = 0.01) -> dict:
+    """A checkpoint dict with every tensor name, shape and dtype of the published layout, about 2.5 MB on disk:
+    the mapping network's first two layers hold real values, every other learned tensor is one value broadcast to
+    its shape (FIR kernels keep their fixed values)."""
+    layout = checkpoint.published_layout()
+    state = {}
+    gen = torch.Generator().manual_seed(0)
+    for name, spec in layout["state_dict"].items():
+        if name in ("decoder.style.1.weight", "decoder.style.2.weight"):
+            state[name] = torch.randn(spec["shape"], generator=gen)
+        elif spec.get("fixed") is not None:
+            state[name] = torch.tensor(spec["fixed"], dtype=torch.float32)
+        elif spec["dtype"] == "int64":
+            state[name] = torch.zeros(spec["shape"], dtype=torch.int64)
+        else:
+            state[name] = torch.full((), value).expand(spec["shape"])
+    return {"state_dict": state, "latent_avg": torch.zeros(layout["latent_avg"]["shape"]),
+            "opts": dict(layout["opts"])}
+
+
+@pytest.fixture(scope="session")
+def published_like_bytes(tmp_path_factory) -> bytes:
+    path = tmp_path_factory.mktemp("published_like") / "sam_ffhq_aging.pt"
+    torch.save(published_like(), path)
+    return path.read_bytes()

@@ -1,17 +1,22 @@
-"""Checkpoint layout, save/load round trip, and clear errors for unusable files."""
+"""Checkpoint layout, save/load round trip, clear errors for unusable files, the opts checks, and the published-layout
+check of ``python -m sam weights --check``."""
 
-import json
+import subprocess
+import sys
 
 import pytest
 import torch
 
+from sam import checkpoint
+from sam.cli import main as cli
 from sam.model import SAM, CheckpointError, SAMConfig
+from sam.pipeline import AgingPipeline
 
-from .conftest import TINY, randomize_
+from .conftest import ROOT, TINY, published_like, randomize_
 
 
-def test_default_model_has_exactly_the_published_layout(reference_dir):
-    manifest = json.loads((reference_dir / "sam_ffhq_aging.manifest.json").read_text())
+def test_default_model_has_exactly_the_published_layout():
+    manifest = checkpoint.published_layout()
     with torch.device("meta"):
         net = SAM(SAMConfig.from_opts(manifest["opts"]))
     ours = {k: list(v.shape) for k, v in net.state_dict().items()}
@@ -159,3 +164,131 @@ def test_half_precision_checkpoint_is_upcast(tmp_path):
     torch.save(ckpt, tmp_path / "half.pt")
     loaded = SAM.from_checkpoint(tmp_path / "half.pt")
     assert loaded.decoder.conv1.conv.weight.dtype == torch.float32
+
+
+# ---------------------------------------------------------------------------------------------------- opts checks
+
+
+@pytest.mark.parametrize(
+    "edit,field",
+    [
+        (lambda o: o.update(output_size="abc"), "'output_size' must be an integer, got 'abc'"),
+        (lambda o: o.update(output_size=0), "'output_size' must be a power of two from 8 to 2048, got 0"),
+        (lambda o: o.update(output_size=2**20), "'output_size' must be a power of two from 8 to 2048, got 1048576"),
+        (lambda o: o.update(output_size=48), "'output_size' must be a power of two"),
+        (lambda o: o.update(output_size=True), "'output_size' must be an integer"),
+        (lambda o: o.update(input_nc=3), "'input_nc' must be 4"),
+        (lambda o: o.update(start_from_encoded_w_plus="yes"), "'start_from_encoded_w_plus' must be true or false"),
+        (lambda o: o["model_config"].update(style_dim=-1), "'model_config.style_dim' must be an integer from 1"),
+        (lambda o: o["model_config"].update(output_size="x"), "'model_config.output_size' must be an integer"),
+        (lambda o: o["model_config"]["encoder"].update(units=[1, 2]), "'model_config.encoder.units' must be 4"),
+        (lambda o: o["model_config"]["encoder"].update(input_size=8), "'model_config.encoder.input_size'"),
+        (lambda o: o.update(model_config=[1, 2]), "'model_config' must be a mapping"),
+    ],
+)
+def test_bad_opts_are_named(tiny_model, tmp_path, edit, field):
+    ckpt = tiny_model.checkpoint_dict()
+    edit(ckpt["opts"])
+    path = tmp_path / "bad.pt"
+    torch.save(ckpt, path)
+    with pytest.raises(CheckpointError, match="opts field " + field.replace("(", r"\(")):
+        SAM.from_checkpoint(path)
+    with pytest.raises(CheckpointError, match="opts field"):
+        AgingPipeline.from_pretrained(path, download=False, device="cpu")
+
+
+def test_opts_that_are_not_a_dict(tiny_model, tmp_path):
+    ckpt = tiny_model.checkpoint_dict()
+    ckpt["opts"] = [1, 2, 3]
+    torch.save(ckpt, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError, match="'opts' must be a dict"):
+        SAM.from_checkpoint(tmp_path / "bad.pt")
+
+
+def test_html_page_saved_as_checkpoint(tmp_path):
+    path = tmp_path / "sam_ffhq_aging.pt"
+    path.write_text("<!DOCTYPE html><html><head><title>Google Drive - Quota exceeded</title></head></html>")
+    with pytest.raises(CheckpointError, match="is a web page \\(HTML\\), not a checkpoint"):
+        SAM.from_checkpoint(path)
+
+
+# ----------------------------------------------------------------------------- the published layout (weights --check)
+
+
+def _write(ckpt, path):
+    torch.save(ckpt, path)
+    return path
+
+
+def _nan(ckpt):
+    ckpt["state_dict"]["decoder.convs.5.conv.weight"] = torch.full((), float("nan")).expand(
+        ckpt["state_dict"]["decoder.convs.5.conv.weight"].shape)
+
+
+def _wrong_shape(ckpt):
+    ckpt["state_dict"]["encoder.styles.3.linear.weight"] = torch.zeros(512, 256)
+
+
+def _opt(**kw):
+    return lambda ckpt: ckpt["opts"].update(kw)
+
+
+def _kernel(ckpt):
+    ckpt["state_dict"]["decoder.convs.0.conv.blur.kernel"] = torch.ones(4, 4)
+
+
+@pytest.mark.parametrize(
+    "edit,reason",
+    [
+        (_wrong_shape, "encoder.styles.3.linear.weight \\(file \\[512, 256\\], model \\[512, 512\\]\\)"),
+        (_opt(output_size="abc"), "opts field 'output_size' must be an integer, got 'abc'"),
+        (_opt(output_size=0), "opts field 'output_size' must be a power of two from 8 to 2048, got 0"),
+        (_opt(output_size=2**20), "opts field 'output_size' must be a power of two from 8 to 2048, got 1048576"),
+        (_opt(output_size=512), "opts field 'output_size' is 512, the published model has 1024"),
+        (_nan, "NaN or infinite weights in 1 tensors: decoder.convs.5.conv.weight"),
+        (_kernel, "fixed FIR kernel decoder.convs.0.conv.blur.kernel"),
+        (lambda c: c.update(latent_avg=torch.zeros(512)), "'latent_avg' is \\[512\\]"),
+    ],
+)
+def test_weights_check_refuses(tmp_path, edit, reason):
+    ckpt = published_like()
+    edit(ckpt)
+    path = _write(ckpt, tmp_path / "sam_ffhq_aging.pt")
+    with pytest.raises(SystemExit) as info:
+        cli(["weights", "--check", str(path)])
+    msg = str(info.value.code)
+    assert msg.startswith("error: ") and "\n" not in msg
+    assert __import__("re").search(reason, msg), msg
+
+
+def test_weights_check_refuses_tiny_html_and_missing(tmp_path, tiny_checkpoint):
+    with pytest.raises(SystemExit, match="is not the published SAM model: opts field 'output_size' is 32"):
+        cli(["weights", "--check", str(tiny_checkpoint)])
+    html = tmp_path / "page.pt"
+    html.write_bytes(b"<html><body>Too many users have viewed or downloaded this file recently</body></html>")
+    with pytest.raises(SystemExit, match="is a web page"):
+        cli(["weights", "--check", str(html)])
+    with pytest.raises(SystemExit, match="SAM checkpoint not found at .*nope.pt. Run `python -m sam weights`"):
+        cli(["weights", "--check", str(tmp_path / "nope.pt")])
+
+
+def test_weights_check_accepts_the_published_layout(tmp_path, capsys):
+    path = _write(published_like(), tmp_path / "sam_ffhq_aging.pt")
+    assert cli(["weights", "--check", str(path)]) == 0
+    assert "the published SAM layout, finite weights, loads" in capsys.readouterr().out
+    assert cli(["weights", "--checkpoint_path", str(path)]) == 0  # found, so nothing to download
+
+
+def test_weights_check_exit_code(tmp_path, tiny_checkpoint):
+    """The real command line: exit code 1 and one line on stderr."""
+    run = subprocess.run([sys.executable, "-m", "sam", "weights", "--check", str(tiny_checkpoint)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1
+    assert run.stderr.count("\n") == 1 and "not the published SAM model" in run.stderr
+
+
+def test_own_size_checkpoints_still_load(tiny_checkpoint):
+    """Loading checks a file against the model its (validated) opts describe: a tiny or retrained model loads,
+    only ``weights --check`` and downloads insist on the published layout."""
+    pipe = AgingPipeline.from_pretrained(tiny_checkpoint, download=False, device="cpu")
+    assert pipe.output_size == TINY.output_size and pipe.checkpoint_path == tiny_checkpoint

@@ -7,7 +7,7 @@ from PIL import Image
 
 from sam.image_io import ImageLoadError
 from sam.model import add_age_channel
-from sam.pipeline import AgingPipeline, resolve_checkpoint, to_pil, to_tensor
+from sam.pipeline import AgingPipeline, to_pil, to_tensor
 
 from .conftest import TINY
 
@@ -100,14 +100,10 @@ def test_progress_callback(pipe, face):
     assert seen == [(1, 3), (2, 3), (3, 3)]  # on CPU images are decoded one at a time
 
 
-def test_checkpoint_resolution(monkeypatch, tmp_path):
-    monkeypatch.delenv("SAM_CHECKPOINT", raising=False)
-    assert resolve_checkpoint().name == "sam_ffhq_aging.pt"
+def test_missing_checkpoint_says_what_to_do(monkeypatch, tmp_path):
     monkeypatch.setenv("SAM_CHECKPOINT", str(tmp_path / "x.pt"))
-    assert resolve_checkpoint() == tmp_path / "x.pt"
-    assert resolve_checkpoint(tmp_path / "y.pt") == tmp_path / "y.pt"
-    with pytest.raises(FileNotFoundError, match="SAM_CHECKPOINT"):
-        AgingPipeline.from_pretrained()
+    with pytest.raises(FileNotFoundError, match="not found at .*x.pt. Run `python -m sam weights`.*SAM_CHECKPOINT"):
+        AgingPipeline.from_pretrained()  # downloads are off in tests (conftest)
 
 
 def test_codes_are_cached_per_age(pipe, face, monkeypatch):
