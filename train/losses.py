@@ -7,7 +7,8 @@ For one forward pass (``real``: input -> target age; ``cycle``: output -> back t
 
 * L2 / LPIPS compare the output with the input image on the whole image; on the real pass of *aging* samples
   their weights are ``l2_lambda_aging`` / ``lpips_lambda_aging``, otherwise ``l2_lambda`` / ``lpips_lambda``.
-  The crop terms use rows 35:223 and columns 32:220 of a 256 px image (scaled for other sizes).
+  The crop terms use rows 35:223 and columns 32:220 of a 256 px image (scaled for other sizes). L2 is the mean
+  over all elements, LPIPS the mean over the batch of each image's distance (both as in the published code).
 * L_id = mean_i w_i (1 - cos(f(y_hat_i), f(y_i))), ArcFace features f of the crop pooled to 112; with
   ``use_weighted_id_loss`` w_i = 0.25 cos(pi |target_i - input_i|) + 0.75 (ages / 100), else 1.
 * L_wnorm = mean_i || W+_i - latent_avg ||_2 (Frobenius over all rows).
