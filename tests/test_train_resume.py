@@ -2,7 +2,7 @@
 optimizer state with Ranger's Lookahead slow weights), on the tiny config with everything random switched on
 (flips, data order, generator noise, target ages, the no-aging draw) and validation in between; one process, and
 two under ``torchrun`` (gloo). A control shows the check can fail: the same resume without the saved random state
-ends elsewhere."""
+ends elsewhere. The loss networks are random; the generator's noise weights are not zero."""
 
 import os
 import shutil
@@ -16,25 +16,35 @@ import pytest
 import torch
 from PIL import Image
 
+from sam.model import SAM, random_init_
 from train.__main__ import main
 from train.coach import optimizer_path
+from train.options import TINY_TRAIN_CONFIG
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
 def faces(tmp_path) -> Path:
+    """4 images (batch 2: two steps per epoch) and, beside them, a random generator with non-zero noise weights
+    (a fresh one has zero noise weights: its noise, one of the random streams, would not matter)."""
     d = tmp_path / "faces"
     d.mkdir()
     rng = np.random.default_rng(0)
-    for i in range(4):  # 4 images, batch 2: two steps per epoch
+    for i in range(4):
         Image.fromarray(rng.integers(0, 255, (6, 6, 3), dtype=np.uint8)).resize((48, 48)).save(d / f"{i}.png")
+    decoder = random_init_(SAM(TINY_TRAIN_CONFIG), seed=1).decoder
+    assert all(float(m.noise.weight.detach()) != 0 for m in decoder.convs)
+    torch.save({"g_ema": decoder.state_dict()}, tmp_path / "generator.pt")
     return d
 
 
 def run_args(exp: Path, faces: Path, *extra) -> list[str]:
+    weights = ["--stylegan_weights", faces.parent / "generator.pt"] + [
+        a for k in ("pretrained_psp_path", "ir_se50_path", "age_predictor_path", "lpips_path") for a in (f"--{k}",
+                                                                                                      "random")]
     return [str(a) for a in (
-        "--exp_dir", exp, "--train_dir", faces, "--test_dir", faces, "--model_size", "tiny", "--random_weights",
+        "--exp_dir", exp, "--train_dir", faces, "--test_dir", faces, "--model_size", "tiny", *weights,
         "--target_age", "uniform_random", "--batch_size", 2, "--test_batch_size", 2, "--workers", 0,
         "--test_workers", 0, "--device", "cpu", "--start_from_encoded_w_plus", "--board_interval", 100,
         "--image_interval", 100, "--val_interval", 2, "--val_max_batches", 1, "--learning_rate", 0.001,
@@ -45,6 +55,23 @@ def run_args(exp: Path, faces: Path, *extra) -> list[str]:
 
 def ckpt(exp: Path, step: int) -> Path:
     return exp / "checkpoints" / f"iteration_{step}.pt"
+
+
+def same(x, y) -> bool:
+    """Nested dicts / lists / tuples of tensors and plain values, equal everywhere."""
+    if isinstance(x, dict):
+        return isinstance(y, dict) and x.keys() == y.keys() and all(same(x[k], y[k]) for k in x)
+    if isinstance(x, (list, tuple)):
+        return isinstance(y, (list, tuple)) and len(x) == len(y) and all(same(u, v) for u, v in zip(x, y))
+    return torch.equal(x, y) if torch.is_tensor(x) else x == y
+
+
+def same_state_after(a: Path, b: Path) -> list[str]:
+    """What differs between two checkpoints' random streams and data positions (nothing when exact)."""
+    sa, sb = (torch.load(optimizer_path(p), map_location="cpu", weights_only=True) for p in (a, b))
+    differ = [k for k in ("epoch", "batch_in_epoch", "global_step") if sa[k] != sb[k]]
+    differ += [f"rank {r} {k}" for r, (x, y) in enumerate(zip(sa["rng"], sb["rng"])) for k in x if not same(x[k], y[k])]
+    return differ
 
 
 def max_difference(a: Path, b: Path) -> float:
@@ -81,6 +108,7 @@ def test_resume_equals_an_uninterrupted_run(faces, tmp_path, capsys):
     assert main(run_args(b, faces, "--max_steps", 3, "--checkpoint_path", ckpt(a, 2))) == 0
     assert "exactly" in capsys.readouterr().out
     assert max_difference(ckpt(a, 3), ckpt(b, 3)) <= 1e-6
+    assert same_state_after(ckpt(a, 3), ckpt(b, 3)) == []
 
     # control: the same 2 + 1 without the saved random state and data position does not end at step 3's weights
     d = tmp_path / "no_state"
@@ -104,6 +132,7 @@ def test_resume_mid_epoch_across_a_lookahead_step(faces, tmp_path):
     assert main(run_args(a, faces, "--max_steps", 7, "--save_interval", 5)) == 0
     assert main(run_args(c, faces, "--max_steps", 7, "--checkpoint_path", ckpt(a, 5))) == 0
     assert max_difference(ckpt(a, 7), ckpt(c, 7)) <= 1e-6
+    assert same_state_after(ckpt(a, 7), ckpt(c, 7)) == []
 
 
 def _free_port() -> int:
@@ -132,3 +161,4 @@ def test_resume_under_torchrun_two_processes(faces, tmp_path):
     launch(b, "--max_steps", 3, "--checkpoint_path", ckpt(a, 2))
     assert moved(ckpt(a, 2), ckpt(a, 3)) > 1e-4
     assert max_difference(ckpt(a, 3), ckpt(b, 3)) <= 1e-6
+    assert same_state_after(ckpt(a, 3), ckpt(b, 3)) == []
