@@ -450,7 +450,10 @@ class Coach:
                         self.log_images("images/train/faces", x, y_hat, y_rec, target)
                     if step % opts.board_interval == 0 or step == opts.max_steps:
                         rate = (step - steps0) / max(time.perf_counter() - t0, 1e-9)
-                        self.log_metrics({**logs, "steps_per_s": rate}, "train")
+                        extra = {"steps_per_s": rate}
+                        if self.device.type == "cuda":  # peak GPU memory of this process so far
+                            extra["cuda_peak_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
+                        self.log_metrics({**logs, **extra}, "train")
                     val_logs = None
                     if self.test_loader is not None and (step % opts.val_interval == 0 or step == opts.max_steps):
                         val_logs = self.validate()
