@@ -306,16 +306,18 @@ def test_aging_loss_against_the_written_out_softmax_expectation():
 
 
 class StubForward:
-    """Stands in for ``Coach._forward``: a fixed differentiable function of (image, age), recording its calls."""
+    """Stands in for ``Coach._forward``: a fixed function of (image, age) with one trainable gain, recording its
+    calls."""
 
     def __init__(self, latent_base: torch.Tensor):
         self.latent_base = latent_base
+        self.gain = torch.nn.Parameter(torch.tensor(0.8))
         self.calls: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def __call__(self, rgb: torch.Tensor, ages: torch.Tensor, model=None):
         self.calls.append((rgb, ages.clone()))
         a = ages.view(-1, 1, 1, 1)
-        y = torch.tanh(0.8 * rgb + 0.5 * a - 0.2)
+        y = torch.tanh(self.gain * rgb + 0.5 * a - 0.2)
         latent = self.latent_base + ages.view(-1, 1, 1) * torch.linspace(-1, 1, self.latent_base.shape[-1])
         return y, latent
 
@@ -378,8 +380,9 @@ def test_total_of_a_step_equals_the_hand_written_terms(zeroed, no_aging):
     assert logs["loss_real"] == pytest.approx(total, rel=1e-5)
     if w["cycle_lambda"] > 0:
         (rgb2, ages2) = stub.calls[1]
-        assert torch.equal(rgb2, y_hat) and not rgb2.requires_grad and torch.equal(ages2, inp)  # paper: back to
-        lat_cycle = stub(y_hat, inp)[1]                                                         # the input age
+        assert y_hat.requires_grad and not rgb2.requires_grad  # the cycle pass starts from y_hat, detached,
+        assert torch.equal(rgb2, y_hat) and torch.equal(ages2, inp)  # and goes back to the input age (paper)
+        lat_cycle = stub(y_hat, inp)[1]
         cycle = hand_pass(w, crit, x, y_rec, lat_cycle, avg, inp, target, aging_weights=False)
         assert logs["loss_cycle"] == pytest.approx(sum(cycle.values()), rel=1e-5)
         total += w["cycle_lambda"] * sum(cycle.values())
