@@ -140,12 +140,12 @@ def _alexnet_features() -> nn.Sequential:
 class LPIPSAlex(nn.Module):
     """LPIPS v0.1 distance with AlexNet features.
 
-    ``reduction='sum'`` (default) sums the per-image distances over the batch, as the LPIPS criterion of the
-    published pSp / SAM training code does (its loss weights were tuned with it); ``'mean'`` averages them;
-    ``'none'`` returns one distance per image.
+    ``reduction='mean'`` (default) averages the per-image distances over the batch, as the LPIPS criterion of the
+    published pSp / SAM training code does (it sums over layers and images, then divides by the batch size; the
+    loss weights were tuned with it); ``'sum'`` sums them; ``'none'`` returns one distance per image.
     """
 
-    def __init__(self, reduction: str = "sum"):
+    def __init__(self, reduction: str = "mean"):
         super().__init__()
         if reduction not in ("sum", "mean", "none"):
             raise ValueError(f"reduction must be sum, mean or none, got {reduction!r}")
@@ -252,7 +252,7 @@ def _lpips_state(paths: list[str]) -> dict[str, torch.Tensor]:
     return out
 
 
-def build_lpips(path: str | None, lin_path: str | None = None, reduction: str = "sum") -> LPIPSAlex:
+def build_lpips(path: str | None, lin_path: str | None = None, reduction: str = "mean") -> LPIPSAlex:
     """LPIPS from a combined file (:func:`save_lpips`) or torchvision AlexNet weights + LPIPS heads.
 
     ``path`` None: random weights (tests). ``lin_path`` None: the heads come from ``path`` if it holds them, else

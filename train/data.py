@@ -15,12 +15,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 from torchvision import transforms
 
 from sam.image_io import load_image
 
-__all__ = ["IMAGE_EXTENSIONS", "list_images", "FaceFolder", "AgeSampler", "prepare_aligned", "NO_AGING_PROB"]
+__all__ = ["IMAGE_EXTENSIONS", "list_images", "FaceFolder", "EpochSampler", "AgeSampler", "prepare_aligned",
+           "NO_AGING_PROB"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 NO_AGING_PROB = 1.0 / 3.0
@@ -37,27 +38,66 @@ def list_images(root: str | Path) -> list[Path]:
     return files
 
 
-def face_transform(size: int, train: bool) -> transforms.Compose:
-    steps: list = [transforms.Resize((size, size))]
-    if train:
-        steps.append(transforms.RandomHorizontalFlip(0.5))
-    steps += [transforms.ToTensor(), transforms.Normalize([0.5, 0.5, 0.5], [0.5, 0.5, 0.5])]
-    return transforms.Compose(steps)
+def face_transform(size: int) -> transforms.Compose:
+    """Resize to ``size`` x ``size`` and map to [-1, 1] (the flip is chosen by the sampler)."""
+    return transforms.Compose([transforms.Resize((size, size)), transforms.ToTensor(),
+                               transforms.Normalize([0.5, 0.5, 0.5], [0.5, 0.5, 0.5])])
 
 
 class FaceFolder(Dataset):
-    """``(source, target)`` pairs (the same transformed image twice, as in the published ``ffhq_aging`` set)."""
+    """``(source, target)`` pairs (the same transformed image twice, as in the published ``ffhq_aging`` set).
 
-    def __init__(self, root: str | Path, size: int = 256, train: bool = True):
+    An index is an int, or ``(index, flip)`` as drawn by :class:`EpochSampler` (flip: mirror left-right).
+    """
+
+    def __init__(self, root: str | Path, size: int = 256):
         self.paths = list_images(root)
-        self.transform = face_transform(size, train)
+        self.transform = face_transform(size)
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int | tuple[int, bool]) -> tuple[torch.Tensor, torch.Tensor]:
+        index, flip = index if isinstance(index, tuple) else (index, False)
         img = self.transform(load_image(self.paths[index]))
+        if flip:
+            img = img.flip(-1)
         return img, img
+
+
+class EpochSampler(Sampler):
+    """Shuffled ``(index, flip)`` pairs; the order and the flips depend on ``seed`` and the epoch only.
+
+    Every process draws the same permutation and takes every ``world_size``-th item from ``rank`` on (the tail that
+    does not divide evenly is dropped, as ``DistributedSampler(drop_last=True)`` does). ``set_epoch(e, start)``
+    chooses the epoch and skips its first ``start`` items of this process: a resumed run continues mid-epoch.
+    """
+
+    def __init__(self, n: int, seed: int, flip: bool = True, rank: int = 0, world_size: int = 1):
+        if n < world_size:
+            raise ValueError(f"{n} images are fewer than the {world_size} processes")
+        self.n, self.seed, self.flip, self.rank, self.world_size = n, seed, flip, rank, world_size
+        self.per_rank = n // world_size
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        if not 0 <= start <= self.per_rank:
+            raise ValueError(f"start {start} outside 0..{self.per_rank}")
+        self.epoch, self.start = epoch, start
+
+    def epoch_items(self) -> list[tuple[int, bool]]:
+        """This process' full list for the current epoch (before ``start`` is skipped)."""
+        g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
+        order = torch.randperm(self.n, generator=g)
+        flips = torch.rand(self.n, generator=g) < 0.5 if self.flip else torch.zeros(self.n, dtype=torch.bool)
+        total = self.per_rank * self.world_size
+        return [(int(order[i]), bool(flips[i])) for i in range(self.rank, total, self.world_size)]
+
+    def __iter__(self):
+        return iter(self.epoch_items()[self.start :])
+
+    def __len__(self) -> int:
+        return self.per_rank - self.start
 
 
 class AgeSampler:
@@ -105,7 +145,7 @@ def prepare_aligned(src: str | Path, dst: str | Path, size: int = 256) -> Path:
 
 
 def seed_worker(worker_id: int) -> None:
-    """DataLoader worker seeding (random flips differ per worker but are reproducible)."""
+    """DataLoader worker seeding (the workers draw nothing now; kept reproducible for any transform that does)."""
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)

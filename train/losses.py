@@ -7,8 +7,9 @@ For one forward pass (``real``: input -> target age; ``cycle``: output -> back t
 
 * L2 / LPIPS compare the output with the input image on the whole image; on the real pass of *aging* samples
   their weights are ``l2_lambda_aging`` / ``lpips_lambda_aging``, otherwise ``l2_lambda`` / ``lpips_lambda``.
-  The crop terms use rows 35:223 and columns 32:220 of a 256 px image (scaled for other sizes).
-* L_id = mean_i w_i (1 - <f(y_hat_i), f(y_i)>), ArcFace features f of the crop pooled to 112; with
+  The crop terms use rows 35:223 and columns 32:220 of a 256 px image (scaled for other sizes). L2 is the mean
+  over all elements, LPIPS the mean over the batch of each image's distance (both as in the published code).
+* L_id = mean_i w_i (1 - cos(f(y_hat_i), f(y_i))), ArcFace features f of the crop pooled to 112; with
   ``use_weighted_id_loss`` w_i = 0.25 cos(pi |target_i - input_i|) + 0.75 (ages / 100), else 1.
 * L_wnorm = mean_i || W+_i - latent_avg ||_2 (Frobenius over all rows).
 * L_age = MSE(age(y_hat) / 100, target / 100), age() the DEX regressor's softmax expectation.
@@ -93,8 +94,9 @@ class SAMLoss(torch.nn.Module):
             raise ValueError("LPIPS weights > 0 need the LPIPS network")
 
     def id_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Unit-length face features of the inner crop pooled to ``id_input_size`` (so dot products are cosines)."""
         x = F.adaptive_avg_pool2d(inner_crop(images), (self.id_input_size, self.id_input_size))
-        return self.arcface(x)
+        return F.normalize(self.arcface(x), dim=1)
 
     def estimate_ages(self, images: torch.Tensor) -> torch.Tensor:
         """Ages in years (B,)."""

@@ -102,7 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--device", default="auto", type=str, help="auto (cuda if available), cpu, cuda, cuda:N")
     a("--sync_bn", action="store_true",
       help="with torchrun: BatchNorm statistics over all processes (as one process with the global batch)")
-    a("--amp", action="store_true", help="mixed precision (float16 autocast + grad scaling; CUDA only)")
+    a("--amp", nargs="?", const="fp16", default=None, choices=["fp16", "bf16"],
+      help="mixed precision: fp16 (plain --amp; float16 autocast + gradient scaling, CUDA only) or bf16 (bfloat16 "
+           "autocast, CPU or CUDA, no scaling); weights and checkpoints stay float32")
     a("--seed", default=0, type=int, help="random seed")
     a("--val_max_batches", default=None, type=int, help="validate on at most this many batches")
     a("--no_aging_prob", default=1.0 / 3.0, type=float, help="share of batches that keep their own age")
