@@ -338,7 +338,8 @@ class AgeApp:
     # ------------------------------------------------------------------------------------------ the page
 
     def _repeat(self, *key: Any) -> bool:
-        """The browser sends ``change`` twice when one photo replaces another: skip the repeat (per page)."""
+        """The browser sends ``change`` twice when one photo replaces another: the repeat (the same photo for the
+        same page within ``DUPLICATE_WINDOW_S`` of the first one's end) is skipped. Marks ``key`` as seen now."""
         request = LocalContext.request.get(None)
         session = getattr(request, "session_hash", None)
         if session is None:
@@ -456,15 +457,18 @@ def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None =
                 return {picker: gr.update(value=None, visible=False), face_index: 0, aligned_view: None,
                         result: None, input_info: "", result_info: "", full_file: None, status_line: ""}
             if app._repeat(str(image), bool(aligned)):
-                return {}
-            readable_upload(image)
-            gallery = gr.update(value=None, visible=False)
-            if not aligned and app.pipe is not None:
-                photo_ = app.sessions.photo(image)
-                if len(photo_.faces) > 1:
-                    gallery = gr.update(value=photo_.thumbnails(), visible=True, selected_index=0)
-                    gr.Info(f"{len(photo_.faces)} faces found; showing the best one. Click a face to switch.")
-            return {picker: gallery, face_index: 0, **show_face(image, aligned, 0, target, pasted)}
+                return {status_line: gr.skip()}  # (an empty dict reads as one missing value)
+            try:
+                readable_upload(image)
+                gallery = gr.update(value=None, visible=False)
+                if not aligned and app.pipe is not None:
+                    photo_ = app.sessions.photo(image)
+                    if len(photo_.faces) > 1:
+                        gallery = gr.update(value=photo_.thumbnails(), visible=True, selected_index=0)
+                        gr.Info(f"{len(photo_.faces)} faces found; showing the best one. Click a face to switch.")
+                return {picker: gallery, face_index: 0, **show_face(image, aligned, 0, target, pasted)}
+            finally:
+                app._repeat(str(image), bool(aligned))  # the window counts from the end of this one
 
         def on_pick(image: Any, aligned: bool, target: Any, pasted: bool, evt: gr.SelectData) -> dict:
             idx = int(evt.index) if evt is not None and evt.index is not None else 0
@@ -564,7 +568,8 @@ def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None =
                       show_progress_on=[mixed_out])
         v_event = v_btn.click(job(on_video, page=status_line, desc="rendering frames"),
                               [photo, v_start, v_end, v_between, v_fps, v_size, v_boom, v_gif, v_label, already,
-                               face_index], {video, v_files, status_line}, **q, **hidden, show_progress_on=[video])
+                               face_index], {video, v_files, status_line}, **q, **hidden, show_progress_on=[video],
+                              trigger_mode="multiple")
         v_cancel.click(lambda: "Video cancelled.", None, status_line, cancels=[v_event], queue=False, **hidden)
 
         # ---- named API endpoints for gradio_client: /age, /mix, /lifespan (files decoded by the safe loader;

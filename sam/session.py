@@ -19,6 +19,7 @@ takes ``progress(done, total)`` callbacks and ``should_stop()`` for cooperative 
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import logging
 import math
@@ -56,6 +57,19 @@ MIN_SIZE = 8
 
 class RequestError(ValueError):
     """A request value that cannot be used; the message says why, in words for a person."""
+
+
+# Background work (the key-age warm-up) stops when the process exits: a thread killed inside a torch call at
+# interpreter shutdown aborts the process ("terminate called without an active exception").
+_EXITING = threading.Event()
+_BACKGROUND: set[threading.Thread] = set()
+
+
+@atexit.register
+def _stop_background_work(timeout: float = 10.0) -> None:
+    _EXITING.set()
+    for thread in list(_BACKGROUND):
+        thread.join(timeout)
 
 
 # --------------------------------------------------------------------------------------------- request values
@@ -314,15 +328,21 @@ class FaceSession:
             if self._warm_thread is not None and self._warm_thread.is_alive():
                 return None
 
+            def stop() -> bool:
+                return _EXITING.is_set() or (should_stop is not None and should_stop())
+
             def run() -> None:
                 try:
-                    self.warm_key_ages(should_stop=should_stop)
+                    self.warm_key_ages(should_stop=stop)
                 except JobCancelledError:
                     pass
                 except Exception as exc:  # noqa: BLE001 - a background nicety: log, never disturb the page
                     log.warning("key-age codes not precomputed: %s: %s", type(exc).__name__, exc)
+                finally:
+                    _BACKGROUND.discard(threading.current_thread())
 
             self._warm_thread = threading.Thread(target=run, name="sam-key-ages", daemon=True)
+            _BACKGROUND.add(self._warm_thread)
             self._warm_thread.start()
             return self._warm_thread
 
