@@ -618,7 +618,10 @@ def test_browser_end_to_end(tiny_checkpoint, faceless, text_png, tmp_path):
             page.wait_for_function("s => { const i = document.querySelector('#aligned img'); "
                                    "return i && i.getAttribute('src') !== s; }",
                                    arg=page.locator("#aligned img").get_attribute("src"), timeout=60_000)
+            page.wait_for_function("() => !document.querySelector('#aligned, #result').innerText.includes("
+                                   "'processing')", timeout=60_000)
             assert page.locator(status).inner_text().strip() == ""
+            assert page.locator("#result img").is_visible()
             page.screenshot(path=str(shots / "app-8000px-photo.png"), full_page=True)
 
             page.get_by_role("tab", name="Lifespan video").click()
