@@ -42,6 +42,7 @@ from sam.mixing import layer_groups
 from sam.mixing import parse_latent_mask as parse_layers
 from sam.model import CheckpointError
 from sam.pipeline import AgingPipeline, EncodedFace, resolve_checkpoint, to_pil
+from sam.precision import PRECISIONS
 from sam.video import key_ages, make_lifespan
 from sam.weights import WeightsUnavailableError, ensure_checkpoint, how_to_provide
 
@@ -181,12 +182,14 @@ class AgeApp:
 
     @classmethod
     def load(cls, checkpoint: str | os.PathLike | None = None, device: str | None = None,
-             problem: str | None = None, int8_style_heads: bool = False) -> AgeApp:
+             problem: str | None = None, int8_style_heads: bool = False, precision: str = "auto") -> AgeApp:
         path = resolve_checkpoint(checkpoint)
         if problem:
             return cls(None, f"The model is not loaded. {problem}")
         try:
-            pipe = AgingPipeline.from_pretrained(path, device=device, int8_style_heads=int8_style_heads)
+            pipe = AgingPipeline.from_pretrained(path, device=device, int8_style_heads=int8_style_heads,
+                                                 precision=precision)
+            log.info("precision: %s (%s)", pipe.precision.name, pipe.precision.reason)
         except FileNotFoundError:
             return cls(None, f"The model is not loaded: no checkpoint at {path}. {how_to_provide(path)}")
         except CheckpointError as exc:
@@ -614,10 +617,11 @@ def _wrap(fn: Callable) -> Callable:
 
 
 def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None = None, *,
-               problem: str | None = None, app: AgeApp | None = None, int8_style_heads: bool = False) -> gr.Blocks:
+               problem: str | None = None, app: AgeApp | None = None, int8_style_heads: bool = False,
+               precision: str = "auto") -> gr.Blocks:
     """The Blocks page. Loads the model from ``checkpoint`` (never downloads; ``main`` does that first);
     without it the page still loads and says how to provide the weights."""
-    app = app or AgeApp.load(checkpoint, device, problem, int8_style_heads=int8_style_heads)
+    app = app or AgeApp.load(checkpoint, device, problem, int8_style_heads=int8_style_heads, precision=precision)
     n_styles = app.pipe.model.config.n_styles if app.pipe else 18
     full = app.pipe.output_size if app.pipe else 1024
     groups = layer_groups(n_styles)
@@ -772,6 +776,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--int8-style-heads", action="store_true",
                     help="approximate: int8 encoder style heads, faster on CPU, not exact (README: Speed on CPU)")
     ap.add_argument("--no-download", action="store_true", help="never download the checkpoint")
+    ap.add_argument("--precision", choices=PRECISIONS, default="auto",
+                    help="auto (default): bfloat16 previews and videos on CPUs with native bfloat16, downloads exact "
+                         "float32; fp32: exact everywhere; bf16 / fp16: everything reduced (README: Speed on CPU)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     problem = None
@@ -780,7 +787,8 @@ def main(argv: list[str] | None = None) -> None:
     except (WeightsUnavailableError, CheckpointError) as exc:
         problem = str(exc)
         log.warning("%s", problem)
-    demo = build_demo(args.checkpoint, args.device, problem=problem, int8_style_heads=args.int8_style_heads)
+    demo = build_demo(args.checkpoint, args.device, problem=problem, int8_style_heads=args.int8_style_heads,
+                      precision=args.precision)
     demo.queue(default_concurrency_limit=1).launch(server_name=args.host, server_port=args.port,
                                                    share=args.share or None, show_error=True,
                                                    max_file_size=MAX_UPLOAD)

@@ -145,7 +145,8 @@ def load_pipeline(args):
     path = resolve_checkpoint(args.checkpoint_path)
     try:
         return AgingPipeline.from_pretrained(path, device=args.device or default_device(),
-                                             batch_size=args.test_batch_size, int8_style_heads=args.int8_style_heads)
+                                             batch_size=args.test_batch_size, int8_style_heads=args.int8_style_heads,
+                                             precision=getattr(args, "precision", "auto"))
     except (FileNotFoundError, CheckpointError, ValueError) as exc:
         raise SystemExit(f"error: {exc}") from None
 
@@ -439,6 +440,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--test_workers", type=int, default=0, help="accepted for compatibility with the published scripts")
     g.add_argument("--int8_style_heads", action="store_true",
                    help="approximate: int8 encoder style heads, faster on CPU, not exact (see README, Speed on CPU)")
+    g.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+                   help="auto (default): exact float32 outputs, bfloat16 for lifespan videos on CPUs with native "
+                        "bfloat16; fp32: exact everywhere; bf16 / fp16: everything reduced (see README)")
 
     data = argparse.ArgumentParser(add_help=False)
     g = data.add_argument_group("inputs and outputs")

@@ -27,6 +27,7 @@ from PIL import Image
 
 from .image_io import load_image
 from .model import SAM, add_age_channel, mix_styles
+from .precision import Precision, precision_for
 
 __all__ = ["AgingPipeline", "EncodedFace", "DEFAULT_CHECKPOINT", "resolve_checkpoint", "to_tensor", "to_pil"]
 
@@ -80,6 +81,7 @@ class EncodedFace:
     rgb: torch.Tensor  # 1 x 3 x 256 x 256 in [-1, 1]
     pretrained_codes: torch.Tensor  # 1 x n_styles x style_dim, without latent_avg
     age_codes: dict[int, torch.Tensor] = field(default_factory=dict)  # W+ per integer age, filled on demand
+    fast_codes: dict[int, torch.Tensor] = field(default_factory=dict)  # W+ from the reduced-precision encoder
 
 
 class AgingPipeline:
@@ -98,18 +100,21 @@ class AgingPipeline:
     @classmethod
     def from_pretrained(
         cls, checkpoint: str | os.PathLike | None = None, device: str | torch.device | None = None,
-        int8_style_heads: bool = False, **kwargs
+        int8_style_heads: bool = False, precision: str = "auto", **kwargs
     ) -> AgingPipeline:
         """Load the checkpoint (see :func:`resolve_checkpoint`) onto ``device`` (default: CUDA if present).
 
-        ``int8_style_heads`` (CPU only) trades exactness for speed: see :mod:`sam.quantize`."""
+        ``int8_style_heads`` (CPU only) trades exactness for speed: see :mod:`sam.quantize`. ``precision``:
+        ``"auto" | "fp32" | "bf16" | "fp16"``, see :mod:`sam.precision` (``auto``: full-size results exact float32,
+        previews and videos bfloat16 where the CPU has native bfloat16)."""
         path = resolve_checkpoint(checkpoint)
         if not path.exists():
             raise FileNotFoundError(
                 f"SAM checkpoint not found at {path}. Put sam_ffhq_aging.pt there, pass its path, or set "
                 "SAM_CHECKPOINT (see weights/README.md for where to get it)."
             )
-        model = SAM.from_checkpoint(path, device=device or default_device())
+        device = device or default_device()
+        model = SAM.from_checkpoint(path, device=device, precision=precision_for(precision, device, int8_style_heads))
         if int8_style_heads:
             from .quantize import quantize_style_heads
 
@@ -121,6 +126,11 @@ class AgingPipeline:
     @property
     def device(self) -> torch.device:
         return self.model.latent_avg.device
+
+    @property
+    def precision(self) -> Precision:
+        """The exact and fast dtypes (see :mod:`sam.precision`)."""
+        return self.model.precision
 
     @property
     def input_size(self) -> int:
@@ -154,44 +164,52 @@ class AgingPipeline:
         return face.pretrained_codes + self.model.latent_avg
 
     @torch.inference_mode()
-    def latents(self, image: ImageLike | EncodedFace, target_ages: Sequence[float]) -> torch.Tensor:
+    def latents(self, image: ImageLike | EncodedFace, target_ages: Sequence[float], fast: bool = False) -> torch.Tensor:
         """W+ codes of the face at each target age: ``len(ages) x n_styles x style_dim``.
 
         The network sees integer ages (as published); codes are cached per face and age, so asking again is free.
+        ``fast``: approximate codes are acceptable (previews, videos): the trained encoder runs in the fast dtype of
+        :attr:`precision` (cached apart from the exact codes; an exact code is used when there is one).
         """
         face = self.encode(image)
         ages = [int(_check_age(a)) for a in target_ages]
-        missing = list(dict.fromkeys(a for a in ages if a not in face.age_codes))
+        approx = fast and self.precision.fast != self.precision.exact
+        cache = face.fast_codes if approx else face.age_codes
+        missing = list(dict.fromkeys(a for a in ages if a not in face.age_codes and a not in cache))
         for i in range(0, len(missing), self.batch_size):
             chunk = missing[i : i + self.batch_size]
             n = len(chunk)
             x4 = add_age_channel(face.rgb.expand(n, -1, -1, -1), chunk)
-            codes = self.model.encode(x4, pretrained_codes=face.pretrained_codes.expand(n, -1, -1))
+            codes = self.model.encode(x4, pretrained_codes=face.pretrained_codes.expand(n, -1, -1), fast=approx)
             for a, c in zip(chunk, codes):
-                face.age_codes[a] = c
+                cache[a] = c
         if not ages:
             return torch.empty(0, self.model.config.n_styles, self.model.config.style_dim, device=self.device)
-        return torch.stack([face.age_codes[a] for a in ages])
+        return torch.stack([face.age_codes[a] if a in face.age_codes else cache[a] for a in ages])
 
     @torch.inference_mode()
-    def preview_latent(self, image: ImageLike | EncodedFace, age: float) -> tuple[torch.Tensor, bool]:
+    def preview_latent(
+        self, image: ImageLike | EncodedFace, age: float, fast: bool = False
+    ) -> tuple[torch.Tensor, bool]:
         """A code for ``age`` without running the encoder when possible.
 
         Returns ``(code, exact)``: the cached exact code if this age was computed before; else a linear
         interpolation between the nearest cached ages on either side (``exact=False``; fill the cache first with
-        :meth:`latents` on key ages, e.g. every 10 years); else the exact code, computed now.
+        :meth:`latents` on key ages, e.g. every 10 years); else the exact code, computed now. With ``fast`` the
+        reduced-precision codes count as cached too (exact ones preferred) and a missing code is computed fast.
         """
         face = self.encode(image)
         a = int(_check_age(age))
-        if a in face.age_codes:
-            return face.age_codes[a][None], True
-        lower = [k for k in face.age_codes if k < a]
-        upper = [k for k in face.age_codes if k > a]
+        known = {**face.fast_codes, **face.age_codes} if fast else face.age_codes
+        if a in known:
+            return known[a][None], True
+        lower = [k for k in known if k < a]
+        upper = [k for k in known if k > a]
         if lower and upper:
             lo, hi = max(lower), min(upper)
             t = (a - lo) / (hi - lo)
-            return torch.lerp(face.age_codes[lo], face.age_codes[hi], t)[None], False
-        return self.latents(face, [a]), True
+            return torch.lerp(known[lo], known[hi], t)[None], False
+        return self.latents(face, [a], fast=fast), True
 
     @torch.inference_mode()
     def render(
@@ -205,7 +223,8 @@ class AgingPipeline:
         """Decode W+ codes to ``N x 3 x size x size`` images in [-1, 1].
 
         ``size`` defaults to the generator's resolution. A smaller size is the full image average-pooled down
-        (the published ``resize`` pixels), or, with ``fast``, the generator stopped at that resolution.
+        (the published ``resize`` pixels), or, with ``fast``, the generator stopped at that resolution. ``fast``
+        also runs the generator's feature maps in the fast dtype of :attr:`precision` (e.g. bfloat16).
         """
         full = self.output_size
         size = int(size or full)
@@ -219,10 +238,11 @@ class AgingPipeline:
         # On CPU one image at a time is as fast per image as a batch (per-sample weights, measured in
         # bench/) and needs a quarter of the activation memory; GPUs gain from batches.
         step = self.batch_size if self.device.type != "cpu" else 1
+        dtype = self.precision.fast if fast else self.precision.exact
         for i in range(0, total, step):
             batch = codes[i : i + step].to(self.device)
             img, _ = self.model.decoder([batch], input_is_latent=True, randomize_noise=randomize_noise,
-                                        resolution=stop_at)
+                                        resolution=stop_at, dtype=None if dtype == torch.float32 else dtype)
             if img.shape[-1] != size:
                 img = F.adaptive_avg_pool2d(img, size) if img.shape[-1] % size == 0 else F.interpolate(
                     img, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
@@ -241,7 +261,7 @@ class AgingPipeline:
     ) -> list[Image.Image]:
         """Age one aligned face to each target age; PIL images of side ``size`` (default 1024)."""
         ages = [target_ages] if isinstance(target_ages, (int, float)) else list(target_ages)
-        codes = self.latents(image, ages)
+        codes = self.latents(image, ages, fast=fast)
         return to_pil(self.render(codes, size=size, fast=fast, progress=progress))
 
     age = __call__
@@ -257,7 +277,7 @@ class AgingPipeline:
         fast: bool = False,
     ) -> Image.Image:
         """Age ``image`` and take the W+ rows in ``latent_mask`` from a reference face (blended with ``alpha``)."""
-        codes = self.latents(image, [target_age])
+        codes = self.latents(image, [target_age], fast=fast)
         inject = reference if isinstance(reference, torch.Tensor) else self.reference_code(reference)
         codes = mix_styles(codes, list(latent_mask), inject.to(codes.device).expand_as(codes), alpha)
         return to_pil(self.render(codes, size=size, fast=fast))[0]

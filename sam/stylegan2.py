@@ -237,7 +237,7 @@ class NoiseInjection(nn.Module):
         if noise is None:
             b, _, h, w = x.shape
             noise = x.new_empty(b, 1, h, w).normal_()
-        return x + self.weight * noise.to(x.dtype)
+        return x + self.weight.to(x.dtype) * noise.to(x.dtype)
 
 
 class ConstantInput(nn.Module):
@@ -292,7 +292,8 @@ class ToRGB(nn.Module):
         self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
-        out = self.conv(x, style, bias=self.bias.view(-1))
+        # the RGB sum is kept in float32 whatever the feature maps' dtype (range and 8-bit output precision)
+        out = self.conv(x, style, bias=self.bias.view(-1)).float()
         if skip is not None:
             out = out + self.upsample(skip)
         return out
@@ -369,6 +370,7 @@ class Generator(nn.Module):
         noise: list[torch.Tensor | None] | None = None,
         randomize_noise: bool = True,
         resolution: int | None = None,
+        dtype: torch.dtype | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Render images.
 
@@ -380,6 +382,9 @@ class Generator(nn.Module):
             inject_index: with two style tensors, rows before this index come from the first.
             resolution: stop at this output resolution (a power of two <= size) and return that
                 intermediate skip image; the full image when None.
+            dtype: the feature maps' dtype (default float32), e.g. ``torch.bfloat16`` for the fast path of
+                :mod:`sam.precision`. The weights stay as they are: each layer's modulated weight is built from
+                them and the style in float32, then cast; the noise is cast; the RGB skip image stays float32.
 
         Returns ``(image, latent)``; ``latent`` (B x n_latent x D) only when ``return_latents``.
         """
@@ -409,6 +414,8 @@ class Generator(nn.Module):
             raise ValueError(f"resolution must be a power of two between 4 and {self.size}, got {resolution}")
 
         out = self.input(latent.shape[0])
+        if dtype is not None:
+            out = out.to(dtype)
         out = self.conv1(out, latent[:, 0], noise=noise[0])
         skip = self.to_rgb1(out, latent[:, 1])
         i = 1

@@ -86,10 +86,10 @@ def lifespan_codes(
     key_ages: Sequence[float] = DEFAULT_KEY_AGES,
     frames_per_step: int = 10,
 ) -> tuple[torch.Tensor, list[float]]:
-    """W+ codes at the key ages (one encoder pass per key age), interpolated to every frame."""
+    """W+ codes at the key ages (one encoder pass per key age, fast dtype), interpolated to every frame."""
     if len(key_ages) < 1:
         raise ValueError("at least one key age is needed")
-    keys = pipe.latents(image, list(key_ages))
+    keys = pipe.latents(image, list(key_ages), fast=True)  # videos are previews: the fast dtype (sam.precision)
     return interpolate_codes(keys, key_ages, frames_per_step)
 
 
