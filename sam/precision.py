@@ -33,6 +33,7 @@ import functools
 import os
 import platform
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,6 +136,12 @@ def resolve_precision(precision: str | Precision | None, device: str | torch.dev
     dev = torch.device(device)
     if p != "auto":
         dt = DTYPES[p]
+        slow = dev.type == "cpu" and (
+            (dt == torch.bfloat16 and not cpu_has_native_bf16())
+            or (dt == torch.float16 and "avx512_fp16" not in cpu_flags() and "amx_fp16" not in cpu_flags()))
+        if slow:
+            warnings.warn(f"precision {p!r}: {cpu_model()} has no native {p} arithmetic, so it is emulated and "
+                          "much slower than float32 here", RuntimeWarning, stacklevel=2)
         return Precision(p, dt, dt, "asked for")
     if dev.type == "cuda":
         bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
