@@ -5,6 +5,7 @@ tiny model on the GPU against the CPU."""
 
 from __future__ import annotations
 
+import glob
 import math
 import os
 import re
@@ -21,13 +22,25 @@ HAS_GPU = torch.cuda.is_available()
 gpu = pytest.mark.skipif(not HAS_GPU, reason="needs a CUDA device")
 
 
-def _nvcc() -> str | None:
+def _toolkit() -> Path | None:
+    """A CUDA toolkit folder with nvcc and the CUDA runtime library to link (``$CUDA_HOME`` first). An ``nvcc`` on
+    the PATH may be a wrapper script outside any toolkit (``/usr/local/bin/nvcc`` here), so folders are checked."""
     from torch.utils.cpp_extension import CUDA_HOME
 
-    found = shutil.which("nvcc")
-    if found is None and CUDA_HOME and (Path(CUDA_HOME) / "bin" / "nvcc").exists():
-        found = str(Path(CUDA_HOME) / "bin" / "nvcc")
-    return found
+    candidates = [os.environ.get("CUDA_HOME"), CUDA_HOME, "/usr/local/cuda", *sorted(glob.glob("/usr/local/cuda-*"))]
+    which = shutil.which("nvcc")
+    if which:
+        candidates.append(str(Path(which).resolve().parent.parent))
+    for c in candidates:
+        if c and (Path(c) / "bin" / "nvcc").exists() and any(
+                (Path(c) / lib / "libcudart.so").exists() for lib in ("lib64", "lib")):
+            return Path(c)
+    return None
+
+
+def _nvcc() -> str | None:
+    home = _toolkit()
+    return str(home / "bin" / "nvcc") if home else shutil.which("nvcc")
 
 
 def _nvcc_version(nvcc: str) -> str | None:
@@ -43,6 +56,8 @@ def _toolchain_mismatch() -> str | None:
     nvcc = _nvcc()
     if nvcc is None:
         return "no nvcc (install the CUDA toolkit that matches torch's CUDA to build the kernels)"
+    if _toolkit() is None:
+        return f"nvcc at {nvcc} but no CUDA toolkit folder with libcudart.so (set CUDA_HOME)"
     version = _nvcc_version(nvcc)
     if version is None or version.split(".")[:2] != torch.version.cuda.split(".")[:2]:
         return f"nvcc {version} at {nvcc} does not match torch's CUDA {torch.version.cuda}"
@@ -69,9 +84,11 @@ def test_cuda_kernels_compile(tmp_path, monkeypatch):
     reason = _toolchain_mismatch()
     if reason:
         pytest.skip(reason)
-    nvcc = Path(_nvcc()).resolve()
-    if not os.environ.get("CUDA_HOME"):
-        monkeypatch.setenv("CUDA_HOME", str(nvcc.parent.parent))
+    from torch.utils import cpp_extension
+
+    home = str(_toolkit())
+    monkeypatch.setenv("CUDA_HOME", home)
+    monkeypatch.setattr(cpp_extension, "CUDA_HOME", home)  # read once, when torch.utils.cpp_extension is imported
     if not HAS_GPU and not os.environ.get("TORCH_CUDA_ARCH_LIST"):
         monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "9.0")  # no GPU to ask: build for one architecture (Hopper)
     monkeypatch.setenv("MAX_JOBS", os.environ.get("MAX_JOBS", "2"))

@@ -1,7 +1,9 @@
 """Reduced precision (sam.precision): CPU detection, what ``auto`` picks, where each dtype is used, and the error
 of the bfloat16 path against float32 (tiny model here; the full-size seed-0 checkpoint in the slow test)."""
 
+import contextlib
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -52,12 +54,16 @@ def test_auto_picks_bf16_only_for_fast_work_on_native_cpus(monkeypatch, native):
     p = P.resolve_precision("auto", "cpu")
     assert p.exact == torch.float32  # full-size results stay exact
     assert p.fast == (torch.bfloat16 if native == "1" else torch.float32)
-    assert P.resolve_precision("bf16").exact == P.resolve_precision("bf16").fast == torch.bfloat16
+    # asked for explicitly, bf16 is used everywhere; on a CPU without it, with a warning that it is slow
+    with pytest.warns(RuntimeWarning, match="emulated") if native == "0" else contextlib.nullcontext():
+        bf = P.resolve_precision("bf16")
+    assert bf.exact == bf.fast == torch.bfloat16
     assert P.resolve_precision("fp32").fast == torch.float32
     assert P.resolve_precision(None) == P.FP32
     with pytest.raises(ValueError, match="precision"):
         P.resolve_precision("int4")
-    with pytest.raises(ValueError, match="int8"):
+    with pytest.raises(ValueError, match="int8"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         P.precision_for("bf16", "cpu", int8_style_heads=True)
     assert P.precision_for("auto", "cpu", int8_style_heads=True).fast == torch.float32
 
@@ -144,9 +150,19 @@ def test_cli_and_app_take_precision(monkeypatch):
 
     args = build_parser().parse_args(["inference", "--data_path", "x", "--exp_dir", "y", "--precision", "bf16"])
     assert args.precision == "bf16"
-    assert build_parser().parse_args(["lifespan", "--data_path", "x", "--exp_dir", "y"]).precision == "auto"
+    lifespan = build_parser().parse_args(["lifespan", "--data_path", "x", "--exp_dir", "y"])
+    evaluate = build_parser().parse_args(["evaluate", "--data_path", "x", "--exp_dir", "y"])
+    assert lifespan.precision is None and getattr(lifespan, "default_precision", "auto") == "auto"
+    assert evaluate.precision is None and evaluate.default_precision == "fp32"  # exact unless asked
     with pytest.raises(SystemExit):
         build_parser().parse_args(["inference", "--data_path", "x", "--exp_dir", "y", "--precision", "fp8"])
+    from sam import cli
+
+    seen = []
+    monkeypatch.setattr(AgingPipeline, "from_pretrained", lambda *a, **k: seen.append(k["precision"]))
+    for argv in (["lifespan"], ["evaluate"], ["evaluate", "--precision", "bf16"], ["inference"]):
+        cli.load_pipeline(build_parser().parse_args([*argv, "--data_path", "x", "--exp_dir", "y"]))
+    assert seen == ["auto", "fp32", "bf16", "auto"]
 
 
 def test_pipeline_from_pretrained_passes_precision(tiny_checkpoint, monkeypatch):
