@@ -13,7 +13,8 @@ opt-in int8 style heads (``sam/quantize.py``) are timed last, with their error a
 
 bfloat16 (``sam/precision.py``, what ``precision="auto"`` uses for previews and videos on CPUs with native bfloat16):
 the slider previews, a 1024 px generator pass and the lifespan video are timed in float32 and bfloat16 alternately
-(same run, so machine load affects both alike), and each bfloat16 line shows its PSNR against float32 (images as
+(same run, so machine load affects both alike; the process CPU time of all threads is recorded too, as it is less
+sensitive to other work on the machine), and each bfloat16 line shows its PSNR against float32 (images as
 displayed: clamped to [-1, 1]) and the largest difference of the W+ codes. ``--bf16 auto`` (default) runs them on
 CPUs with native bfloat16 only (elsewhere bfloat16 is emulated and very slow).
 
@@ -142,6 +143,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="skip the 11-age sweep and the video")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
     ap.add_argument("--no-int8", action="store_true", help="skip the int8 style heads section")
+    ap.add_argument("--reps", type=int, default=3, help="timed calls per preview step and precision (default 3)")
     ap.add_argument("--bf16", choices=["auto", "on", "off"], default="auto",
                     help="time the bfloat16 fast path too (auto: on CPUs with native bfloat16)")
     args = ap.parse_args()
@@ -168,14 +170,15 @@ def main() -> None:
     fast_bf16 = Precision("auto", torch.float32, torch.bfloat16, "benchmark: bf16 fast path")
 
     def record(name: str, seconds: float, gflop: float | None, per: int = 1, note: str = "",
-               psnr: float | None = None, wdiff: float | None = None) -> None:
+               psnr: float | None = None, wdiff: float | None = None, cpu_s: float | None = None) -> None:
         s = seconds / per
         g = (gflop / per) if gflop else None
         rows.append({"step": name, "seconds": round(s, 3), "gflop": round(g, 1) if g else None,
                      "gflops_per_s": round(g / s, 1) if g else None,
                      "ratio_to_calibration": round(g / s / cal0, 2) if g else None,
                      "peak_rss_gib": round(peak_rss_gib(), 2), "note": note,
-                     "psnr_vs_fp32_db": psnr, "wplus_max_diff_vs_fp32": None if wdiff is None else round(wdiff, 4)})
+                     "psnr_vs_fp32_db": psnr, "wplus_max_diff_vs_fp32": None if wdiff is None else round(wdiff, 4),
+                     "cpu_seconds": None if cpu_s is None else round(cpu_s / per, 3)})
         extra = "" if psnr is None else f"  PSNR vs fp32 {psnr} dB"
         extra += "" if wdiff is None else f", W+ max diff {wdiff:.4f}"
         print(f"{name:<44} {s:8.2f} s  {'' if g is None else f'{g / s:6.1f} GFLOP/s'}{extra}", flush=True)
@@ -205,6 +208,26 @@ def main() -> None:
             best = min(best, time.perf_counter() - t)
         return best
 
+    def use(p: Precision) -> None:
+        net.precision = p
+
+    def paired(fn, args32: list, args16: list) -> dict[str, list[float]]:
+        """Float32 and (with --bf16) bfloat16 calls alternately, each with its own argument; the fastest wall time
+        and the fastest process CPU time (all threads; less sensitive to other work on the machine) of each."""
+        best = {"fp32": [float("inf")] * 2, "bf16": [float("inf")] * 2}
+        for a32, a16 in zip(args32, args16):
+            for key, p, a in (("fp32", FP32, a32), ("bf16", fast_bf16, a16)):
+                if key == "bf16" and not bf16:
+                    continue
+                use(p)
+                t, c = time.perf_counter(), time.process_time()
+                fn(a)
+                sync(dev)
+                best[key] = [min(best[key][0], time.perf_counter() - t), min(best[key][1], time.process_time() - c)]
+        use(FP32)
+        return best
+
+    reps = max(1, args.reps)
     with torch.inference_mode():
         t = time.perf_counter()
         pipe(photo, [40])
@@ -225,64 +248,47 @@ def main() -> None:
                    f_pre + 11 * (f_enc + f_gen), per=11)
 
         # Previews: float32 and (with --bf16) the bfloat16 fast path, alternately, each call with its own age
-        def use(p: Precision) -> None:
-            net.precision = p
-
         if bf16:
             t = time.perf_counter()
             use(fast_bf16)
             fast_encoder(net)
             record("bf16: copy of the age encoder (once, first fast call)", time.perf_counter() - t, None,
                    note="weights converted once; +0.53 GB")
-        best32 = best16 = float("inf")
-        for a32, a16 in zip([63, 67, 73], [64, 66, 74]):
-            use(FP32)
-            best32 = min(best32, best_of(lambda a: pipe(photo, [a], size=256, fast=True), [a32]))
-            if bf16:
-                use(fast_bf16)
-                best16 = min(best16, best_of(lambda a: pipe(photo, [a], size=256, fast=True), [a16]))
-        use(FP32)
-        record("exact slider preview at 256, new age", best32, f_enc + f_gen256, note="best of 3 ages")
+        ages32, ages16 = [63, 67, 73, 61, 69, 71, 65, 75][:reps], [64, 66, 74, 62, 68, 72, 76, 78][:reps]
+        b = paired(lambda a: pipe(photo, [a], size=256, fast=True), ages32, ages16)
+        record("exact slider preview at 256, new age", b["fp32"][0], f_enc + f_gen256, note=f"best of {reps} ages",
+               cpu_s=b["fp32"][1])
         if bf16:
             code16 = pipe.encode(photo).fast_codes[64][None]
             code32 = pipe.latents(photo, [64])  # float32 now (fast codes are cached apart)
             img32 = pipe.render(code32, size=256, fast=True)
             use(fast_bf16)
             img16 = pipe.render(code16, size=256, fast=True)
-            record("bf16: exact slider preview at 256, new age", best16, f_enc + f_gen256, note="best of 3 ages",
-                   psnr=psnr_displayed(img16, img32), wdiff=float((code16 - code32).abs().max()))
+            record("bf16: exact slider preview at 256, new age", b["bf16"][0], f_enc + f_gen256,
+                   note=f"best of {reps} ages", psnr=psnr_displayed(img16, img32),
+                   wdiff=float((code16 - code32).abs().max()), cpu_s=b["bf16"][1])
         use(FP32)
 
         keys = pipe.latents(photo, AGES11)
-        best32 = best16 = float("inf")
-        for f in [0.3, 0.5, 0.7]:
-            code = torch.lerp(keys[6:7], keys[7:8], f)
-            use(FP32)
-            best32 = min(best32, best_of(lambda c: pipe.render(c, size=256, fast=True), [code]))
-            if bf16:
-                use(fast_bf16)
-                best16 = min(best16, best_of(lambda c: pipe.render(c, size=256, fast=True), [code]))
-        use(FP32)
-        record("interpolated preview at 256 (generator)", best32, f_gen256, note="best of 3")
+        codes = [torch.lerp(keys[6:7], keys[7:8], f) for f in [0.3, 0.5, 0.7, 0.2, 0.4, 0.6, 0.8, 0.9][:reps]]
+        b = paired(lambda c: pipe.render(c, size=256, fast=True), codes, codes)
+        record("interpolated preview at 256 (generator)", b["fp32"][0], f_gen256, note=f"best of {reps}",
+               cpu_s=b["fp32"][1])
         code = torch.lerp(keys[6:7], keys[7:8], 0.3)
         if bf16:
             img32 = pipe.render(code, size=256, fast=True)
             use(fast_bf16)
-            record("bf16: interpolated preview at 256 (generator)", best16, f_gen256, note="best of 3",
-                   psnr=psnr_displayed(pipe.render(code, size=256, fast=True), img32))
-            # a full-size generator pass (bands of 64 rows at 128-1024 px), bf16 against float32
-            best32 = best16 = float("inf")
-            for _ in range(2):
-                use(FP32)
-                best32 = min(best32, best_of(lambda c: pipe.render(c, fast=True), [code]))
-                use(fast_bf16)
-                best16 = min(best16, best_of(lambda c: pipe.render(c, fast=True), [code]))
+            record("bf16: interpolated preview at 256 (generator)", b["bf16"][0], f_gen256, note=f"best of {reps}",
+                   psnr=psnr_displayed(pipe.render(code, size=256, fast=True), img32), cpu_s=b["bf16"][1])
             use(FP32)
+            # a full-size generator pass (bands of 64 rows at 128-1024 px), bf16 against float32
+            n = max(2, reps // 2)
+            b = paired(lambda c: pipe.render(c, fast=True), [code] * n, [code] * n)
             img32 = pipe.render(code)
-            record("generator at 1024 (render only)", best32, f_gen, note="best of 2")
+            record("generator at 1024 (render only)", b["fp32"][0], f_gen, note=f"best of {n}", cpu_s=b["fp32"][1])
             use(fast_bf16)
-            record("bf16: generator at 1024 (render only)", best16, f_gen, note="best of 2",
-                   psnr=psnr_displayed(pipe.render(code, fast=True), img32))
+            record("bf16: generator at 1024 (render only)", b["bf16"][0], f_gen, note=f"best of {n}",
+                   psnr=psnr_displayed(pipe.render(code, fast=True), img32), cpu_s=b["bf16"][1])
             use(FP32)
 
         # What the approximate previews cost in accuracy (the default 1024 path is exact)
@@ -299,13 +305,13 @@ def main() -> None:
         for p, photo_v in [(FP32, photos[4])] + ([(fast_bf16, photos[5])] if bf16 else []):
             use(p)
             with tempfile.TemporaryDirectory() as d:
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.process_time()
                 res = make_lifespan(pipe, photo_v, Path(d) / "v.mp4", AGES11, frames_per_step=10, size=256)
-                took = time.perf_counter() - t
+                took, took_cpu = time.perf_counter() - t, time.process_time() - c
             name = f"lifespan video 256 px ({res.frames} frames)"
             flop = 11 * f_enc + f_pre + res.frames * f_gen256
             if p is FP32:
-                record(name, took, flop, note="11 key ages encoded, then every frame rendered")
+                record(name, took, flop, note="11 key ages encoded, then every frame rendered", cpu_s=took_cpu)
                 continue
             with torch.inference_mode():  # the key frames, bf16 against float32
                 enc = pipe.encode(photo_v)
@@ -315,7 +321,8 @@ def main() -> None:
                 k32 = pipe.latents(photo_v, AGES11)
                 f32 = pipe.render(k32, size=256, fast=True)
             record("bf16: " + name, took, flop, note="11 key ages encoded, then every frame rendered; PSNR of the "
-                   "11 key frames", psnr=psnr_displayed(f16, f32), wdiff=float((k16 - k32).abs().max()))
+                   "11 key frames", psnr=psnr_displayed(f16, f32), wdiff=float((k16 - k32).abs().max()),
+                   cpu_s=took_cpu)
         use(FP32)
 
     if dev == "cpu" and not args.no_int8:  # the opt-in approximate mode: int8 style heads (sam/quantize.py)
@@ -366,16 +373,19 @@ def main() -> None:
           + f"; torch {info['torch']}, {info['threads']} threads, {info['device']}; load average (1/5/15 min) "
           f"{host['load_average_start']} at start, {host['load_average_end']} at end", "",
           f"Calibration {cal0:.0f} / {cal1:.0f} GFLOP/s (start / end); GFLOP per pass: {info['gflop']}", "",
-          "| step | seconds | GFLOP | GFLOP/s | ratio to calibration | peak RSS GiB | PSNR vs fp32 (dB) "
+          "| step | seconds | CPU seconds | GFLOP | GFLOP/s | ratio to calibration | peak RSS GiB | PSNR vs fp32 (dB) "
           "| W+ max diff vs fp32 | note |",
-          "|---|---|---|---|---|---|---|---|---|"]
+          "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        md.append(f"| {r['step']} | {r['seconds']} | {r['gflop'] or ''} | {r['gflops_per_s'] or ''} | "
+        md.append(f"| {r['step']} | {r['seconds']} | {r['cpu_seconds'] or ''} | {r['gflop'] or ''} | "
+                  f"{r['gflops_per_s'] or ''} | "
                   f"{r['ratio_to_calibration'] or ''} | {r['peak_rss_gib']} | {r['psnr_vs_fp32_db'] or ''} | "
                   f"{'' if r['wplus_max_diff_vs_fp32'] is None else r['wplus_max_diff_vs_fp32']} | {r['note']} |")
     pairs = {r["step"][6:]: r for r in rows if r["step"].startswith("bf16: ")}
-    speedups = [f"- {k}: {r32['seconds']} s -> {pairs[k]['seconds']} s, {r32['seconds'] / pairs[k]['seconds']:.2f}x"
-                for k, r32 in ((r["step"], r) for r in rows) if k in pairs]
+    speedups = [f"- {k}: {r32['seconds']} s -> {pairs[k]['seconds']} s, {r32['seconds'] / pairs[k]['seconds']:.2f}x "
+                f"(process CPU time {r32['cpu_seconds']} -> {pairs[k]['cpu_seconds']} s, "
+                f"{r32['cpu_seconds'] / pairs[k]['cpu_seconds']:.2f}x)"
+                for k, r32 in ((r["step"], r) for r in rows) if k in pairs and r32.get("cpu_seconds")]
     if speedups:
         md += ["", "bfloat16 fast path against float32 (same run, timed alternately):", ""] + speedups
     md += ["", "Approximate previews (the default full-size path is exact):", ""]
