@@ -9,8 +9,8 @@ is emulated and slower, and float16 on a CPU is slower still. Hence the setting
 * ``"bf16"`` / ``"fp16"``: everything in that dtype (encoders' weights converted once, at load: half the memory);
 * ``"auto"``: exact float32 for full-resolution results and the published-flag CLI commands, and bfloat16 for
   the approximate work that is already labelled ``fast`` (slider previews, the ages strip, lifespan videos) on
-  CPUs that have native bfloat16 (on CUDA: bfloat16 where the GPU supports it, else float16). On other CPUs
-  ``auto`` is ``"fp32"`` for everything.
+  CPUs that have native bfloat16 (on CUDA: bfloat16 where the GPU supports it; float16 only when asked). On other
+  CPUs ``auto`` is ``"fp32"`` for everything.
 
 With ``auto`` the model keeps its float32 weights and :func:`fast_encoder` makes a bfloat16 copy of the
 *trained* (age) encoder once, on first use: about 0.53 GB more memory at full size. The frozen encoder
@@ -144,9 +144,11 @@ def resolve_precision(precision: str | Precision | None, device: str | torch.dev
                           "much slower than float32 here", RuntimeWarning, stacklevel=2)
         return Precision(p, dt, dt, "asked for")
     if dev.type == "cuda":
-        bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-        fast = torch.bfloat16 if bf16 else torch.float16
-        return Precision("auto", torch.float32, fast, "CUDA: reduced precision for previews and videos")
+        # float16 only when asked: without the clamping StyleGAN2's own float16 layers use, its range has not been
+        # checked on a GPU here (no GPU was available)
+        if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+            return Precision("auto", torch.float32, torch.bfloat16, "CUDA with bfloat16: bf16 for previews and videos")
+        return Precision("auto", torch.float32, torch.float32, "CUDA without bfloat16: float32 throughout")
     if dev.type == "cpu" and cpu_has_native_bf16():
         return Precision("auto", torch.float32, torch.bfloat16,
                          f"{cpu_model()} has native bfloat16 (avx512_bf16 / amx_bf16): bf16 for previews and videos")

@@ -186,3 +186,13 @@ def test_full_size_bf16_preview_within_bounds(seed0_checkpoint):
     exact = pipe.latents(face, [63])
     assert 0 < float((fast - exact).abs().max()) <= MAX_CODE_DIFF * float(exact.abs().max())
     assert psnr(pipe.render(fast, size=256, fast=True), pipe.render(exact, size=256, fast=True)) >= MIN_PSNR_DB
+
+
+@pytest.mark.parametrize("bf16", [True, False])
+def test_auto_on_cuda(monkeypatch, bf16):
+    """On CUDA, auto previews in bfloat16 where the GPU has it, else float32 (float16 only when asked)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
+    p = P.resolve_precision("auto", "cuda")
+    assert p.exact == torch.float32 and p.fast == (torch.bfloat16 if bf16 else torch.float32)
+    assert P.resolve_precision("fp16", "cuda").fast == torch.float16
