@@ -48,6 +48,7 @@ from sam.mixing import LAYER_PRESETS as MIXING_PRESETS
 from sam.mixing import layer_groups
 from sam.model import CheckpointError
 from sam.pipeline import AgingPipeline, JobCancelledError
+from sam.precision import PRECISIONS
 from sam.session import FaceSession, RequestError, SessionCache, read_flag, read_size
 
 log = logging.getLogger("sam.app")
@@ -259,12 +260,14 @@ class AgeApp:
 
     @classmethod
     def load(cls, checkpoint: str | os.PathLike | None = None, device: str | None = None,
-             problem: str | None = None, int8_style_heads: bool = False, download: bool = False) -> AgeApp:
+             problem: str | None = None, int8_style_heads: bool = False, download: bool = False,
+             precision: str = "auto") -> AgeApp:
         if problem:
             return cls(None, f"The model is not loaded. {problem}")
         try:
             pipe = AgingPipeline.from_pretrained(checkpoint, download=download, device=device,
-                                                 int8_style_heads=int8_style_heads)
+                                                 int8_style_heads=int8_style_heads, precision=precision)
+            log.info("precision: %s (%s)", pipe.precision.name, pipe.precision.reason)
         except CheckpointError as exc:  # the message says what to do (missing file: how to get it)
             return cls(None, f"The model is not loaded: {exc}")
         except ValueError as exc:  # e.g. int8 style heads asked for on a GPU
@@ -355,10 +358,11 @@ class AgeApp:
 
 def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None = None, *,
                problem: str | None = None, app: AgeApp | None = None, int8_style_heads: bool = False,
-               download: bool = False) -> gr.Blocks:
+               download: bool = False, precision: str = "auto") -> gr.Blocks:
     """The Blocks page. Loads the model from ``checkpoint`` (downloading it first only with ``download``, as
     ``main`` does); without it the page still loads and says so (the details go to the log)."""
-    app = app or AgeApp.load(checkpoint, device, problem, int8_style_heads=int8_style_heads, download=download)
+    app = app or AgeApp.load(checkpoint, device, problem, int8_style_heads=int8_style_heads, download=download,
+                             precision=precision)
     if app.problem:
         log.warning("%s", app.problem)
     n_styles = app.pipe.n_styles if app.pipe else 18
@@ -644,10 +648,13 @@ def main(argv: list[str] | None = None) -> None:
                     help="approximate: int8 encoder style heads, faster on CPU, not exact (README: Speed on CPU)")
     ap.add_argument("--no-download", action="store_true", help="never download the checkpoint")
     ap.add_argument("--max-queue", type=int, default=MAX_QUEUE, help=f"jobs waiting at most (default {MAX_QUEUE})")
+    ap.add_argument("--precision", choices=PRECISIONS, default="auto",
+                    help="auto (default): bfloat16 previews and videos on CPUs with native bfloat16, downloads exact "
+                         "float32; fp32: exact everywhere; bf16 / fp16: everything reduced (README: Speed on CPU)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     demo = build_demo(args.checkpoint, args.device, int8_style_heads=args.int8_style_heads,
-                      download=not args.no_download)
+                      download=not args.no_download, precision=args.precision)
     limit_queue(demo, args.max_queue).launch(server_name=args.host, server_port=args.port, share=args.share or None,
                                              show_error=False, max_file_size=MAX_UPLOAD)
 

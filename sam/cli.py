@@ -171,7 +171,9 @@ def load_pipeline(args):
 
     try:
         return AgingPipeline.from_pretrained(args.checkpoint_path, device=args.device or default_device(),
-                                             batch_size=args.test_batch_size, int8_style_heads=args.int8_style_heads)
+                                             batch_size=args.test_batch_size, int8_style_heads=args.int8_style_heads,
+                                             precision=getattr(args, "precision", None)
+                                             or getattr(args, "default_precision", "auto"))
     except ValueError as exc:  # CheckpointError (missing file: what to do), or e.g. int8 heads on a GPU
         raise SystemExit(f"error: {exc}") from None
 
@@ -487,6 +489,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--test_workers", type=int, default=0, help="accepted for compatibility with the published scripts")
     g.add_argument("--int8_style_heads", action="store_true",
                    help="approximate: int8 encoder style heads, faster on CPU, not exact (see README, Speed on CPU)")
+    g.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default=None,
+                   help="auto (default; fp32 for evaluate): exact float32 outputs, bfloat16 for lifespan videos on "
+                        "CPUs with native bfloat16; fp32: exact everywhere; bf16 / fp16: everything reduced (README)")
 
     data = argparse.ArgumentParser(add_help=False)
     g = data.add_argument_group("inputs and outputs")
@@ -547,7 +552,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all_faces", action="store_true", help="every face (name_face0.png, ...) instead of the largest")
 
     p = add("evaluate", cmd_evaluate, "age every face to every target and measure apparent age and identity "
-            "(CSV, Markdown report, plot, worst cases; resumable)", [model, data])
+            "(CSV, Markdown report, plot, worst cases; resumable)", [model, data],
+            default_precision="fp32")  # measurements stay exact and comparable across CPUs unless asked
     ages(p)
     p.add_argument("--output_size", type=int, default=256,
                    help="side of the rendered faces (default 256, the fast path; the metrics use 64-150 px chips)")

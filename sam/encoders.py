@@ -164,6 +164,8 @@ class GradualStyleEncoder(nn.Module):
         self.latlayer2 = nn.Conv2d(cfg.widths[1], top, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """W+ codes (float32) of ``x``, computed in the dtype of the encoder's weights (see sam.precision)."""
+        x = x.to(self.input_layer[0].weight.dtype)
         # CPU inference runs the IR-SE body in channels-last (5 % faster here, same sums); the feature taps go
         # back to NCHW, the faster layout for the small style-head convolutions
         body_cl = not torch.is_grad_enabled() and not x.is_cuda
@@ -181,4 +183,4 @@ class GradualStyleEncoder(nn.Module):
         latents += [self.styles[j](p2) for j in range(self.coarse_ind, min(self.middle_ind, self.style_count))]
         p1 = _upsample_add(p2, self.latlayer2(c1))
         latents += [self.styles[j](p1) for j in range(self.middle_ind, self.style_count)]
-        return torch.stack(latents, dim=1)
+        return torch.stack(latents, dim=1).float()

@@ -28,6 +28,7 @@ from torch import nn
 
 from .checkpoint import CheckpointError, load_file
 from .encoders import EncoderConfig, GradualStyleEncoder
+from .precision import FP32, Precision, apply_precision, fast_encoder, resolve_precision
 from .stylegan2 import Generator
 
 __all__ = ["SAM", "SAMConfig", "CheckpointError", "add_age_channel", "random_init_", "TINY_CONFIG", "OPTS_FIELDS"]
@@ -129,6 +130,8 @@ class SAM(nn.Module):
         self.pretrained_encoder.requires_grad_(False)
         # Stored beside (not inside) the state_dict in the published checkpoint, hence not persistent here.
         self.register_buffer("latent_avg", torch.zeros(n, config.style_dim), persistent=False)
+        # exact / fast dtypes (sam.precision); float32 unless from_checkpoint(precision=...) or apply_precision says
+        self.precision: Precision = FP32
 
     # ----------------------------------------------------------------------------------------------------------
     # Forward pass (the published interface)
@@ -166,9 +169,11 @@ class SAM(nn.Module):
         if latent_mask is not None:
             codes = mix_styles(codes, latent_mask, inject_latent, alpha)
         input_is_latent = (not input_code) or input_is_full
+        dtype = self.precision.exact
         images, result_latent = self.decoder(
             [codes], input_is_latent=input_is_latent, randomize_noise=randomize_noise,
             return_latents=return_latents, resolution=resolution,
+            dtype=None if dtype == torch.float32 else dtype,
         )
         if resize and images.shape[-1] != self.config.pool_size:
             images = self.face_pool(images)
@@ -176,9 +181,14 @@ class SAM(nn.Module):
             return images, result_latent
         return images
 
-    def encode(self, x: torch.Tensor, pretrained_codes: torch.Tensor | None = None) -> torch.Tensor:
-        """W+ codes of ``B x 4 x H x W`` inputs: trained residual (+ frozen encoder's code) (+ latent_avg)."""
-        codes = self.encoder(x)
+    def encode(
+        self, x: torch.Tensor, pretrained_codes: torch.Tensor | None = None, fast: bool = False
+    ) -> torch.Tensor:
+        """W+ codes of ``B x 4 x H x W`` inputs: trained residual (+ frozen encoder's code) (+ latent_avg).
+
+        ``fast``: the trained encoder runs in ``self.precision.fast`` (e.g. a bfloat16 copy; see
+        :mod:`sam.precision`); the frozen encoder's code is computed in the exact dtype. Codes are float32."""
+        codes = (fast_encoder(self) if fast else self.encoder)(x)
         if self.config.start_from_latent_avg:
             codes = codes + self.latent_avg
         if self.config.start_from_encoded_w_plus:
@@ -192,14 +202,21 @@ class SAM(nn.Module):
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | os.PathLike, device: str | torch.device = "cpu", mmap: bool = True
+        cls, path: str | os.PathLike, device: str | torch.device = "cpu", mmap: bool = True,
+        precision: str | Precision = "auto",
     ) -> SAM:
         """Load a checkpoint file in the published format (``state_dict``, ``latent_avg``, ``opts``), as laid out by
         its own validated ``opts``; no download, no published-layout pin: see :func:`sam.checkpoint.load_model`.
-        The app and the CLI use :meth:`sam.pipeline.AgingPipeline.from_pretrained` instead."""
+        The app and the CLI use :meth:`sam.pipeline.AgingPipeline.from_pretrained` instead.
+
+        ``precision``: ``"auto" | "fp32" | "bf16" | "fp16"`` (see :mod:`sam.precision`). ``"auto"`` keeps exact
+        float32 for everything but the work labelled fast (previews, videos), which runs in bfloat16 on CPUs with
+        native bfloat16; ``"bf16"`` / ``"fp16"`` convert the encoders' weights now and run everything reduced.
+        """
         from .checkpoint import load_model
 
-        return load_model(path, device=device, mmap=mmap)
+        model = load_model(path, device=device, mmap=mmap)
+        return apply_precision(model, resolve_precision(precision, device))
 
     def checkpoint_dict(self) -> dict[str, Any]:
         """``{'state_dict', 'latent_avg', 'opts'}``, the published layout (plus ``opts['model_config']``)."""

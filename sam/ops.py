@@ -30,6 +30,7 @@ __all__ = [
     "fused_leaky_relu_torch",
     "make_kernel",
     "cuda_ops_status",
+    "build_cuda_ops",
 ]
 
 Pad = tuple[int, int, int, int]  # (x0, x1, y0, y1)
@@ -75,7 +76,7 @@ def upfirdn2d_torch(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: in
     x0, x1, y0, y1 = _as_pad(pad)
     b, c, h, w = x.shape
     kh, kw = kernel.shape
-    weight = torch.flip(kernel, [0, 1]).to(x.dtype).view(1, 1, kh, kw).expand(c, 1, kh, kw)
+    weight = torch.flip(kernel, [0, 1]).to(x.device, x.dtype).view(1, 1, kh, kw).expand(c, 1, kh, kw)
     if up == 1 and x0 == x1 and y0 == y1 and x0 >= 0 and y0 >= 0:
         # common case (blur, downsampling): let the convolution pad and stride (no padded copy)
         return F.conv2d(x, weight, padding=(y0, x0), stride=down, groups=c)
@@ -164,13 +165,7 @@ def _load_cuda_ext() -> ModuleType | None:
             _ext_error = "disabled by SAM_DISABLE_CUDA_OPS"
             return None
         try:
-            from torch.utils.cpp_extension import load
-
-            _ext = load(
-                name="sam_stylegan2_ops",
-                sources=[str(_CSRC / "ops.cpp"), str(_CSRC / "upfirdn2d.cu"), str(_CSRC / "fused_bias_act.cu")],
-                verbose=False,
-            )
+            _ext = build_cuda_ops()
         except Exception as exc:  # noqa: BLE001 - any build failure means "use the PyTorch path"
             _ext_error = f"{type(exc).__name__}: {exc}".strip()[:2000]
             warnings.warn(
@@ -182,6 +177,22 @@ def _load_cuda_ext() -> ModuleType | None:
     return _ext
 
 
+def build_cuda_ops(verbose: bool = False, **load_kwargs) -> ModuleType:
+    """Compile (or take from torch's on-disk cache) and import the CUDA extension; raises if that fails.
+
+    Needs ``nvcc`` of the CUDA version torch was built with, not a GPU: ``tests/test_cuda_ops.py`` compiles it
+    wherever nvcc exists (with ``TORCH_CUDA_ARCH_LIST`` set when no GPU says which architecture to build for).
+    ``load_kwargs`` go to ``torch.utils.cpp_extension.load`` (e.g. ``build_directory``, ``extra_include_paths``)."""
+    from torch.utils.cpp_extension import load
+
+    return load(
+        name="sam_stylegan2_ops",
+        sources=[str(_CSRC / "ops.cpp"), str(_CSRC / "upfirdn2d.cu"), str(_CSRC / "fused_bias_act.cu")],
+        verbose=verbose,
+        **load_kwargs,
+    )
+
+
 def cuda_ops_status() -> str:
     """A one-line description of which implementation runs on GPU tensors."""
     if not torch.cuda.is_available():
@@ -191,7 +202,8 @@ def cuda_ops_status() -> str:
 
 
 def _use_cuda(x: torch.Tensor) -> bool:
-    return x.is_cuda and x.dtype in (torch.float32, torch.float16, torch.float64) and _load_cuda_ext() is not None
+    return (x.is_cuda and x.dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+            and _load_cuda_ext() is not None)
 
 
 class _UpFirDn2d(torch.autograd.Function):
@@ -199,6 +211,7 @@ class _UpFirDn2d(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, kernel, up, down, pad):  # type: ignore[override]
+        kernel = kernel.to(x.device)  # FIR taps made on the CPU work with GPU inputs (and their gradients)
         x0, x1, y0, y1 = pad
         kh, kw = kernel.shape
         b, c, h, w = x.shape
@@ -234,7 +247,8 @@ class _FusedLeakyReLU(torch.autograd.Function):
         ext = _load_cuda_ext() if x.is_cuda else None
         b = bias if bias is not None else x.new_zeros(x.shape[1])
         if ext is not None:
-            out = ext.fused_bias_act(x.contiguous(), b.to(x.dtype).contiguous(), float(negative_slope), float(scale))
+            out = ext.fused_bias_act(x.contiguous(), b.to(x.device, x.dtype).contiguous(), float(negative_slope),
+                                     float(scale))
         else:
             out = fused_leaky_relu_torch(x, b, negative_slope, scale)
         ctx.save_for_backward(out)

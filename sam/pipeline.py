@@ -36,6 +36,7 @@ from .ages import to_age, to_ages
 from .image_io import load_image
 from .mixing import random_w_codes
 from .model import SAM, add_age_channel, mix_styles
+from .precision import Precision, apply_precision, precision_for, resolve_precision
 
 __all__ = ["AgingPipeline", "JobCancelledError", "EncodedFace", "to_tensor", "to_pil"]
 
@@ -88,6 +89,7 @@ class EncodedFace:
     rgb: torch.Tensor  # 1 x 3 x 256 x 256 in [-1, 1]
     pretrained_codes: torch.Tensor  # 1 x n_styles x style_dim, without latent_avg
     age_codes: dict[int, torch.Tensor] = field(default_factory=dict)  # W+ per integer age, filled on demand
+    fast_codes: dict[int, torch.Tensor] = field(default_factory=dict)  # W+ from the reduced-precision encoder
 
 
 class AgingPipeline:
@@ -108,7 +110,7 @@ class AgingPipeline:
     @classmethod
     def from_pretrained(
         cls, path: str | os.PathLike | None = None, download: bool = True, device: str | torch.device | None = None,
-        int8_style_heads: bool = False, verify: bool = False, **kwargs
+        int8_style_heads: bool = False, verify: bool = False, precision: str = "auto", **kwargs
     ) -> AgingPipeline:
         """Find the checkpoint, fetch it if it is missing (and ``download`` is on), check it and load it onto
         ``device`` (default: CUDA if present). Where it is looked for and how it is fetched and checked: see
@@ -116,7 +118,9 @@ class AgingPipeline:
 
         ``verify`` first checks the file is the published model with finite weights (:func:`sam.checkpoint.verify`,
         reads the whole file; a download is always checked so). ``int8_style_heads`` (CPU only) trades exactness
-        for speed: see :mod:`sam.quantize`.
+        for speed: see :mod:`sam.quantize`. ``precision``: ``"auto" | "fp32" | "bf16" | "fp16"``, see
+        :mod:`sam.precision` (``auto``: full-size results exact float32, previews and videos bfloat16 where the CPU
+        has native bfloat16).
 
         Raises:
             sam.checkpoint.CheckpointNotFoundError: no file, and none downloaded; the message says what to do.
@@ -125,7 +129,9 @@ class AgingPipeline:
         found = checkpoint.ensure(path, download=download)
         if verify:
             checkpoint.verify(found)
-        model = checkpoint.load_model(found, device=device or default_device())
+        device = device or default_device()
+        model = checkpoint.load_model(found, device=device)
+        model = apply_precision(model, resolve_precision(precision_for(precision, device, int8_style_heads), device))
         if int8_style_heads:
             from .quantize import quantize_style_heads
 
@@ -139,6 +145,11 @@ class AgingPipeline:
     @property
     def device(self) -> torch.device:
         return self.model.latent_avg.device
+
+    @property
+    def precision(self) -> Precision:
+        """The exact and fast dtypes (see :mod:`sam.precision`)."""
+        return self.model.precision
 
     @property
     def input_size(self) -> int:
@@ -185,16 +196,20 @@ class AgingPipeline:
 
     @torch.inference_mode()
     def latents(self, image: ImageLike | EncodedFace, target_ages: Sequence[float],
-                should_stop: ShouldStop | None = None) -> torch.Tensor:
+                should_stop: ShouldStop | None = None, fast: bool = False) -> torch.Tensor:
         """W+ codes of the face at each target age: ``len(ages) x n_styles x style_dim``.
 
         Ages follow :func:`sam.ages.to_age` (integers, rounded half up, as the network sees them); codes are
-        cached per face and age, so asking again is free.
+        cached per face and age, so asking again is free. ``fast``: approximate codes are acceptable (previews,
+        videos): the trained encoder runs in the fast dtype of :attr:`precision` (cached apart from the exact
+        codes; an exact code is used when there is one).
         """
         face = self.encode(image)
         ages = to_ages(target_ages)
+        approx = fast and self.precision.fast != self.precision.exact
         with self.lock:
-            missing = list(dict.fromkeys(a for a in ages if a not in face.age_codes))
+            cache = face.fast_codes if approx else face.age_codes
+            missing = list(dict.fromkeys(a for a in ages if a not in face.age_codes and a not in cache))
         for i in range(0, len(missing), self.batch_size):
             check_stop(should_stop)
             chunk = missing[i : i + self.batch_size]
@@ -202,41 +217,46 @@ class AgingPipeline:
             with self.lock:
                 x4 = add_age_channel(face.rgb.expand(n, -1, -1, -1), chunk)
                 codes = zerogpu.call(self.model, "encode", x4,
-                                     pretrained_codes=face.pretrained_codes.expand(n, -1, -1), device=self.device)
+                                     pretrained_codes=face.pretrained_codes.expand(n, -1, -1), fast=approx,
+                                     device=self.device)
                 for a, c in zip(chunk, codes):
-                    face.age_codes[a] = c
+                    cache[a] = c
         if not ages:
             return torch.empty(0, self.n_styles, self.model.config.style_dim, device=self.device)
         with self.lock:
-            return torch.stack([face.age_codes[a] for a in ages])
+            return torch.stack([face.age_codes[a] if a in face.age_codes else cache[a] for a in ages])
 
-    def cached_ages(self, image: ImageLike | EncodedFace) -> list[int]:
-        """The ages whose exact codes are known for this face (a snapshot, sorted)."""
+    def cached_ages(self, image: ImageLike | EncodedFace, fast: bool = False) -> list[int]:
+        """The ages whose codes are known for this face (a snapshot, sorted); with ``fast`` the reduced-precision
+        codes count too."""
         face = self.encode(image)
         with self.lock:
-            return sorted(face.age_codes)
+            return sorted({*face.age_codes, *face.fast_codes} if fast else face.age_codes)
 
     @torch.inference_mode()
-    def preview_latent(self, image: ImageLike | EncodedFace, age: float) -> tuple[torch.Tensor, bool]:
+    def preview_latent(
+        self, image: ImageLike | EncodedFace, age: float, fast: bool = False
+    ) -> tuple[torch.Tensor, bool]:
         """A code for ``age`` without running the encoder when possible.
 
         Returns ``(code, exact)``: the cached exact code if this age was computed before; else a linear
         interpolation between the nearest cached ages on either side (``exact=False``; fill the cache first with
-        :meth:`latents` on key ages, e.g. every 10 years); else the exact code, computed now.
+        :meth:`latents` on key ages, e.g. every 10 years); else the exact code, computed now. With ``fast`` the
+        reduced-precision codes count as cached too (exact ones preferred) and a missing code is computed fast.
         """
         face = self.encode(image)
         a = to_age(age)
-        with self.lock:
-            codes = dict(face.age_codes)  # a snapshot: the key-age warm-up may add entries meanwhile
-        if a in codes:
-            return codes[a][None], True
-        lower = [k for k in codes if k < a]
-        upper = [k for k in codes if k > a]
+        with self.lock:  # a snapshot: the key-age warm-up may add entries meanwhile
+            known = {**face.fast_codes, **face.age_codes} if fast else dict(face.age_codes)
+        if a in known:
+            return known[a][None], True
+        lower = [k for k in known if k < a]
+        upper = [k for k in known if k > a]
         if lower and upper:
             lo, hi = max(lower), min(upper)
             t = (a - lo) / (hi - lo)
-            return torch.lerp(codes[lo], codes[hi], t)[None], False
-        return self.latents(face, [a]), True
+            return torch.lerp(known[lo], known[hi], t)[None], False
+        return self.latents(face, [a], fast=fast), True
 
     @torch.inference_mode()
     def render(
@@ -251,7 +271,8 @@ class AgingPipeline:
         """Decode W+ codes to ``N x 3 x size x size`` images in [-1, 1] (the public decoder of the pipeline).
 
         ``size`` defaults to the generator's resolution. A smaller size is the full image average-pooled down
-        (the published ``resize`` pixels), or, with ``fast``, the generator stopped at that resolution.
+        (the published ``resize`` pixels), or, with ``fast``, the generator stopped at that resolution. ``fast``
+        also runs the generator's feature maps in the fast dtype of :attr:`precision` (e.g. bfloat16).
         ``should_stop`` is polled before each batch (:class:`JobCancelledError` when it returns true).
         """
         full = self.output_size
@@ -266,12 +287,14 @@ class AgingPipeline:
         # On CPU one image at a time is as fast per image as a batch (per-sample weights, measured in
         # bench/) and needs a quarter of the activation memory; GPUs gain from batches.
         step = self.batch_size if self.device.type != "cpu" else 1
+        dtype = self.precision.fast if fast else self.precision.exact
         for i in range(0, total, step):
             check_stop(should_stop)
             batch = codes[i : i + step].to(self.device)
             with self.lock:
                 img, _ = zerogpu.call(self.model, "decoder", [batch], input_is_latent=True,
-                                      randomize_noise=randomize_noise, resolution=stop_at, device=self.device)
+                                      randomize_noise=randomize_noise, resolution=stop_at,
+                                      dtype=None if dtype == torch.float32 else dtype, device=self.device)
             if img.shape[-1] != size:
                 img = F.adaptive_avg_pool2d(img, size) if img.shape[-1] % size == 0 else F.interpolate(
                     img, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
@@ -290,7 +313,7 @@ class AgingPipeline:
     ) -> list[Image.Image]:
         """Age one aligned face to each target age; PIL images of side ``size`` (default 1024)."""
         ages = [target_ages] if isinstance(target_ages, (int, float)) else list(target_ages)
-        codes = self.latents(image, ages)
+        codes = self.latents(image, ages, fast=fast)
         return to_pil(self.render(codes, size=size, fast=fast, progress=progress))
 
     age = __call__

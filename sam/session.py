@@ -309,7 +309,7 @@ class FaceSession:
         """Whether a quick (interpolated) preview exists for ``age``: its exact code is not known yet, but codes
         on both sides are (after the key-age warm-up)."""
         a = to_age(age)
-        known = self.pipe.cached_ages(self.encoded)
+        known = self.pipe.cached_ages(self.encoded, fast=True)  # previews accept the fast (e.g. bf16) codes
         return a not in known and any(k < a for k in known) and any(k > a for k in known)
 
     def warm_key_ages(self, ages: Sequence[int] = KEY_AGES, should_stop: ShouldStop | None = None) -> None:
@@ -317,12 +317,12 @@ class FaceSession:
         so a request waits at most that long)."""
         for a in ages:
             check_stop(should_stop)
-            if a not in self.pipe.cached_ages(self.encoded):
-                self.pipe.latents(self.encoded, [a])
+            if a not in self.pipe.cached_ages(self.encoded, fast=True):
+                self.pipe.latents(self.encoded, [a], fast=True)  # for previews: the fast dtype (sam.precision)
 
     def start_warm_up(self, should_stop: ShouldStop | None = None) -> threading.Thread | None:
         """:meth:`warm_key_ages` in a background thread (at most one per session); ``None`` when nothing is left."""
-        if all(a in self.pipe.cached_ages(self.encoded) for a in KEY_AGES):
+        if all(a in self.pipe.cached_ages(self.encoded, fast=True) for a in KEY_AGES):
             return None
         with self._lock:
             if self._warm_thread is not None and self._warm_thread.is_alive():
@@ -360,8 +360,9 @@ class FaceSession:
 
     def renders(self, ages: Sequence[Any], size: int | None = None, fast: bool = False, paste: bool = False,
                 progress: Progress | None = None, should_stop: ShouldStop | None = None) -> list[Image.Image]:
-        """The face at each age (codes encoded in batches, images decoded as the device prefers)."""
-        codes = self.pipe.latents(self.encoded, [to_age(a) for a in ages], should_stop=should_stop)
+        """The face at each age (codes encoded in batches, images decoded as the device prefers). ``fast``: the
+        generator stopped at ``size`` and the fast dtype of the pipeline's precision (previews, the strip)."""
+        codes = self.pipe.latents(self.encoded, [to_age(a) for a in ages], should_stop=should_stop, fast=fast)
         images = to_pil(self.pipe.render(codes, size=size, fast=fast, progress=progress, should_stop=should_stop))
         return [self.finish(im, paste) for im in images]
 
@@ -373,7 +374,7 @@ class FaceSession:
         """An interpolated preview (the generator only, no encoder pass) when :meth:`can_interpolate`, else None."""
         if not self.can_interpolate(age):
             return None
-        code, _ = self.pipe.preview_latent(self.encoded, to_age(age))
+        code, _ = self.pipe.preview_latent(self.encoded, to_age(age), fast=True)
         return self.finish(to_pil(self.pipe.render(code, size=self.preview_size, fast=True))[0], paste)
 
     def strip(self, ages: Sequence[Any], progress: Progress | None = None,

@@ -75,10 +75,10 @@ def lifespan_codes(
     frames_per_step: int = 10,
     should_stop: ShouldStop | None = None,
 ) -> tuple[torch.Tensor, list[float]]:
-    """W+ codes at the key ages (one encoder pass per key age), interpolated to every frame."""
+    """W+ codes at the key ages (one encoder pass per key age, fast dtype), interpolated to every frame."""
     if len(key_ages) < 1:
         raise ValueError("at least one key age is needed")
-    keys = pipe.latents(image, list(key_ages), should_stop=should_stop)
+    keys = pipe.latents(image, list(key_ages), should_stop=should_stop, fast=True)  # videos: the fast dtype
     return interpolate_codes(keys, key_ages, frames_per_step)
 
 

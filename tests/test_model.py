@@ -234,3 +234,18 @@ def test_encoder_inference_layout_matches_autograd_path(tiny_model):
     with torch.enable_grad():
         plain = tiny_model.encoder(x)
     torch.testing.assert_close(fast, plain.detach(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("upsample", [False, True])
+def test_inference_constants_follow_weight_changes(upsample):
+    """Inference keeps the squared weight sums (and the transposed up-conv weight); a changed weight renews them."""
+    torch.manual_seed(2)
+    conv = ModulatedConv2d(6, 5, 3, 8, upsample=upsample)
+    x, style = torch.randn(1, 6, 7, 7), torch.randn(1, 8)
+    with torch.no_grad():
+        conv(x, style)  # fills the cache
+        conv.weight.mul_(torch.rand_like(conv.weight))
+        got = conv(x, style)
+    conv.fused = "input"
+    with torch.no_grad():
+        torch.testing.assert_close(got, conv(x, style))

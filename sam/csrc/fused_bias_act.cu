@@ -26,7 +26,7 @@ torch::Tensor fused_bias_act_cuda(const torch::Tensor& x_in, const torch::Tensor
                                   double scale) {
   const at::cuda::OptionalCUDAGuard guard(x_in.device());
   auto x = x_in.contiguous();
-  auto bias = bias_in.to(x.scalar_type()).contiguous();
+  auto bias = bias_in.to(x.device(), x.scalar_type()).contiguous();
   auto out = torch::empty_like(x);
   const long long total = x.numel();
   if (total == 0) return out;
@@ -34,7 +34,8 @@ torch::Tensor fused_bias_act_cuda(const torch::Tensor& x_in, const torch::Tensor
   const long long inner = total / (x.size(0) * (long long)channels);
   const int threads = 256;
   const int blocks = (int)std::min<long long>((total + threads - 1) / threads, 65535LL * 8);
-  AT_DISPATCH_FLOATING_TYPES_AND_HALF(x.scalar_type(), "fused_bias_act_cuda", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::ScalarType::Half, at::ScalarType::BFloat16, x.scalar_type(),
+                                  "fused_bias_act_cuda", [&] {
     fused_bias_act_kernel<scalar_t><<<blocks, threads, 0, at::cuda::getCurrentCUDAStream()>>>(
         x.data_ptr<scalar_t>(), bias.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), total, channels, inner,
         (float)negative_slope, (float)scale);

@@ -8,12 +8,6 @@
 
 namespace {
 
-// floor division that is correct for negative numerators
-__device__ __forceinline__ int floor_div(int a, int b) {
-  int q = a / b;
-  return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
-}
-
 template <typename scalar_t>
 __global__ void upfirdn2d_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ k,
                                  scalar_t* __restrict__ out, int planes, int in_h, int in_w, int out_h, int out_w,
@@ -53,7 +47,8 @@ torch::Tensor upfirdn2d_cuda(const torch::Tensor& x_in, const torch::Tensor& ker
                              int pad_x0, int pad_x1, int pad_y0, int pad_y1) {
   const at::cuda::OptionalCUDAGuard guard(x_in.device());
   auto x = x_in.contiguous();
-  auto kernel = kernel_in.to(x.scalar_type()).contiguous();
+  // the FIR taps may come from the CPU (e.g. make_kernel's output): moved to the input's device and dtype
+  auto kernel = kernel_in.to(x.device(), x.scalar_type()).contiguous();
   const int n = x.size(0), c = x.size(1), in_h = x.size(2), in_w = x.size(3);
   const int kh = kernel.size(0), kw = kernel.size(1);
   const int out_h = (in_h * up + pad_y0 + pad_y1 - kh + down) / down;
@@ -61,9 +56,11 @@ torch::Tensor upfirdn2d_cuda(const torch::Tensor& x_in, const torch::Tensor& ker
   TORCH_CHECK(out_h > 0 && out_w > 0, "upfirdn2d: output would be empty");
   auto out = torch::empty({n, c, out_h, out_w}, x.options());
   const long long total = (long long)n * c * out_h * out_w;
+  if (total == 0) return out;  // an empty batch (or no channels): launching 0 blocks is a CUDA error
   const int threads = 256;
   const int blocks = (int)std::min<long long>((total + threads - 1) / threads, 65535LL * 8);
-  AT_DISPATCH_FLOATING_TYPES_AND_HALF(x.scalar_type(), "upfirdn2d_cuda", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::ScalarType::Half, at::ScalarType::BFloat16, x.scalar_type(), "upfirdn2d_cuda",
+                                  [&] {
     upfirdn2d_kernel<scalar_t><<<blocks, threads, 0, at::cuda::getCurrentCUDAStream()>>>(
         x.data_ptr<scalar_t>(), kernel.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), n * c, in_h, in_w, out_h,
         out_w, kh, kw, up, down, pad_x0, pad_y0);
