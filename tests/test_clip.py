@@ -1,0 +1,229 @@
+"""The video job (``sam.clip``): frame count, rate, duration and sound kept; steady alignment (One Euro filter);
+no flicker; tracking; bad inputs; cancellation without leftovers. Clips are made here (``tests/clipmaker.py``)
+and aged with the tiny random checkpoint."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import imageio_ffmpeg
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sam import clip
+from sam.align import NoFaceError, ffhq_align
+from sam.pipeline import AgingPipeline, JobCancelledError
+from sam.session import RequestError
+from tests.clipmaker import make_clip, streams
+
+FPS = 25
+STILL = range(15, 50)  # frames of the still segment measured (the clip is still for its first 2 s)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: on a shared 2-core machine two OpenMP threads wait on each other for most of the time."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_checkpoint) -> AgingPipeline:
+    return AgingPipeline.from_pretrained(tiny_checkpoint, download=False, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory) -> Path:
+    return make_clip(tmp_path_factory.mktemp("clip") / "astronaut.mp4")
+
+
+@pytest.fixture(scope="module")
+def aged(pipe, source, tmp_path_factory) -> clip.ClipResult:
+    out = tmp_path_factory.mktemp("aged") / "aged.mp4"
+    return clip.age_clip(pipe, source, out, 70, trace=True)
+
+
+def audio_md5(path: Path) -> str:
+    done = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(path), "-map", "0:a", "-c",
+                           "copy", "-f", "md5", "-"], capture_output=True, check=True)
+    return done.stdout.decode().strip()
+
+
+def aligned_std(frames: list[np.ndarray], matrices: list[np.ndarray], align_size: int) -> float:
+    """How much a face that does not move moves in its aligned crop: the mean landmark position over the still
+    frames (the face's true place) mapped into each frame's crop; std over frames, mean over the 68 points, in
+    pixels of a 256 px crop."""
+    truth = np.mean(frames, axis=0)
+    pos = np.array([(truth + 0.5 - m[:, 2]) @ np.linalg.inv(m[:, :2]).T - 0.5 for m in matrices])
+    return float(np.sqrt(pos.var(axis=0).sum(axis=-1)).mean() * 256 / align_size)
+
+
+def flicker(frames: list[np.ndarray], box: np.ndarray) -> float:
+    """Mean absolute difference between consecutive frames inside ``box`` (grey levels)."""
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    crops = np.array([f[y0:y1, x0:x1].astype(np.float64) for f in frames])
+    return float(np.abs(np.diff(crops, axis=0)).mean())
+
+
+# --------------------------------------------------------------------------------------------- filters
+
+
+def test_one_euro_filter_removes_jitter_and_follows_motion():
+    rng = np.random.default_rng(0)
+    t = np.arange(200) / 25
+    still = 100.0 + rng.normal(0, 1.0, (200, 2))
+    f = clip.OneEuroFilter(min_cutoff=0.4, beta=0.05)
+    out = np.array([f(ti, x) for ti, x in zip(t, still, strict=True)])
+    assert out[50:].std(axis=0).max() < 0.35 * still[50:].std(axis=0).min()
+    ramp = 100.0 + 200.0 * t[:, None] + rng.normal(0, 1.0, (200, 2))  # 200 px/s
+    f.reset()
+    out = np.array([f(ti, x) for ti, x in zip(t, ramp, strict=True)])
+    lag = (100.0 + 200.0 * t[100:, None] - out[100:]).mean()
+    assert lag < 10.0  # under 2 frames of motion behind
+    plain = clip.OneEuroFilter(min_cutoff=0.4, beta=0.0)  # without the speed term: the lag the filter avoids
+    slow = np.array([plain(ti, x) for ti, x in zip(t, ramp, strict=True)])
+    assert (100.0 + 200.0 * t[100:, None] - slow[100:]).mean() > 4 * lag
+
+
+def test_code_smoother_is_frame_rate_independent():
+    a, b = clip.CodeSmoother(0.2), clip.CodeSmoother(0.2)
+    x = torch.ones(3)
+    a(0.0, torch.zeros(3))
+    b(0.0, torch.zeros(3))
+    ya = a(0.1, x)
+    yb = [b(0.05, x), b(0.1, x)][-1]
+    assert torch.allclose(ya, yb, atol=1e-6)
+    assert clip.CodeSmoother(0.0)(1.0, x) is x
+
+
+# --------------------------------------------------------------------------------------------- the job
+
+
+def test_clip_keeps_frames_rate_duration_and_sound(aged, source):
+    info, out = clip.probe_clip(source), clip.probe_clip(aged.path)
+    print(f"\ninput: {info.frames} frames, {float(info.fps):g} fps, {info.duration:.3f} s; output: {out.frames} "
+          f"frames, {float(out.fps):g} fps, {out.duration:.3f} s, audio {out.audio_codec} ({aged.audio})")
+    assert info.frames == 5 * FPS
+    assert abs(out.frames - info.frames) <= 1
+    assert out.fps == info.fps == FPS
+    assert abs(out.duration - info.duration) <= 1 / FPS
+    assert out.size == info.size == (320, 240)
+    assert aged.audio == "copied" and out.audio_codec == "aac"
+    assert audio_md5(aged.path) == audio_md5(source)  # the very same audio packets
+    assert "Video: h264" in streams(aged.path)
+    assert aged.faces == {0: info.frames}  # one person, one number, every frame
+    assert sorted(p.name for p in aged.path.parent.iterdir()) == ["aged.mp4"]  # no temporary files left
+
+
+def test_clip_alignment_is_steady_when_the_head_is_still(aged, source):
+    """Smoothed: < 1 px std at 256 px; and clearly steadier than the same tracking without the filter."""
+    still = [f for f in aged.trace if f.frame in STILL]
+    assert len(still) == len(STILL)
+    raw = [f.raw for f in still]
+    with_filter = aligned_std(raw, [f.matrix for f in still], still[0].align_size)
+    tracker = clip.FaceTracker(smooth=False)
+    matrices = []
+    for i, arr in enumerate(clip.read_frames(clip.probe_clip(source))):
+        if i >= STILL.stop:
+            break
+        frame = Image.fromarray(arr)
+        (tr,) = tracker.step(frame, i / FPS)
+        if i in STILL:
+            matrices.append(ffhq_align(frame, tr.smooth, 64)[2])
+    without = aligned_std(raw, matrices, 64)
+    print(f"\naligned-crop landmark std on the still segment (256 px): {with_filter:.3f} px smoothed, "
+          f"{without:.3f} px without smoothing")
+    assert with_filter < 1.0
+    assert with_filter < 0.6 * without
+
+
+def test_clip_does_not_flicker(aged, source):
+    still = [f for f in aged.trace if f.frame in STILL]
+    box = np.mean([f.box for f in still], axis=0)
+    inp = [a for i, a in enumerate(clip.read_frames(clip.probe_clip(source))) if i in STILL]
+    out = [a for i, a in enumerate(clip.read_frames(clip.probe_clip(aged.path))) if i in STILL]
+    f_in, f_out = flicker(inp, box), flicker(out, box)
+    print(f"\nflicker inside the face box: input {f_in:.2f}, output {f_out:.2f} grey levels; ratio {f_out / f_in:.2f}")
+    assert f_out <= 1.5 * f_in
+    # the face was changed (the tiny model's face is pasted), not just passed through
+    assert np.abs(np.asarray(inp[0], float) - np.asarray(out[0], float)).mean() > 5
+
+
+def test_clip_rotated_variable_rate_without_sound(pipe, source, tmp_path):
+    """A vertical phone clip: stored sideways with a rotation tag, frames at uneven times, no audio track."""
+    sideways = tmp_path / "sideways.mp4"
+    ff = imageio_ffmpeg.get_ffmpeg_exe()
+    # an upright 240x320 picture stored turned (transpose=1: 90 degrees clockwise; the tag turns it back);
+    # frames 1, 4, 7... dropped, the others keep their times
+    subprocess.run([ff, "-y", "-v", "error", "-i", str(source), "-t", "2", "-an",
+                    "-vf", "crop=240:240,pad=240:320:0:40,transpose=1,select='not(eq(mod(n\\,3)\\,1))'",
+                    "-fps_mode", "vfr", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(tmp_path / "vfr.mp4")],
+                   check=True)
+    subprocess.run([ff, "-y", "-v", "error", "-display_rotation", "90", "-i", str(tmp_path / "vfr.mp4"), "-c",
+                    "copy", str(sideways)], check=True)
+    info = clip.probe_clip(sideways)
+    assert info.size == (240, 320) and info.rotation in (90, -90, 270) and info.audio_codec is None
+    assert info.frames == 33
+    assert abs(float(info.fps) - 16.5) < 0.6  # the average rate: 33 frames in about 2 s
+    out = clip.age_clip(pipe, info, tmp_path / "out.mp4", 30)
+    res = clip.probe_clip(out.path)
+    assert abs(res.frames - info.frames) <= 1 and res.size == (240, 320) and res.audio_codec is None
+    assert abs(res.duration - info.duration) <= 1 / float(info.fps)
+    assert out.audio == "none" and out.faces[0] > 0.8 * info.frames
+
+
+def test_clip_cancelled_leaves_nothing(pipe, source, tmp_path):
+    seen = []
+
+    def stop() -> bool:
+        return len(seen) >= 6
+
+    with pytest.raises(JobCancelledError):
+        clip.age_clip(pipe, source, tmp_path / "out.mp4", 70, progress=lambda d, t: seen.append((d, t)),
+                      should_stop=stop)
+    assert seen[-1] == (6, 125)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_clip_span_ages_only_inside(pipe, source, tmp_path):
+    out = clip.age_clip(pipe, source, tmp_path / "span.mp4", 70, start=1.0, end=1.4)
+    assert out.frames == 125 and out.faces == {0: 10}
+
+
+def test_clip_without_a_face_is_refused_and_nothing_written(pipe, tmp_path):
+    blank = tmp_path / "blank.mp4"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-f", "lavfi", "-i",
+                    "testsrc=size=160x120:rate=10:duration=1", "-pix_fmt", "yuv420p", str(blank)], check=True)
+    with pytest.raises(NoFaceError, match="no face found in the video"):
+        clip.age_clip(pipe, blank, tmp_path / "out" / "x.mp4", 50)
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_probe_refuses_what_is_not_a_video(tmp_path):
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video at all\n" * 50)
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (64, 48), (200, 100, 50)).save(photo)
+    sound = tmp_path / "sound.mp4"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-f", "lavfi", "-i",
+                    "sine=frequency=440:duration=1", "-c:a", "aac", str(sound)], check=True)
+    for path, words in [(empty, "empty"), (text, "not a video"), (sound, "not a video"),
+                        (photo, "single picture"), (tmp_path / "missing.mp4", "not found")]:
+        with pytest.raises(RequestError, match=words) as err:
+            clip.probe_clip(path)
+        assert str(tmp_path) not in str(err.value)
+
+
+def test_probe_reads_a_gif(tmp_path):
+    frames = [Image.new("RGB", (64, 48), (i * 20, 0, 0)) for i in range(10)]
+    frames[0].save(tmp_path / "a.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    info = clip.probe_clip(tmp_path / "a.gif")
+    assert info.frames == 10 and abs(float(info.fps) - 10) < 0.5 and info.size == (64, 48)
+    assert len(list(clip.read_frames(info))) == 10
