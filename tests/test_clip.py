@@ -227,3 +227,20 @@ def test_probe_reads_a_gif(tmp_path):
     info = clip.probe_clip(tmp_path / "a.gif")
     assert info.frames == 10 and abs(float(info.fps) - 10) < 0.5 and info.size == (64, 48)
     assert len(list(clip.read_frames(info))) == 10
+
+
+def test_cli_video(source, tiny_checkpoint, tmp_path, capsys):
+    from sam.cli import main
+
+    out = tmp_path / "cli.mp4"
+    args = ["video", "--input", str(source), "--output", str(out), "--target_age", "80", "--checkpoint_path",
+            str(tiny_checkpoint), "--device", "cpu", "--start", "0.4", "--end", "0.8", "--preview"]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "125 frames at 25.000 fps, 5.00 s, audio copied" in err and "{0: 10}" in err
+    with pytest.raises(SystemExit, match="exists"):
+        main(args)
+    text = tmp_path / "notes.mp4"
+    text.write_text("hello\n" * 100)
+    with pytest.raises(SystemExit, match="not a video"):
+        main(["video", "--input", str(text), "--output", str(tmp_path / "x.mp4")])
