@@ -484,6 +484,7 @@ def age_clip(
     start: float | None = None,
     end: float | None = None,
     preview: bool = False,
+    max_side: int | None = None,
     smooth: bool = True,
     smooth_codes: bool = True,
     key_every: int = 5,
@@ -500,6 +501,7 @@ def age_clip(
         start, end: seconds: only frames in ``[start, end)`` are aged; the others are copied unchanged.
         preview: a quick pass: frames worked on with the long side at most :data:`PREVIEW_SIDE`, faces rendered
             at 256 px or less with the generator stopped early.
+        max_side: frames with a longer side are scaled down to it (read, aged and written at that size).
         smooth, smooth_codes: the landmark filter and the code smoothing (off only to measure what they do).
         key_every: frames between detector runs.
         progress: ``progress(frames done, frames total)`` after each frame.
@@ -519,8 +521,9 @@ def age_clip(
     if lo >= info.duration:
         raise RequestError(f"start ({lo:g} s) is past the end of the video ({info.duration:.2f} s)")
     size = info.size
-    if preview and max(size) > PREVIEW_SIDE:
-        k = PREVIEW_SIDE / max(size)
+    side = min(PREVIEW_SIDE if preview else math.inf, max_side or math.inf)
+    if max(size) > side:
+        k = side / max(size)
         size = (max(2, round(size[0] * k / 2) * 2), max(2, round(size[1] * k / 2) * 2))
     render_size = min(int(output_size), pipe.output_size, 256 if preview else pipe.output_size)
     if render_size < 8:

@@ -244,3 +244,64 @@ def test_cli_video(source, tiny_checkpoint, tmp_path, capsys):
     text.write_text("hello\n" * 100)
     with pytest.raises(SystemExit, match="not a video"):
         main(["video", "--input", str(text), "--output", str(tmp_path / "x.mp4")])
+
+
+# --------------------------------------------------------------------------------------------- the app
+
+
+@pytest.fixture(scope="module")
+def short_clip(tmp_path_factory) -> Path:
+    return make_clip(tmp_path_factory.mktemp("short") / "short.mp4", seconds=1.2, still=1.2)
+
+
+@pytest.fixture(scope="module")
+def page(tiny_checkpoint):
+    import app
+
+    return app.build_demo(str(tiny_checkpoint), device="cpu")
+
+
+def test_app_video_limits_in_words(page, source, tmp_path, monkeypatch):
+    import app
+
+    a = page.sam_app
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    fake = tmp_path / "fake.mp4"
+    fake.write_text("hello " * 100)
+    for clip_, words in [(None, "add a video first"), (str(text), "not a video the page takes"),
+                         (str(fake), "not a video that can be read")]:
+        with pytest.raises(RequestError, match=words):
+            a.video(clip_, 70)
+    with pytest.raises(RequestError, match="faces must be"):
+        a.video(str(source), 70, "everyone")
+    with pytest.raises(RequestError, match="start must be a number"):
+        a.video(str(source), 70, "all", 256, float("nan"))
+    monkeypatch.setattr(app, "CLIP_MAX_SECONDS", 3)
+    with pytest.raises(RequestError, match="5 seconds long; this page takes clips of at most 3 seconds"):
+        a.video(str(source), 70)
+    monkeypatch.setattr(app, "CLIP_MAX_MB", 0.001)
+    with pytest.raises(RequestError, match="at most 0.001 MB"):
+        a.video(str(source), 70)
+
+
+def test_app_video_endpoint(page, short_clip, tmp_path):
+    from gradio_client import Client, handle_file
+
+    from tests.test_app import _launch
+
+    url = _launch(page)
+    try:
+        client = Client(url, verbose=False, download_files=str(tmp_path))
+        got = client.predict(handle_file(str(short_clip)), 60, "all", api_name="/video")
+        path = Path(got["video"] if isinstance(got, dict) else got)
+        info = clip.probe_clip(path)
+        assert info.frames == 30 and info.fps == FPS and info.audio_codec == "aac"
+        blank = tmp_path / "blank.mp4"
+        subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-f", "lavfi", "-i",
+                        "testsrc=size=160x120:rate=10:duration=1", "-pix_fmt", "yuv420p", str(blank)], check=True)
+        with pytest.raises(Exception, match="No face found in the video") as err:
+            client.predict(handle_file(str(blank)), 60, api_name="/video")
+        assert "already aligned" not in str(err.value)
+    finally:
+        page.close()
