@@ -360,8 +360,8 @@ class AgeApp:
         if who not in ("largest", "all"):
             raise RequestError(f"faces must be \"largest\" or \"all\", got {str(faces)[:20]!r}")
         side = read_number(output_size, "output size", 8, 1024, integer=True, default=256)
-        first = None if start in (None, "") else read_number(start, "start", 0, CLIP_MAX_SECONDS)
-        last = None if end in (None, "") else read_number(end, "end", 0, CLIP_MAX_SECONDS)
+        first = read_number(start, "start", 0, CLIP_MAX_SECONDS, default=0)
+        last = read_number(end, "end", 0, CLIP_MAX_SECONDS, default=0) or None  # 0: to the end
         info = probe_clip(path)
         if info.duration > CLIP_MAX_SECONDS + 0.5:
             raise RequestError(f"the video is {info.duration:.0f} seconds long; this page takes clips of at most "
@@ -514,8 +514,8 @@ def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None =
                     c_size = gr.Dropdown([s for s in (256, 1024) if s <= full] or [full], value=min(256, full),
                                          label="Face resolution (px)")
                     with gr.Row():
-                        c_start = gr.Number(None, label="From second (optional)", minimum=0)
-                        c_end = gr.Number(None, label="To second (optional)", minimum=0)
+                        c_start = gr.Number(0, label="From second", minimum=0)
+                        c_end = gr.Number(0, label="To second (0: the end)", minimum=0)
                     c_preview = gr.Checkbox(False, label="quick preview (480 px)")
                     with gr.Row():
                         c_btn = gr.Button("Age the video", variant="primary", elem_id="clip-button")
@@ -678,8 +678,8 @@ def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None =
             a_clip = gr.File(label="video", type="filepath")
             a_faces = gr.Textbox("largest", label="faces")
             a_csize = gr.Number(256, label="output_size")
-            a_cstart = gr.Number(None, label="start")
-            a_cend = gr.Number(None, label="end")
+            a_cstart = gr.Number(0, label="start")
+            a_cend = gr.Number(0, label="end")
             a_preview = gr.Checkbox(False, label="preview")
             a_btn = gr.Button("api")
             a_cancel = gr.Button("cancel")

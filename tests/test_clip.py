@@ -4,8 +4,11 @@ and aged with the tiny random checkpoint."""
 
 from __future__ import annotations
 
+import os
 import subprocess
+import time
 from pathlib import Path
+from typing import Any
 
 import imageio_ffmpeg
 import numpy as np
@@ -305,3 +308,76 @@ def test_app_video_endpoint(page, short_clip, tmp_path):
         assert "already aligned" not in str(err.value)
     finally:
         page.close()
+
+
+@pytest.mark.slow
+def test_browser_video_tab(tiny_checkpoint, source, tmp_path):
+    """In headless Chromium: the Video tab with the 5 s clip: progress in frames, Cancel (no files or ffmpeg left),
+    then a finished clip that plays in the page. Screenshots go to $SAM_SCREENSHOT_DIR (default: a temporary
+    folder)."""
+    import app
+    from tests.test_app import CHROMIUM, CHROMIUM_ARGS, _launch
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM}")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (no browser download)")
+    shots = Path(os.environ.get("SAM_SCREENSHOT_DIR", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    demo = app.build_demo(str(tiny_checkpoint), device="cpu")
+    pipe = demo.sam_app.pipe
+    real_render = pipe.render
+    url = _launch(demo)
+    try:
+        with sync_api.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(url, wait_until="load")
+            try:
+                _drive_video_tab(page, source, demo.sam_app, real_render, shots)
+            except Exception:
+                page.screenshot(path=str(shots / "video-tab-failure.png"), full_page=True)
+                raise
+            browser.close()
+    finally:
+        pipe.render = real_render
+        demo.close()
+
+
+def _drive_video_tab(page: Any, source: Path, sam_app: Any, real_render: Any, shots: Path) -> None:
+    from tests.test_app import _ffmpeg_children
+
+    status = "#status"
+    pipe = sam_app.pipe
+    page.get_by_role("tab", name="Video", exact=True).click()
+    page.locator("#clip-input input[type=file]").set_input_files(str(source))
+    page.locator("#clip-input").get_by_text("astronaut.mp4").wait_for(timeout=30_000)
+
+    pipe.render = lambda *a, **k: time.sleep(0.1) or real_render(*a, **k)  # time to see it and cancel
+    page.locator("#clip-button").click()
+    page.wait_for_function("() => /([2-9]|[1-9][0-9])\\/125/.test(document.body.innerText)", timeout=60_000)
+    progress_text = page.locator("#clip-video").inner_text()
+    page.screenshot(path=str(shots / "video-tab-progress.png"), full_page=True)
+    page.locator("#clip-cancel").click()
+    page.locator(status).get_by_text("Video cancelled").wait_for(timeout=10_000)
+    deadline = time.monotonic() + 20
+    while (_ffmpeg_children() or list(sam_app.workdir.glob("*"))) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _ffmpeg_children() and not list(sam_app.workdir.glob("*"))
+    page.screenshot(path=str(shots / "video-tab-cancelled.png"), full_page=True)
+
+    pipe.render = real_render
+    page.locator("#clip-button").click()
+    page.locator(status).get_by_text("Video ready").wait_for(timeout=180_000)
+    page.locator("#clip-video video").wait_for(timeout=30_000)
+    page.wait_for_function("() => { const v = document.querySelector('#clip-video video'); "
+                           "return v && v.readyState >= 2 && v.duration > 4.9; }", timeout=30_000)
+    played = page.evaluate("async () => { const v = document.querySelector('#clip-video video'); "
+                           "v.muted = true; v.currentTime = 0; await v.play(); "
+                           "await new Promise(r => setTimeout(r, 1500)); "
+                           "return [v.currentTime, v.duration, v.videoWidth, v.videoHeight, v.error]; }")
+    page.screenshot(path=str(shots / "video-tab-done.png"), full_page=True)
+    print(f"\nprogress shown: {progress_text!r}; played: {played}; status: {page.locator(status).inner_text()!r}")
+    assert played[0] > 0.5 and abs(played[1] - 5.0) < 0.1 and played[2:4] == [320, 240]
+    assert played[4] is None
+    assert "125 frames at 25 fps, 1 person aged, sound copied" in page.locator(status).inner_text()
+    assert page.locator("#clip-file a").count() >= 1  # downloadable
