@@ -158,7 +158,7 @@ def job(fn: Callable, *, page: Any = None, desc: str = "working", unit: str = "i
         if "should_stop" in wants:
             kwargs["should_stop"] = lambda: stop.is_set() or not _event_alive(blocks, event_id)
         if "progress" in wants:
-            kwargs["progress"] = lambda done, total: tracker((done, total), desc=desc, unit=unit)
+            kwargs["progress"] = lambda done, total, note=None: tracker((done, total), desc=note or desc, unit=unit)
 
         def work() -> Any:
             try:
@@ -608,7 +608,14 @@ def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None =
 
         def on_clip(clip: Any, target: Any, who: str, side: Any, start: Any, end: Any, preview: bool, *,
                     progress=None, should_stop=None) -> dict:
-            res = app.age_video(clip, target, who, side, start, end, preview, progress=progress,
+            began = time.monotonic()
+
+            def frames_done(done: int, total: int) -> None:  # the bar's text: frames done and time left
+                left = (time.monotonic() - began) / max(done, 1) * (total - done)
+                if progress is not None:
+                    progress(done, total, f"ageing frames, about {left:.0f} s left" if done >= 3 else None)
+
+            res = app.age_video(clip, target, who, side, start, end, preview, progress=frames_done,
                                 should_stop=should_stop)
             people = len(res.faces)
             return {c_out: str(res.path), c_file: str(res.path),

@@ -354,7 +354,8 @@ def _drive_video_tab(page: Any, source: Path, sam_app: Any, real_render: Any, sh
 
     pipe.render = lambda *a, **k: time.sleep(0.1) or real_render(*a, **k)  # time to see it and cancel
     page.locator("#clip-button").click()
-    page.wait_for_function("() => /([2-9]|[1-9][0-9])\\/125/.test(document.body.innerText)", timeout=60_000)
+    page.wait_for_function("() => /([3-9]|[1-9][0-9])\\/125/.test(document.body.innerText)", timeout=60_000)
+    page.locator("#clip-video").get_by_text("s left").wait_for(timeout=10_000)
     progress_text = page.locator("#clip-video").inner_text()
     page.screenshot(path=str(shots / "video-tab-progress.png"), full_page=True)
     page.locator("#clip-cancel").click()
