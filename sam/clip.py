@@ -10,8 +10,9 @@ The video job shared by ``python -m sam video`` and the app's Video tab (lifespa
 2. **Track faces**: dlib's detector runs on key frames only (every ``key_every`` frames); between them each face
    is followed by placing the 68-point shape predictor in a box carried along by the face's own landmarks. On a
    key frame, detections are matched to the tracks by box overlap (IoU), then by distance for a face that was
-   lost; a face the detector misses on a key frame or two keeps its track (and its number), and one that comes
-   back near where it left gets its old number again.
+   lost. A face the detector misses is looked for again around its last place with a lower threshold; when it
+   is really gone (covered, turned away) it is not aged, the detector runs on every frame, and when it comes back
+   near where it left (within ``max_missed`` key frames' time) it gets its old number again.
 3. **Steady alignment**: each face's landmarks go through a :class:`OneEuroFilter` (Casiez et al., CHI 2012):
    strong smoothing when the head is still (no jitter in the aligned crop), little when it moves (no lag).
 4. **No flicker**: noise fixed (the generator's stored maps); the frozen encoder's code and the SAM code are
@@ -354,30 +355,52 @@ class FaceTracker:
         tr.missed = 0
         tr.active = True
 
+    def _confirm(self, frame: Image.Image, tr: Track) -> bool:
+        """Look again around a track the detector missed, with a lower threshold (a face turned or blurred for
+        a moment); takes the face when found."""
+        b = tr.box
+        m = 0.5 * (b[2] - b[0])
+        x0, y0 = max(0, int(b[0] - m)), max(0, int(b[1] - m))
+        x1, y1 = min(frame.width, int(b[2] + m)), min(frame.height, int(b[3] + m))
+        if x1 - x0 < 16 or y1 - y0 < 16:
+            return False
+        for face in detect_faces(frame.crop((x0, y0, x1, y1)), min_score=-0.5):
+            box = np.asarray(face.box) + [x0, y0, x0, y0]
+            if _iou(box, b) >= 0.3:
+                lm = face.landmarks + [x0, y0]
+                self._take(tr, Face(tuple(box), face.score, lm, face.detector_index), reset=False)
+                return True
+        return False
+
     def step(self, frame: Image.Image, t: float, key: bool | None = None) -> list[Track]:
-        """Track the faces into ``frame`` (time ``t`` seconds); returns the active tracks with fresh landmarks
-        (``raw``) and smoothed ones (``smooth``)."""
-        if key is None:
-            key = self._since_key == 0 or not any(tr.active for tr in self.tracks)
+        """Track the faces into ``frame`` (time ``t`` seconds); returns the people seen in it, with fresh landmarks
+        (``raw``) and smoothed ones (``smooth``). A person the detector misses is looked for again around their
+        last place; if not there, they are left out (not aged) but keep their number for ``max_missed`` key
+        frames' time, while the detector runs on every frame."""
+        if key is None:  # a key frame: every key_every-th, and every frame while a person is missing
+            key = self._since_key == 0 or any(tr.active and tr.missed for tr in self.tracks)
         detected: set[int] = set()
         if key:
             self._since_key = 0
             t0 = time.perf_counter()
             found = detect_faces(frame)
             found = (found[:1] + [f for f in found[1:] if f.score >= MIN_EXTRA_FACE_SCORE])[: self.max_faces]
-            self.detect_seconds += time.perf_counter() - t0
             detected = self._match(found)
             for tr in self.tracks:
                 if tr.active and tr.id not in detected:
-                    tr.missed += 1
-                    if tr.missed > self.max_missed:
+                    if tr.missed == 0 and self._confirm(frame, tr):
+                        detected.add(tr.id)  # a doubtful detection where the face was: still there
+                        continue
+                    tr.missed += 1  # not seen: kept (and its number), but not aged until found again
+                    if tr.missed > self.max_missed * self.key_every:
                         tr.active = False
+            self.detect_seconds += time.perf_counter() - t0
         self._since_key = (self._since_key + 1) % self.key_every
         t0 = time.perf_counter()
         out = []
         w, h = frame.size
         for tr in self.tracks:
-            if not tr.active:
+            if not tr.active or tr.missed:
                 continue
             if tr.id not in detected:
                 tr.follow()

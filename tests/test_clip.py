@@ -20,7 +20,7 @@ from sam import clip
 from sam.align import NoFaceError, ffhq_align
 from sam.pipeline import AgingPipeline, JobCancelledError
 from sam.session import RequestError
-from tests.clipmaker import make_clip, streams
+from tests.clipmaker import ASTRONAUT, make_clip, streams
 
 FPS = 25
 STILL = range(15, 50)  # frames of the still segment measured (the clip is still for its first 2 s)
@@ -382,3 +382,27 @@ def _drive_video_tab(page: Any, source: Path, sam_app: Any, real_render: Any, sh
     assert played[4] is None
     assert "125 frames at 25 fps, 1 person aged, sound copied" in page.locator(status).inner_text()
     assert page.locator("#clip-file a").count() >= 1  # downloadable
+
+
+def test_tracker_keeps_numbers_when_a_face_is_hidden_and_comes_back():
+    """Two people; the right one is covered for 8 frames: not aged meanwhile, same numbers before and after,
+    no third person."""
+    photo = Image.open(ASTRONAUT).convert("RGB").resize((240, 240))
+    frames = []
+    for i in range(30):
+        canvas = Image.new("RGB", (480, 240), (40, 40, 40))
+        canvas.paste(photo, (0 + i // 3, 0))
+        canvas.paste(photo, (240, 0))
+        if 9 <= i < 17:
+            canvas.paste((90, 90, 90), (300, 0, 480, 240))  # a hand in front of the right face
+        frames.append(canvas)
+    tracker = clip.FaceTracker(faces="all")
+    seen = []
+    for i, f in enumerate(frames):
+        seen.append({tr.id: float(tr.box[0]) for tr in tracker.step(f, i / FPS)})
+    assert len(tracker.tracks) == 2
+    left = next(iter(k for k, x in seen[0].items() if x < 240))
+    right = 1 - left
+    assert all(s[left] < 240 for s in seen)  # the left person: every frame, always number `left`
+    assert all(right not in s for s in seen[10:17])  # hidden: not aged
+    assert all(right in s and s[right] > 240 for s in seen[:9] + seen[18:])  # back with the same number
