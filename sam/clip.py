@@ -20,9 +20,9 @@ The video job shared by ``python -m sam video`` and the app's Video tab (lifespa
    feathered mask of :func:`sam.align.paste_back`, colour matched to the frame with a shift that is itself
    smoothed over time.
 5. **Write** H.264 / yuv420p MP4 under a temporary name; a second ffmpeg pass copies the input's audio stream
-   unchanged (``-map 0:v -map 1:a? -c:a copy``; re-encoded to AAC only when MP4 cannot hold the codec, e.g.
-   Vorbis from a WebM, and the result says so). The file appears under its name only when complete: a
-   cancelled or failed job leaves nothing.
+   unchanged (``-map 0:v -map 1:a? -c:a copy``) when MP4 holds its codec in a way browsers play (AAC, MP3,
+   Opus, FLAC, ALAC, AC-3); other codecs (e.g. Vorbis from a WebM) are re-encoded to AAC, and the result says
+   so. The file appears under its name only when complete: a cancelled or failed job leaves nothing.
 
 Frames outside ``start``/``end`` (seconds) are copied unchanged (the output is always the whole clip). A clip
 in which no face is found is refused with :class:`~sam.align.NoFaceError` (a message in words), not passed
@@ -70,6 +70,7 @@ __all__ = [
 Progress = Callable[[int, int], None]
 VIDEO_SUFFIXES = {".mp4", ".mov", ".m4v", ".webm", ".mkv", ".avi", ".gif"}
 PREVIEW_SIDE = 480  # --preview: frames worked on (and written) with the long side at most this
+MP4_AUDIO = {"aac", "mp3", "opus", "flac", "alac", "ac3", "eac3"}  # copied as they are; others become AAC
 NOT_A_VIDEO = "this file is not a video that can be read. Please use an MP4, MOV, WebM or GIF clip"
 
 
@@ -208,7 +209,8 @@ def probe_clip(path: str | os.PathLike) -> ClipInfo:
         fps = Fraction(25)
     return ClipInfo(path=path, frames=int(frames), duration=float(frames / fps), fps=fps,
                     size=tuple(int(v) for v in meta["size"]), rotation=rotation,
-                    audio_codec=meta.get("audio_codec"), codec=str(meta.get("codec", "")), nominal_fps=nominal)
+                    audio_codec=(meta.get("audio_codec") or "").strip(" ,") or None,
+                    codec=str(meta.get("codec", "")).strip(" ,"), nominal_fps=nominal)
 
 
 def read_frames(info: ClipInfo, size: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
@@ -487,9 +489,10 @@ def _mux_audio(video: Path, source: ClipInfo, out: Path) -> str:
     base = [_ffmpeg(), "-y", "-v", "error", "-i", str(video), "-i", str(source.path), "-map", "0:v", "-map", "1:a?",
             "-c:v", "copy"]
     tail = ["-movflags", "+faststart", "-f", "mp4", str(out)]
-    done = subprocess.run(base + ["-c:a", "copy"] + tail, capture_output=True)
-    if done.returncode == 0:
-        return "copied"
+    if source.audio_codec.lower() in MP4_AUDIO:
+        done = subprocess.run(base + ["-c:a", "copy"] + tail, capture_output=True)
+        if done.returncode == 0:
+            return "copied"
     done = subprocess.run(base + ["-c:a", "aac", "-b:a", "192k"] + tail, capture_output=True)
     if done.returncode != 0:
         raise RuntimeError("ffmpeg could not add the sound: " + done.stderr.decode(errors="replace")[-300:])

@@ -406,3 +406,15 @@ def test_tracker_keeps_numbers_when_a_face_is_hidden_and_comes_back():
     assert all(s[left] < 240 for s in seen)  # the left person: every frame, always number `left`
     assert all(right not in s for s in seen[10:17])  # hidden: not aged
     assert all(right in s and s[right] > 240 for s in seen[:9] + seen[18:])  # back with the same number
+
+
+@pytest.mark.parametrize("audio, expected", [("libopus", "copied"), ("libvorbis", "re-encoded to AAC")])
+def test_clip_from_webm(pipe, short_clip, tmp_path, audio, expected):
+    """WebM (VP8): Opus sound is copied into the MP4 as it is; Vorbis, which MP4 cannot hold, becomes AAC."""
+    webm = tmp_path / "clip.webm"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-i", str(short_clip), "-c:v", "libvpx",
+                    "-b:v", "1M", "-c:a", audio, str(webm)], check=True)
+    info = clip.probe_clip(webm)
+    out = clip.age_clip(pipe, info, tmp_path / "out.mp4", 40, end=0.2)
+    assert out.audio.startswith(expected) and out.frames == info.frames == 30
+    assert clip.probe_clip(out.path).audio_codec == ("opus" if audio == "libopus" else "aac")
