@@ -11,8 +11,8 @@ The video job shared by ``python -m sam video`` and the app's Video tab (lifespa
    is followed by placing the 68-point shape predictor in a box carried along by the face's own landmarks. On a
    key frame, detections are matched to the tracks by box overlap (IoU), then by distance for a face that was
    lost. A face the detector misses is looked for again around its last place with a lower threshold; when it
-   is really gone (covered, turned away) it is not aged, the detector runs on every frame, and when it comes back
-   near where it left (within ``max_missed`` key frames' time) it gets its old number again.
+   is really gone (covered, turned away) it is not aged and the detector runs on every frame for a while; when
+   it comes back within two face widths of where it left (at any later time) it gets its old number again.
 3. **Steady alignment**: each face's landmarks go through a :class:`OneEuroFilter` (Casiez et al., CHI 2012):
    strong smoothing when the head is still (no jitter in the aligned crop), little when it moves (no lag).
 4. **No flicker**: noise fixed (the generator's stored maps); the frozen encoder's code and the SAM code are
