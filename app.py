@@ -1,8 +1,9 @@
 """Gradio app: drop a photo, move the age slider, see the same person at that age.
 
 Panels: the age slider (a fast preview on release, a full-resolution download, paste back into the photo, a strip
-of ages side by side), reference style mixing and lifespan video export. Named API endpoints for ``gradio_client``:
-``/age``, ``/mix`` and ``/lifespan`` (README, "The app").
+of ages side by side), reference style mixing, lifespan video export, and a Video tab that ages the people in a
+clip (``sam/clip.py``). Named API endpoints for ``gradio_client``: ``/age``, ``/mix``, ``/lifespan`` and ``/video``
+(README, "The app").
 
 Thin: every photo's flow (loading, faces, alignment, encoding, ages, paste-back, measures) lives in
 ``sam/session.py``; this file wires the page, runs model calls as cancellable jobs in one queue, and turns every
@@ -43,13 +44,14 @@ from PIL import Image
 
 from sam.ages import to_age
 from sam.align import NoFaceError
+from sam.clip import VIDEO_SUFFIXES, age_clip, probe_clip
 from sam.image_io import ImageLoadError
 from sam.mixing import LAYER_PRESETS as MIXING_PRESETS
 from sam.mixing import layer_groups
 from sam.model import CheckpointError
 from sam.pipeline import AgingPipeline, JobCancelledError
 from sam.precision import PRECISIONS
-from sam.session import FaceSession, RequestError, SessionCache, read_flag, read_size
+from sam.session import FaceSession, RequestError, SessionCache, read_flag, read_number, read_size
 
 log = logging.getLogger("sam.app")
 
@@ -60,6 +62,9 @@ VIDEO_SIZES = [128, 256, 512, 1024]
 CACHE_ENTRIES = 8
 OUTPUT_MAX_AGE_S = 3600  # results and uploads are deleted after an hour, and when the server stops
 MAX_UPLOAD = "30mb"
+CLIP_MAX_MB = 30  # the Video tab's limits: file size, length, and the frame side it works at
+CLIP_MAX_SECONDS = 20
+CLIP_MAX_SIDE = 1280
 MAX_QUEUE = 16  # model jobs waiting at once; more get "busy, try again"
 CANCEL_WAIT_S = 30.0  # how long a cancelled job may take to reach its next stop check
 DUPLICATE_WINDOW_S = 2.0
@@ -83,7 +88,7 @@ def readable(exc: BaseException) -> str:
         text = "Cancelled."
     elif isinstance(exc, NoFaceError):
         text = str(exc)
-        if "already aligned" not in text:
+        if "already aligned" not in text and "video" not in text:  # the photo hint, not for a video
             text += ". If the photo is already an aligned face crop, tick \"already aligned\""
     elif isinstance(exc, (RequestError, ImageLoadError, CheckpointError, ValueError)):
         text = str(exc)
@@ -130,7 +135,7 @@ def _event_alive(blocks: Any, event_id: str | None) -> bool:
     return False
 
 
-def job(fn: Callable, *, page: Any = None, desc: str = "working") -> Callable:
+def job(fn: Callable, *, page: Any = None, desc: str = "working", unit: str = "images") -> Callable:
     """Run ``fn`` as a cancellable model job, for Gradio.
 
     The work runs in a worker thread and polls ``should_stop`` between images and frames: a cancelled event
@@ -154,7 +159,7 @@ def job(fn: Callable, *, page: Any = None, desc: str = "working") -> Callable:
         if "should_stop" in wants:
             kwargs["should_stop"] = lambda: stop.is_set() or not _event_alive(blocks, event_id)
         if "progress" in wants:
-            kwargs["progress"] = lambda done, total: tracker((done, total), desc=desc, unit="images")
+            kwargs["progress"] = lambda done, total, note=None: tracker((done, total), desc=note or desc, unit=unit)
 
         def work() -> Any:
             try:
@@ -338,6 +343,53 @@ class AgeApp:
                          read_flag(boomerang, "boomerang"), progress=progress, should_stop=should_stop)
         return str(res.mp4)
 
+    def video(self, clip: Any, target_age: Any = 70, faces: Any = "largest", output_size: Any = 256,
+              start: Any = None, end: Any = None, preview: Any = False, *, progress: Callable | None = None,
+              should_stop: Callable | None = None) -> str:
+        """Age the people in a clip (``sam.clip``: tracked, steady, the sound kept); the MP4's path."""
+        return str(self.age_video(clip, target_age, faces, output_size, start, end, preview, progress=progress,
+                                  should_stop=should_stop).path)
+
+    def age_video(self, clip: Any, target_age: Any = 70, faces: Any = "largest", output_size: Any = 256,
+                  start: Any = None, end: Any = None, preview: Any = False, *, progress: Callable | None = None,
+                  should_stop: Callable | None = None) -> Any:
+        """The video job's :class:`sam.clip.ClipResult`. The clip must be at most ``CLIP_MAX_MB`` and
+        ``CLIP_MAX_SECONDS`` long; frames are worked on with the long side at most ``CLIP_MAX_SIDE``."""
+        path = self.clip_path(clip)
+        if self.pipe is None:
+            raise gr.Error(self.problem_for_people(), print_exception=False)
+        age = to_age(target_age)
+        who = str(faces or "largest").strip().lower()
+        if who not in ("largest", "all"):
+            raise RequestError(f"faces must be \"largest\" or \"all\", got {str(faces)[:20]!r}")
+        side = read_number(output_size, "output size", 8, 1024, integer=True, default=256)
+        first = read_number(start, "start", 0, CLIP_MAX_SECONDS, default=0)
+        last = read_number(end, "end", 0, CLIP_MAX_SECONDS, default=0) or None  # 0: to the end
+        info = probe_clip(path)
+        if info.duration > CLIP_MAX_SECONDS + 0.5:
+            raise RequestError(f"the video is {info.duration:.0f} seconds long; this page takes clips of at most "
+                               f"{CLIP_MAX_SECONDS} seconds. Please trim it first")
+        return age_clip(self.pipe, info, self.new_path(".mp4"), age, faces=who, output_size=side, start=first,
+                        end=last, preview=read_flag(preview, "preview"), max_side=CLIP_MAX_SIDE, progress=progress,
+                        should_stop=should_stop)
+
+    @staticmethod
+    def clip_path(clip: Any) -> Path:
+        """The uploaded clip's path, checked for type and size (a :class:`RequestError` in words)."""
+        if isinstance(clip, dict):
+            clip = clip.get("path") or clip.get("video")
+        path = getattr(clip, "path", None) or clip
+        if not path or (isinstance(path, str) and not path.strip()):
+            raise RequestError("add a video first (MP4, MOV, WebM or GIF)")
+        path = Path(str(path))
+        if path.suffix.lower() not in VIDEO_SUFFIXES:
+            raise RequestError(f"this file ({path.suffix or 'no extension'}) is not a video the page takes. Please "
+                               "upload an MP4, MOV, WebM or GIF clip")
+        size = path.stat().st_size if path.is_file() else 0
+        if size > CLIP_MAX_MB * 1e6:
+            raise RequestError(f"the video is {size / 1e6:.0f} MB; this page takes clips of at most {CLIP_MAX_MB} MB")
+        return path
+
     # ------------------------------------------------------------------------------------------ the page
 
     def _repeat(self, *key: Any) -> bool:
@@ -454,6 +506,28 @@ def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None =
                 with gr.Column():
                     video = gr.Video(label="Lifespan", autoplay=True, loop=True, elem_id="lifespan-video")
                     v_files = gr.File(label="Downloads", file_count="multiple", interactive=False)
+        with gr.Tab("Video"):
+            gr.Markdown(f"Age the people in a clip: faces are followed from frame to frame, and the sound is kept. "
+                        f"MP4, MOV, WebM or GIF, up to {CLIP_MAX_SECONDS} s and {CLIP_MAX_MB} MB; this takes a "
+                        "while on a CPU (the bar shows frames done and time left).")
+            with gr.Row():
+                with gr.Column():
+                    c_in = gr.File(label="Your video", file_types=sorted(VIDEO_SUFFIXES), elem_id="clip-input")
+                    c_age = gr.Slider(0, 100, value=70, step=1, label="Target age", elem_id="clip-age")
+                    c_faces = gr.Radio([("the main face", "largest"), ("every face", "all")], value="largest",
+                                       label="Whom to age")
+                    c_size = gr.Dropdown([s for s in (256, 1024) if s <= full] or [full], value=min(256, full),
+                                         label="Face resolution (px)")
+                    with gr.Row():
+                        c_start = gr.Number(0, label="From second", minimum=0)
+                        c_end = gr.Number(0, label="To second (0: the end)", minimum=0)
+                    c_preview = gr.Checkbox(False, label="quick preview (480 px)")
+                    with gr.Row():
+                        c_btn = gr.Button("Age the video", variant="primary", elem_id="clip-button")
+                        c_cancel = gr.Button("Cancel", variant="stop", elem_id="clip-cancel")
+                with gr.Column():
+                    c_out = gr.Video(label="Aged video", autoplay=True, elem_id="clip-video")
+                    c_file = gr.File(label="Download", interactive=False, elem_id="clip-file")
 
         # ---- page handlers: each returns a dict of updates, always including the status line
         def on_photo(image: Any, aligned: bool, target: Any, pasted: bool) -> dict:
@@ -540,6 +614,22 @@ def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None =
             files = [str(res.mp4)] + ([str(res.gif)] if res.gif else [])
             return {video: str(res.mp4), v_files: files, status_line: f"Video ready: {res.frames} frames."}
 
+        def on_clip(clip: Any, target: Any, who: str, side: Any, start: Any, end: Any, preview: bool, *,
+                    progress=None, should_stop=None) -> dict:
+            began = time.monotonic()
+
+            def frames_done(done: int, total: int) -> None:  # the bar's text: frames done and time left
+                left = (time.monotonic() - began) / max(done, 1) * (total - done)
+                if progress is not None:
+                    progress(done, total, f"ageing frames, about {left:.0f} s left" if done >= 3 else None)
+
+            res = app.age_video(clip, target, who, side, start, end, preview, progress=frames_done,
+                                should_stop=should_stop)
+            people = len(res.faces)
+            return {c_out: str(res.path), c_file: str(res.path),
+                    status_line: f"Video ready: {res.frames} frames at {float(res.fps):.3g} fps, {people} "
+                                 f"{'person' if people == 1 else 'people'} aged, sound {res.audio}."}
+
         def on_preset(chosen: str) -> dict:
             return gr.update(visible=LAYER_PRESETS.get(chosen, chosen) == "custom")
 
@@ -575,6 +665,10 @@ def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None =
                                face_index], {video, v_files, status_line}, **q, **hidden, show_progress_on=[video],
                               trigger_mode="multiple")
         v_cancel.click(lambda: "Video cancelled.", None, status_line, cancels=[v_event], queue=False, **hidden)
+        c_event = c_btn.click(job(on_clip, page=status_line, desc="ageing frames", unit="frames"),
+                              [c_in, c_age, c_faces, c_size, c_start, c_end, c_preview], {c_out, c_file, status_line},
+                              **q, **hidden, show_progress_on=[c_out], trigger_mode="multiple")
+        c_cancel.click(lambda: "Video cancelled.", None, status_line, cancels=[c_event], queue=False, **hidden)
 
         # ---- named API endpoints for gradio_client: /age, /mix, /lifespan (files decoded by the safe loader;
         # numbers arrive unrounded, so NaN or Infinity from a raw HTTP client reach our checks, not Gradio's)
@@ -597,6 +691,12 @@ def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None =
             a_boom = gr.Checkbox(False, label="boomerang")
             a_out = gr.Image(label="image", format="png", type="pil")
             a_video = gr.Video(label="video")
+            a_clip = gr.File(label="video", type="filepath")
+            a_faces = gr.Textbox("largest", label="faces")
+            a_csize = gr.Number(256, label="output_size")
+            a_cstart = gr.Number(0, label="start")
+            a_cend = gr.Number(0, label="end")
+            a_preview = gr.Checkbox(False, label="preview")
             a_btn = gr.Button("api")
             a_cancel = gr.Button("cancel")
         api_events = [
@@ -607,6 +707,10 @@ def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None =
             a_btn.click(job(app.lifespan, desc="rendering frames"),
                         [a_img, a_start, a_end, a_between, a_fps, a_vsize, a_boom, a_aligned, a_face], a_video,
                         api_name="lifespan", api_description="Lifespan MP4 from start_age to end_age", **q),
+            a_btn.click(job(app.video, desc="ageing frames", unit="frames"),
+                        [a_clip, a_age, a_faces, a_csize, a_cstart, a_cend, a_preview], a_video, api_name="video",
+                        api_description="Age the people in a video clip (sound kept): (video, target_age) -> MP4",
+                        **q),
         ]
         # gradio_client's job.cancel() stops the server's work only when an event cancels that endpoint
         a_cancel.click(None, None, None, cancels=api_events, queue=False, **hidden)

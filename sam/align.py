@@ -61,6 +61,7 @@ __all__ = [
     "paste_back",
     "paste_back_all",
     "paste_mask",
+    "predict_landmarks",
 ]
 
 LANDMARKS_FILENAME = "shape_predictor_68_face_landmarks.dat"
@@ -345,6 +346,15 @@ def _predict_landmarks(predictor: Any, pil: Image.Image, box: tuple[float, float
     pts[:, 0] = (pts[:, 0] + 0.5) * ksx - 0.5 + cx0
     pts[:, 1] = (pts[:, 1] + 0.5) * ksy - 0.5 + cy0
     return pts
+
+
+def predict_landmarks(
+    img: Any, box: Sequence[float], predictor_path: str | os.PathLike[str] | None = None
+) -> np.ndarray:
+    """The 68 landmarks (source pixel indices) of the face in ``box`` (``left, top, right, bottom`` edges) without
+    running the detector: the shape predictor alone, as :func:`detect_faces` places it (for tracking in video)."""
+    left, top, right, bottom = (float(v) for v in box)
+    return _predict_landmarks(_get_predictor(predictor_path), _as_rgb(img), (left, top, right, bottom))
 
 
 # --------------------------------------------------------------------------------------------- FFHQ alignment

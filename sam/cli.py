@@ -1,8 +1,9 @@
 """Command-line tools: ``python -m sam <command>``, with the published SAM scripts' flag names.
 
 Commands: ``inference``, ``side-by-side``, ``reference-guided``, ``style-mixing``, ``lifespan``, ``align``,
-``evaluate``, ``weights``, ``random-checkpoint``. Every command takes a folder (or one file) of photos; unaligned
-photos are aligned first (``--align``, the default; ``--aligned`` to skip). Files that are not images and photos
+``evaluate``, ``weights``, ``random-checkpoint``; and ``video``, which takes one clip (``--input``, ``--output``).
+The others take a folder (or one file) of photos; unaligned photos are aligned first (``--align``, the default;
+``--aligned`` to skip). Files that are not images and photos
 without a face are skipped with a one-line reason; existing outputs are kept unless ``--overwrite``; a summary ends
 every run. The exit code is non-zero only when nothing could be processed.
 """
@@ -390,6 +391,47 @@ def cmd_lifespan(args) -> int:
     return summary.exit_code
 
 
+def cmd_video(args) -> int:
+    """Age the faces of one video clip (``sam.clip``): tracked, steadily aligned, the sound kept."""
+    from tqdm import tqdm
+
+    from .align import NoFaceError
+    from .clip import age_clip, probe_clip
+    from .session import RequestError
+
+    out = Path(args.output)
+    if complete(out) and not args.overwrite:
+        raise SystemExit(f"error: {out} exists (use --overwrite)")
+    try:
+        info = probe_clip(args.input)
+    except RequestError as exc:
+        raise SystemExit(f"error: {args.input}: {exc}") from None
+    pipe = load_pipeline(args)
+    summary = Summary()
+    print(f"{args.input}: {info.frames} frames, {float(info.fps):.3f} fps, {info.duration:.2f} s, "
+          f"{info.size[0]}x{info.size[1]}, audio: {info.audio_codec or 'none'}", file=sys.stderr)
+    with tqdm(total=info.frames, desc="video", unit="frame", file=sys.stderr) as bar:
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+
+        try:
+            res = age_clip(pipe, info, out, args.target_age, faces=args.faces, output_size=args.output_size,
+                           start=args.start, end=args.end, preview=args.preview, progress=progress)
+        except (RequestError, NoFaceError) as exc:
+            summary.failed.append((Path(args.input).name, str(exc)))
+            res = None
+    if res is not None:
+        summary.done.append(out.name)
+        cost = ", ".join(f"{k} {v / max(res.frames, 1) * 1000:.0f}" for k, v in res.seconds.items())
+        print(f"{out}: {res.frames} frames at {float(res.fps):.3f} fps, {res.duration:.2f} s, audio {res.audio}; "
+              f"faces (number: frames aged) {res.faces}; {res.frames_per_second:.2f} frames/s "
+              f"(ms per frame: {cost})", file=sys.stderr)
+    summary.report()
+    return summary.exit_code
+
+
 def cmd_align(args) -> int:
     args.align = True
     exp = Path(args.exp_dir) / "aligned"
@@ -546,6 +588,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--boomerang", action="store_true", help="play forward then backward")
     p.add_argument("--gif", action="store_true", help="also write a GIF")
     p.add_argument("--label", action="store_true", help="burn the age into each frame")
+
+    p = add("video", cmd_video, "age the faces of a video clip (MP4, MOV, WebM, GIF): tracked, steady, the sound "
+            "kept; writes H.264 MP4", [model])
+    p.add_argument("--input", required=True, help="the clip")
+    p.add_argument("--output", required=True, help="the MP4 to write")
+    p.add_argument("--target_age", type=float, default=70, help="age to show (default 70)")
+    p.add_argument("--faces", choices=["largest", "all"], default="largest", help="whom to age (default: largest)")
+    p.add_argument("--output_size", type=int, choices=[256, 1024], default=256,
+                   help="side the face is rendered at before it is pasted back (default 256)")
+    p.add_argument("--start", type=float, default=None, help="age from this second on (earlier frames: unchanged)")
+    p.add_argument("--end", type=float, default=None, help="age until this second (later frames: unchanged)")
+    p.add_argument("--preview", action="store_true", help="quick low-resolution pass (long side 480 px)")
+    p.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
 
     p = add("align", cmd_align, "FFHQ-align the faces of a folder of photos", [data])
     p.add_argument("--output_size", type=int, default=256)

@@ -119,7 +119,7 @@ def test_page_with_download_problem(tmp_path, caplog):
 
 def test_named_endpoints(demo):
     names = {d.api_name for d in demo.fns.values() if d.api_visibility == "public"}
-    assert names == {"age", "mix", "lifespan"}
+    assert names == {"age", "mix", "lifespan", "video"}
 
 
 def test_age_renders_the_rounded_age_and_pastes_back(sam_app):

@@ -1,0 +1,654 @@
+"""Age the people in a video clip: faces tracked over time, steady alignment, no flicker, the sound kept.
+
+The video job shared by ``python -m sam video`` and the app's Video tab (lifespan animations of one photo are
+:mod:`sam.video`). One pass over the clip, frame by frame (memory stays at a few frames whatever its length):
+
+1. **Read** with the ffmpeg binary of ``imageio-ffmpeg`` (MP4, MOV, WebM, MKV, GIF, ...). ffmpeg applies a
+   rotation tag while decoding, so a phone's vertical clip comes out upright. Frames are taken as decoded
+   (``-fps_mode passthrough``): a variable-frame-rate clip gives each of its frames once, and the output is
+   written at a constant rate, the input's average (frames / duration), so count and duration are kept.
+2. **Track faces**: dlib's detector runs on key frames only (every ``key_every`` frames); between them each face
+   is followed by placing the 68-point shape predictor in a box carried along by the face's own landmarks. On a
+   key frame, detections are matched to the tracks by box overlap (IoU), then by distance for a face that was
+   lost. A face the detector misses is looked for again around its last place with a lower threshold; when it
+   is really gone (covered, turned away) it is not aged and the detector runs on every frame for a while; when
+   it comes back within two face widths of where it left (at any later time) it gets its old number again.
+3. **Steady alignment**: each face's landmarks go through a :class:`OneEuroFilter` (Casiez et al., CHI 2012):
+   strong smoothing when the head is still (no jitter in the aligned crop), little when it moves (no lag).
+4. **No flicker**: noise fixed (the generator's stored maps); the frozen encoder's code and the SAM code are
+   smoothed per person with :class:`CodeSmoother` (exponential, time constant in seconds); paste-back with the
+   feathered mask of :func:`sam.align.paste_back`, colour matched to the frame with a shift that is itself
+   smoothed over time.
+5. **Write** H.264 / yuv420p MP4 under a temporary name; a second ffmpeg pass copies the input's audio stream
+   unchanged (``-map 0:v -map 1:a? -c:a copy``) when MP4 holds its codec in a way browsers play (AAC, MP3,
+   Opus, FLAC, ALAC, AC-3); other codecs (e.g. Vorbis from a WebM) are re-encoded to AAC, and the result says
+   so. The file appears under its name only when complete: a cancelled or failed job leaves nothing.
+
+Frames outside ``start``/``end`` (seconds) are copied unchanged (the output is always the whole clip). A clip
+in which no face is found is refused with :class:`~sam.align.NoFaceError` (a message in words), not passed
+through. Per-stage time (read, detect, align, encode, render, paste, write) is measured in
+:attr:`ClipResult.seconds` (``bench/video_benchmark.py``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .ages import to_age
+from .align import (
+    MIN_EXTRA_FACE_SCORE,
+    AlignedFace,
+    Face,
+    NoFaceError,
+    _face_weights,
+    detect_faces,
+    ffhq_align,
+    paste_back,
+    predict_landmarks,
+)
+from .pipeline import AgingPipeline, EncodedFace, JobCancelledError, ShouldStop, check_stop, to_pil
+from .session import RequestError
+
+__all__ = [
+    "ClipInfo", "ClipResult", "OneEuroFilter", "CodeSmoother", "FaceTracker", "Track", "probe_clip", "read_frames",
+    "age_clip", "VIDEO_SUFFIXES", "PREVIEW_SIDE",
+]
+
+Progress = Callable[[int, int], None]
+VIDEO_SUFFIXES = {".mp4", ".mov", ".m4v", ".webm", ".mkv", ".avi", ".gif"}
+PREVIEW_SIDE = 480  # --preview: frames worked on (and written) with the long side at most this
+MP4_AUDIO = {"aac", "mp3", "opus", "flac", "alac", "ac3", "eac3"}  # copied as they are; others become AAC
+NOT_A_VIDEO = "this file is not a video that can be read. Please use an MP4, MOV, WebM or GIF clip"
+
+
+# --------------------------------------------------------------------------------------------- filters
+
+
+class OneEuroFilter:
+    """The One Euro filter (Casiez, Roussel and Vogel, CHI 2012) for arrays of any shape, element by element.
+
+    A low-pass filter whose cutoff rises with speed: ``cutoff = min_cutoff + beta * |dx/dt|`` (Hz). At rest
+    only ``min_cutoff`` passes (jitter removed); when the signal moves fast the cutoff opens and lag stays
+    small. The derivative is itself low-passed at ``d_cutoff``. Each step's smoothing factor comes from the
+    actual time step, so uneven frame times (variable-frame-rate clips) are handled.
+
+    ``min_cutoff`` and ``d_cutoff`` are in Hz; ``beta`` in 1 / (signal unit), so it depends on the signal's
+    scale (for landmarks :class:`FaceTracker` divides it by the face size in pixels).
+    """
+
+    def __init__(self, min_cutoff: float = 1.0, beta: float = 0.5, d_cutoff: float = 1.0):
+        if min_cutoff <= 0 or d_cutoff <= 0 or beta < 0:
+            raise ValueError("cutoffs must be positive and beta not negative")
+        self.min_cutoff, self.beta, self.d_cutoff = float(min_cutoff), float(beta), float(d_cutoff)
+        self.x: np.ndarray | None = None
+        self.dx: np.ndarray | None = None
+        self.t: float | None = None
+
+    @staticmethod
+    def _alpha(dt: float, cutoff: np.ndarray | float) -> np.ndarray | float:
+        tau = 1.0 / (2.0 * math.pi * cutoff)
+        return 1.0 / (1.0 + tau / dt)
+
+    def reset(self) -> None:
+        self.x = self.dx = self.t = None
+
+    def __call__(self, t: float, x: np.ndarray) -> np.ndarray:
+        """Filter ``x`` observed at time ``t`` (seconds, increasing); returns the smoothed value (a new array)."""
+        x = np.asarray(x, dtype=np.float64)
+        if self.x is None or self.t is None or t <= self.t:
+            self.x, self.dx, self.t = x.copy(), np.zeros_like(x), float(t)
+            return x.copy()
+        dt = float(t) - self.t
+        dx = (x - self.x) / dt
+        self.dx = self.dx + self._alpha(dt, self.d_cutoff) * (dx - self.dx)
+        cutoff = self.min_cutoff + self.beta * np.abs(self.dx)
+        self.x = self.x + self._alpha(dt, cutoff) * (x - self.x)
+        self.t = float(t)
+        return self.x.copy()
+
+
+class CodeSmoother:
+    """Exponential smoothing of a tensor over time with a time constant ``tau`` (seconds; 0 turns it off).
+
+    ``y += (1 - exp(-dt / tau)) * (x - y)``: the same smoothing whatever the frame rate.
+    """
+
+    def __init__(self, tau: float = 0.2):
+        self.tau = max(float(tau), 0.0)
+        self.y: torch.Tensor | None = None
+        self.t: float | None = None
+
+    def __call__(self, t: float, x: torch.Tensor) -> torch.Tensor:
+        if self.tau == 0 or self.y is None or self.t is None or t <= self.t or self.y.shape != x.shape:
+            self.y, self.t = x.clone(), float(t)
+            return x
+        a = 1.0 - math.exp(-(float(t) - self.t) / self.tau)
+        self.y = self.y + a * (x - self.y)
+        self.t = float(t)
+        return self.y
+
+
+# --------------------------------------------------------------------------------------------- reading
+
+
+@dataclass
+class ClipInfo:
+    """What a clip holds, as read (sizes after the rotation tag is applied)."""
+
+    path: Path
+    frames: int
+    duration: float  # seconds (frames / fps)
+    fps: Fraction  # the constant output rate: the input's average
+    size: tuple[int, int]  # width, height of the decoded (upright) frames
+    rotation: int  # the rotation tag (degrees), already applied by the decoder
+    audio_codec: str | None  # None: no audio stream
+    codec: str = ""
+    nominal_fps: float = 0.0  # the rate the container states (a VFR clip's may differ from its average)
+
+
+def _ffmpeg() -> str:
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def probe_clip(path: str | os.PathLike) -> ClipInfo:
+    """Open a clip, count its frames (by decoding: a container's count can be missing or wrong) and work out its
+    average frame rate. :class:`~sam.session.RequestError` in words when it is not a readable video or has no
+    frames."""
+    import imageio_ffmpeg
+
+    path = Path(path)
+    if not path.is_file():
+        raise RequestError("the video file was not found")
+    if path.stat().st_size == 0:
+        raise RequestError("the video file is empty")
+    gen = imageio_ffmpeg.read_frames(str(path))
+    try:
+        meta = next(gen)
+    except Exception:  # noqa: BLE001 - ffmpeg could not open it or found no video stream
+        raise RequestError(NOT_A_VIDEO) from None
+    finally:
+        gen.close()
+    try:
+        frames, secs = imageio_ffmpeg.count_frames_and_secs(str(path))
+    except Exception:  # noqa: BLE001
+        raise RequestError(NOT_A_VIDEO) from None
+    if not frames:
+        raise RequestError("the video has no frames")
+    if frames < 2:
+        raise RequestError("the file holds a single picture, not a video (at least 2 frames are needed); age photos "
+                           "on the photo page")
+    rotation = int(meta.get("rotate", 0) or 0)
+    if not rotation:  # newer ffmpeg shows the tag as a display matrix
+        head = subprocess.run([_ffmpeg(), "-hide_banner", "-i", str(path)], capture_output=True).stderr
+        found = re.search(rb"rotation of (-?[0-9.]+) degrees", head)
+        rotation = round(float(found.group(1))) if found else 0
+    nominal = float(meta.get("fps") or 0.0)
+    duration = float(secs or 0.0)
+    if duration <= 0:
+        duration = float(meta.get("duration") or 0.0)
+    if nominal > 0 and (duration <= 0 or abs(frames / nominal - duration) <= 1.5 / nominal):
+        fps = Fraction(nominal).limit_denominator(1001)  # constant rate: keep the stated one (e.g. 30000/1001)
+    elif duration > 0:
+        fps = Fraction(frames / duration).limit_denominator(1001)  # variable rate: the average
+    else:
+        fps = Fraction(25)
+    return ClipInfo(path=path, frames=int(frames), duration=float(frames / fps), fps=fps,
+                    size=tuple(int(v) for v in meta["size"]), rotation=rotation,
+                    audio_codec=(meta.get("audio_codec") or "").strip(" ,") or None,
+                    codec=str(meta.get("codec", "")).strip(" ,"), nominal_fps=nominal)
+
+
+def read_frames(info: ClipInfo, size: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
+    """The clip's frames as ``H x W x 3`` uint8 arrays, each decoded frame once (no frames dropped or repeated),
+    upright, optionally scaled to ``size`` (width, height)."""
+    import imageio_ffmpeg
+
+    out = ["-fps_mode", "passthrough", "-an", "-sn"]
+    if size is not None and tuple(size) != tuple(info.size):
+        out += ["-vf", f"scale={size[0]}:{size[1]}:flags=area"]
+    gen = imageio_ffmpeg.read_frames(str(info.path), input_params=["-threads", "1"], output_params=out)
+    try:
+        meta = next(gen)
+        w, h = meta["size"]
+        for buf in gen:
+            yield np.frombuffer(buf, dtype=np.uint8).reshape(h, w, 3)
+    finally:
+        gen.close()
+
+
+# --------------------------------------------------------------------------------------------- tracking
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
+    x1, y1 = min(a[2], b[2]), min(a[3], b[3])
+    inter = max(x1 - x0, 0.0) * max(y1 - y0, 0.0)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def _landmark_frame(lm: np.ndarray) -> tuple[np.ndarray, float]:
+    """A face's centre and size from its landmarks (the eye-mouth layout, stable under small expressions)."""
+    centre = lm.mean(axis=0)
+    return centre, float(np.sqrt(((lm - centre) ** 2).sum(axis=1).mean()))
+
+
+@dataclass(eq=False)
+class Track:
+    """One person over the clip: a stable number, the current box and landmarks, and the per-person filters."""
+
+    id: int
+    box: np.ndarray  # left, top, right, bottom (source pixel edges), a detector-like box
+    raw: np.ndarray  # the latest landmarks as predicted (68 x 2)
+    landmark_filter: OneEuroFilter
+    anchor: tuple[np.ndarray, np.ndarray, float]  # box, landmark centre and size when the box was last set
+    missed: int = 0  # key frames in a row without a matching detection
+    active: bool = True
+    frames: int = 0  # frames this person was aged in
+    smooth: np.ndarray | None = None  # the latest smoothed landmarks
+    pretrained: CodeSmoother = field(default_factory=CodeSmoother)
+    code: CodeSmoother = field(default_factory=CodeSmoother)
+    colour: CodeSmoother = field(default_factory=CodeSmoother)
+
+    def set_box(self, box: np.ndarray, lm: np.ndarray) -> None:
+        centre, size = _landmark_frame(lm)
+        self.box = np.asarray(box, dtype=np.float64)
+        self.anchor = (self.box.copy(), centre, size)
+
+    def follow(self) -> None:
+        """Carry the box along with the landmarks (shift and scale since it was last set by the detector)."""
+        box, c0, s0 = self.anchor
+        c1, s1 = _landmark_frame(self.raw)
+        k = s1 / max(s0, 1e-6)
+        bc = np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2])
+        half = np.array([(box[2] - box[0]) / 2, (box[3] - box[1]) / 2]) * k
+        centre = c1 + (bc - c0) * k
+        self.box = np.concatenate([centre - half, centre + half])
+
+
+class FaceTracker:
+    """Faces followed over a clip (see the module notes). ``faces="largest"`` keeps one person: the best face of
+    the first key frame with a face (found again by position when lost); ``"all"`` follows everyone found."""
+
+    def __init__(self, faces: str = "largest", key_every: int = 5, max_missed: int = 2, smooth: bool = True,
+                 min_cutoff: float = 0.4, beta: float = 4.0, code_tau: float = 0.2, max_faces: int = 8):
+        if faces not in ("largest", "all"):
+            raise RequestError(f"faces must be 'largest' or 'all', got {faces!r}")
+        self.faces = faces
+        self.key_every = max(1, int(key_every))
+        self.max_missed = max(0, int(max_missed))
+        self.smooth = smooth
+        self.min_cutoff, self.beta, self.code_tau = min_cutoff, beta, code_tau
+        self.max_faces = max_faces
+        self.tracks: list[Track] = []
+        self.detect_seconds = 0.0
+        self.landmark_seconds = 0.0
+        self._since_key = 0
+
+    def _new_track(self, face: Face) -> Track:
+        tr = Track(id=len(self.tracks), box=np.asarray(face.box, dtype=np.float64), raw=face.landmarks.copy(),
+                   landmark_filter=OneEuroFilter(self.min_cutoff, self.beta, 1.0),
+                   anchor=(np.zeros(4), np.zeros(2), 1.0), pretrained=CodeSmoother(self.code_tau),
+                   code=CodeSmoother(self.code_tau), colour=CodeSmoother(self.code_tau))
+        tr.set_box(np.asarray(face.box), face.landmarks)
+        self.tracks.append(tr)
+        return tr
+
+    def _match(self, found: list[Face]) -> set[int]:
+        """Assign detections to tracks; returns the ids of tracks seen on this key frame."""
+        seen: set[int] = set()
+        boxes = [np.asarray(f.box, dtype=np.float64) for f in found]
+        # 1. overlap with active tracks, best pairs first
+        pairs = sorted(((_iou(t.box, b), ti, fi) for ti, t in enumerate(self.tracks) if t.active
+                        for fi, b in enumerate(boxes)), reverse=True)
+        used: set[int] = set()
+        for iou, ti, fi in pairs:
+            if iou < 0.3 or ti in seen or fi in used:
+                continue
+            self._take(self.tracks[ti], found[fi], reset=False)
+            seen.add(ti)
+            used.add(fi)
+        # 2. lost tracks (or active ones that moved fast) found again by distance, within two face sizes
+        for fi, face in enumerate(found):
+            if fi in used:
+                continue
+            c = np.array([(face.box[0] + face.box[2]) / 2, (face.box[1] + face.box[3]) / 2])
+            best, best_d = None, math.inf
+            for ti, t in enumerate(self.tracks):
+                if ti in seen:
+                    continue
+                tc = np.array([(t.box[0] + t.box[2]) / 2, (t.box[1] + t.box[3]) / 2])
+                d = float(np.linalg.norm(c - tc)) / max(t.box[2] - t.box[0], 1.0)
+                if d < best_d:
+                    best, best_d = ti, d
+            if best is not None and (best_d < 2.0 or self.faces == "largest"):
+                self._take(self.tracks[best], face, reset=best_d > 0.5)
+                seen.add(best)
+                used.add(fi)
+        # 3. new people
+        if self.faces == "all":
+            for fi, face in enumerate(found):
+                if fi not in used and len(self.tracks) < self.max_faces:
+                    seen.add(self._new_track(face).id)
+        elif not self.tracks and found:
+            seen.add(self._new_track(found[0]).id)
+        return seen
+
+    def _take(self, tr: Track, face: Face, reset: bool) -> None:
+        if reset or not tr.active:
+            tr.landmark_filter.reset()  # a jump (came back elsewhere): no glide from the old place
+        tr.raw = face.landmarks.copy()
+        tr.set_box(np.asarray(face.box), face.landmarks)
+        tr.missed = 0
+        tr.active = True
+
+    def _confirm(self, frame: Image.Image, tr: Track) -> bool:
+        """Look again around a track the detector missed, with a lower threshold (a face turned or blurred for
+        a moment); takes the face when found."""
+        b = tr.box
+        m = 0.5 * (b[2] - b[0])
+        x0, y0 = max(0, int(b[0] - m)), max(0, int(b[1] - m))
+        x1, y1 = min(frame.width, int(b[2] + m)), min(frame.height, int(b[3] + m))
+        if x1 - x0 < 16 or y1 - y0 < 16:
+            return False
+        for face in detect_faces(frame.crop((x0, y0, x1, y1)), min_score=-0.5):
+            box = np.asarray(face.box) + [x0, y0, x0, y0]
+            if _iou(box, b) >= 0.3:
+                lm = face.landmarks + [x0, y0]
+                self._take(tr, Face(tuple(box), face.score, lm, face.detector_index), reset=False)
+                return True
+        return False
+
+    def step(self, frame: Image.Image, t: float, key: bool | None = None) -> list[Track]:
+        """Track the faces into ``frame`` (time ``t`` seconds); returns the people seen in it, with fresh landmarks
+        (``raw``) and smoothed ones (``smooth``). A person the detector misses is looked for again around their
+        last place; if not there, they are left out (not aged) but keep their number for ``max_missed`` key
+        frames' time, while the detector runs on every frame."""
+        if key is None:  # a key frame: every key_every-th, and every frame while a person is missing
+            key = self._since_key == 0 or any(tr.active and tr.missed for tr in self.tracks)
+        detected: set[int] = set()
+        if key:
+            self._since_key = 0
+            t0 = time.perf_counter()
+            found = detect_faces(frame)
+            found = (found[:1] + [f for f in found[1:] if f.score >= MIN_EXTRA_FACE_SCORE])[: self.max_faces]
+            detected = self._match(found)
+            for tr in self.tracks:
+                if tr.active and tr.id not in detected:
+                    if tr.missed == 0 and self._confirm(frame, tr):
+                        detected.add(tr.id)  # a doubtful detection where the face was: still there
+                        continue
+                    tr.missed += 1  # not seen: kept (and its number), but not aged until found again
+                    if tr.missed > self.max_missed * self.key_every:
+                        tr.active = False
+            self.detect_seconds += time.perf_counter() - t0
+        self._since_key = (self._since_key + 1) % self.key_every
+        t0 = time.perf_counter()
+        out = []
+        w, h = frame.size
+        for tr in self.tracks:
+            if not tr.active or tr.missed:
+                continue
+            if tr.id not in detected:
+                tr.follow()
+                b = tr.box
+                if b[2] <= 0 or b[3] <= 0 or b[0] >= w or b[1] >= h or b[2] - b[0] < 8:
+                    tr.active = False  # left the picture
+                    continue
+                tr.raw = predict_landmarks(frame, tuple(b))
+            if self.smooth:
+                # beta per face size (in pixels): the same behaviour for a small face and a large one
+                tr.landmark_filter.beta = self.beta / max(tr.anchor[2], 1.0)
+                tr.smooth = tr.landmark_filter(t, tr.raw)
+            else:
+                tr.smooth = tr.raw.copy()
+            out.append(tr)
+        self.landmark_seconds += time.perf_counter() - t0
+        return out
+
+
+# --------------------------------------------------------------------------------------------- the job
+
+
+@dataclass
+class FaceFrame:
+    """One person in one frame (kept when ``trace`` is on: tests and measurements)."""
+
+    frame: int
+    face: int
+    raw: np.ndarray  # landmarks as predicted
+    smooth: np.ndarray  # landmarks as used for the alignment
+    matrix: np.ndarray  # aligned (continuous, ``align_size``) -> source map
+    align_size: int
+    box: np.ndarray
+
+
+@dataclass
+class ClipResult:
+    path: Path
+    frames: int
+    fps: Fraction
+    duration: float
+    size: tuple[int, int]
+    audio: str  # "copied", "re-encoded (<codec> does not fit in MP4)", or "none"
+    faces: dict[int, int]  # person number -> frames aged
+    seconds: dict[str, float]  # per stage
+    trace: list[FaceFrame] = field(default_factory=list)
+
+    @property
+    def frames_per_second(self) -> float:
+        total = sum(self.seconds.values())
+        return self.frames / total if total > 0 else 0.0
+
+
+def _colour_shift(new_face: Image.Image, reference: Image.Image) -> torch.Tensor:
+    """The mean YCbCr difference reference - new over the central face region (as :func:`sam.align.match_color`)."""
+    size = 64
+    ref = np.asarray(reference.resize((size, size), Image.Resampling.BILINEAR).convert("YCbCr"), dtype=np.float64)
+    new = np.asarray(new_face.resize((size, size), Image.Resampling.BILINEAR).convert("YCbCr"), dtype=np.float64)
+    wts = _face_weights(size)[..., None]
+    return torch.from_numpy(((ref - new) * wts).sum(axis=(0, 1)) / wts.sum())
+
+
+def _shift_colour(face: Image.Image, delta: torch.Tensor) -> Image.Image:
+    arr = np.asarray(face.convert("YCbCr"), dtype=np.float32) + delta.numpy().astype(np.float32)
+    return Image.fromarray(np.uint8(np.clip(np.rint(arr), 0, 255)), "YCbCr").convert("RGB")
+
+
+def _open_writer(path: Path, size: tuple[int, int], fps: Fraction) -> Any:
+    import imageio_ffmpeg
+
+    gen = imageio_ffmpeg.write_frames(
+        str(path), size, fps=fps, codec="libx264", pix_fmt_out="yuv420p", quality=None, macro_block_size=2,
+        ffmpeg_log_level="error",
+        output_params=["-crf", "18", "-preset", "veryfast", "-threads", "1", "-movflags", "+faststart"])
+    gen.send(None)
+    return gen
+
+
+def _mux_audio(video: Path, source: ClipInfo, out: Path) -> str:
+    """``video`` with ``source``'s audio stream copied unchanged into ``out``; returns what happened to the audio."""
+    if source.audio_codec is None:
+        os.replace(video, out)
+        return "none"
+    base = [_ffmpeg(), "-y", "-v", "error", "-i", str(video), "-i", str(source.path), "-map", "0:v", "-map", "1:a?",
+            "-c:v", "copy"]
+    tail = ["-movflags", "+faststart", "-f", "mp4", str(out)]
+    if source.audio_codec.lower() in MP4_AUDIO:
+        done = subprocess.run(base + ["-c:a", "copy"] + tail, capture_output=True)
+        if done.returncode == 0:
+            return "copied"
+    done = subprocess.run(base + ["-c:a", "aac", "-b:a", "192k"] + tail, capture_output=True)
+    if done.returncode != 0:
+        raise RuntimeError("ffmpeg could not add the sound: " + done.stderr.decode(errors="replace")[-300:])
+    return f"re-encoded to AAC ({source.audio_codec} does not fit in MP4)"
+
+
+def age_clip(
+    pipe: AgingPipeline,
+    src: str | os.PathLike | ClipInfo,
+    dst: str | os.PathLike,
+    target_age: Any,
+    *,
+    faces: str = "largest",
+    output_size: int = 256,
+    start: float | None = None,
+    end: float | None = None,
+    preview: bool = False,
+    max_side: int | None = None,
+    smooth: bool = True,
+    smooth_codes: bool = True,
+    key_every: int = 5,
+    trace: bool = False,
+    progress: Progress | None = None,
+    should_stop: ShouldStop | None = None,
+) -> ClipResult:
+    """Age every tracked face of the clip ``src`` to ``target_age`` and write ``dst`` (H.264 MP4, the input's
+    frame count, rate, duration and sound).
+
+    Args:
+        faces: ``"largest"`` (one person, the best face) or ``"all"``.
+        output_size: side the face is rendered at before paste-back (256 or 1024; capped at the model's).
+        start, end: seconds: only frames in ``[start, end)`` are aged; the others are copied unchanged.
+        preview: a quick pass: frames worked on with the long side at most :data:`PREVIEW_SIDE`, faces rendered
+            at 256 px or less with the generator stopped early.
+        max_side: frames with a longer side are scaled down to it (read, aged and written at that size).
+        smooth, smooth_codes: the landmark filter and the code smoothing (off only to measure what they do).
+        key_every: frames between detector runs.
+        progress: ``progress(frames done, frames total)`` after each frame.
+        should_stop: polled before each frame: :class:`~sam.pipeline.JobCancelledError`, nothing left behind.
+
+    Raises:
+        RequestError: not a readable video, no frames, bad ``start``/``end``.
+        NoFaceError: no face anywhere in the aged span (nothing written).
+    """
+    t_all = time.perf_counter()
+    info = src if isinstance(src, ClipInfo) else probe_clip(src)
+    age = to_age(target_age)
+    lo = 0.0 if start is None else float(start)
+    hi = info.duration if end is None else float(end)
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo < 0 or hi <= lo:
+        raise RequestError(f"start and end must satisfy 0 <= start < end, got start={lo:g}, end={hi:g}")
+    if lo >= info.duration:
+        raise RequestError(f"start ({lo:g} s) is past the end of the video ({info.duration:.2f} s)")
+    size = info.size
+    side = min(PREVIEW_SIDE if preview else math.inf, max_side or math.inf)
+    if max(size) > side:
+        k = side / max(size)
+        size = (max(2, round(size[0] * k / 2) * 2), max(2, round(size[1] * k / 2) * 2))
+    render_size = min(int(output_size), pipe.output_size, 256 if preview else pipe.output_size)
+    if render_size < 8:
+        raise RequestError(f"output size must be at least 8, got {output_size}")
+    align_size = pipe.input_size
+    tracker = FaceTracker(faces, key_every=key_every, smooth=smooth, code_tau=0.2 if smooth_codes else 0.0)
+    seconds = dict.fromkeys(("read", "detect", "align", "encode", "render", "paste", "write"), 0.0)
+    records: list[FaceFrame] = []
+
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp_video = dst.with_name(dst.stem + ".partial-video.mp4")
+    tmp_out = dst.with_name(dst.stem + ".partial.mp4")
+    writer = None
+    n = 0
+    try:
+        frames = read_frames(info, size)
+        while True:
+            check_stop(should_stop)
+            t0 = time.perf_counter()
+            arr = next(frames, None)
+            seconds["read"] += time.perf_counter() - t0
+            if arr is None:
+                break
+            t = n / float(info.fps)
+            frame = Image.fromarray(arr)
+            if lo <= t < hi:
+                frame = _age_frame(pipe, tracker, frame, t, n, age, render_size, align_size, preview, seconds,
+                                   records if trace else None)
+            t0 = time.perf_counter()
+            if writer is None:
+                writer = _open_writer(tmp_video, frame.size, info.fps)
+            writer.send(np.ascontiguousarray(np.asarray(frame)))
+            seconds["write"] += time.perf_counter() - t0
+            n += 1
+            if progress is not None:
+                progress(n, max(info.frames, n))
+        if writer is None:
+            raise RequestError("the video has no frames")
+        t0 = time.perf_counter()
+        writer.close()
+        writer = None
+        if not tracker.tracks:
+            raise NoFaceError(f"no face found in the video{' between the chosen times' if start or end else ''}; "
+                              "use a clip with a clearly visible, roughly frontal face at least about 40 pixels "
+                              "wide (nothing was written)")
+        check_stop(should_stop)
+        audio = _mux_audio(tmp_video, info, tmp_out)
+        os.replace(tmp_out, dst)
+        seconds["write"] += time.perf_counter() - t0
+    except BaseException:
+        if writer is not None:
+            try:
+                writer.close()
+            except Exception:  # noqa: BLE001 - already failing: the partial file goes anyway
+                pass
+        raise
+    finally:
+        tmp_video.unlink(missing_ok=True)
+        tmp_out.unlink(missing_ok=True)
+    seconds["detect"] = tracker.detect_seconds
+    seconds["align"] += tracker.landmark_seconds
+    seconds["other"] = max(0.0, time.perf_counter() - t_all - sum(seconds.values()))
+    return ClipResult(path=dst, frames=n, fps=info.fps, duration=n / float(info.fps), size=size, audio=audio,
+                      faces={tr.id: tr.frames for tr in tracker.tracks}, seconds=seconds, trace=records)
+
+
+@torch.inference_mode()
+def _age_frame(pipe: AgingPipeline, tracker: FaceTracker, frame: Image.Image, t: float, index: int, age: int,
+               render_size: int, align_size: int, fast: bool, seconds: dict[str, float],
+               records: list[FaceFrame] | None) -> Image.Image:
+    """One frame: track, align (smoothed landmarks), encode (smoothed codes), render, paste every face."""
+    tracks = tracker.step(frame, t)
+    out = frame
+    for tr in tracks:
+        t0 = time.perf_counter()
+        image, _, matrix, _ = ffhq_align(frame, tr.smooth, align_size)
+        aligned = AlignedFace(image=image, quad=np.zeros((4, 2)), face=Face(tuple(tr.box), 1.0, tr.smooth),
+                              source_size=frame.size, output_size=align_size, transform_size=align_size,
+                              matrix=matrix)
+        t1 = time.perf_counter()
+        seconds["align"] += t1 - t0
+        enc = pipe.encode(image)
+        smoothed = EncodedFace(rgb=enc.rgb, pretrained_codes=tr.pretrained(t, enc.pretrained_codes))
+        quick = fast or render_size < pipe.output_size  # a video is a preview: the fast dtype where there is one
+        code = tr.code(t, pipe.latents(smoothed, [age], fast=quick))
+        t2 = time.perf_counter()
+        seconds["encode"] += t2 - t1
+        face = to_pil(pipe.render(code, size=render_size, fast=quick))[0]
+        t3 = time.perf_counter()
+        seconds["render"] += t3 - t2
+        face = _shift_colour(face, tr.colour(t, _colour_shift(face, image)))
+        out = paste_back(out, aligned, face)
+        seconds["paste"] += time.perf_counter() - t3
+        tr.frames += 1
+        if records is not None:
+            records.append(FaceFrame(frame=index, face=tr.id, raw=tr.raw.copy(), smooth=tr.smooth.copy(),
+                                     matrix=matrix.copy(), align_size=align_size, box=tr.box.copy()))
+    return out
+
+
+__all__ += ["FaceFrame", "JobCancelledError", "NoFaceError"]

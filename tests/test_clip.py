@@ -1,0 +1,420 @@
+"""The video job (``sam.clip``): frame count, rate, duration and sound kept; steady alignment (One Euro filter);
+no flicker; tracking; bad inputs; cancellation without leftovers. Clips are made here (``tests/clipmaker.py``)
+and aged with the tiny random checkpoint."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import imageio_ffmpeg
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sam import clip
+from sam.align import NoFaceError, ffhq_align
+from sam.pipeline import AgingPipeline, JobCancelledError
+from sam.session import RequestError
+from tests.clipmaker import ASTRONAUT, make_clip, streams
+
+FPS = 25
+STILL = range(15, 50)  # frames of the still segment measured (the clip is still for its first 2 s)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: on a shared 2-core machine two OpenMP threads wait on each other for most of the time."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_checkpoint) -> AgingPipeline:
+    return AgingPipeline.from_pretrained(tiny_checkpoint, download=False, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory) -> Path:
+    return make_clip(tmp_path_factory.mktemp("clip") / "astronaut.mp4")
+
+
+@pytest.fixture(scope="module")
+def aged(pipe, source, tmp_path_factory) -> clip.ClipResult:
+    out = tmp_path_factory.mktemp("aged") / "aged.mp4"
+    return clip.age_clip(pipe, source, out, 70, trace=True)
+
+
+def audio_md5(path: Path) -> str:
+    done = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(path), "-map", "0:a", "-c",
+                           "copy", "-f", "md5", "-"], capture_output=True, check=True)
+    return done.stdout.decode().strip()
+
+
+def aligned_std(frames: list[np.ndarray], matrices: list[np.ndarray], align_size: int) -> float:
+    """How much a face that does not move moves in its aligned crop: the mean landmark position over the still
+    frames (the face's true place) mapped into each frame's crop; std over frames, mean over the 68 points, in
+    pixels of a 256 px crop."""
+    truth = np.mean(frames, axis=0)
+    pos = np.array([(truth + 0.5 - m[:, 2]) @ np.linalg.inv(m[:, :2]).T - 0.5 for m in matrices])
+    return float(np.sqrt(pos.var(axis=0).sum(axis=-1)).mean() * 256 / align_size)
+
+
+def flicker(frames: list[np.ndarray], box: np.ndarray) -> float:
+    """Mean absolute difference between consecutive frames inside ``box`` (grey levels)."""
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    crops = np.array([f[y0:y1, x0:x1].astype(np.float64) for f in frames])
+    return float(np.abs(np.diff(crops, axis=0)).mean())
+
+
+# --------------------------------------------------------------------------------------------- filters
+
+
+def test_one_euro_filter_removes_jitter_and_follows_motion():
+    rng = np.random.default_rng(0)
+    t = np.arange(200) / 25
+    still = 100.0 + rng.normal(0, 1.0, (200, 2))
+    f = clip.OneEuroFilter(min_cutoff=0.4, beta=0.05)
+    out = np.array([f(ti, x) for ti, x in zip(t, still, strict=True)])
+    assert out[50:].std(axis=0).max() < 0.35 * still[50:].std(axis=0).min()
+    ramp = 100.0 + 200.0 * t[:, None] + rng.normal(0, 1.0, (200, 2))  # 200 px/s
+    f.reset()
+    out = np.array([f(ti, x) for ti, x in zip(t, ramp, strict=True)])
+    lag = (100.0 + 200.0 * t[100:, None] - out[100:]).mean()
+    assert lag < 10.0  # under 2 frames of motion behind
+    plain = clip.OneEuroFilter(min_cutoff=0.4, beta=0.0)  # without the speed term: the lag the filter avoids
+    slow = np.array([plain(ti, x) for ti, x in zip(t, ramp, strict=True)])
+    assert (100.0 + 200.0 * t[100:, None] - slow[100:]).mean() > 4 * lag
+
+
+def test_code_smoother_is_frame_rate_independent():
+    a, b = clip.CodeSmoother(0.2), clip.CodeSmoother(0.2)
+    x = torch.ones(3)
+    a(0.0, torch.zeros(3))
+    b(0.0, torch.zeros(3))
+    ya = a(0.1, x)
+    yb = [b(0.05, x), b(0.1, x)][-1]
+    assert torch.allclose(ya, yb, atol=1e-6)
+    assert clip.CodeSmoother(0.0)(1.0, x) is x
+
+
+# --------------------------------------------------------------------------------------------- the job
+
+
+def test_clip_keeps_frames_rate_duration_and_sound(aged, source):
+    info, out = clip.probe_clip(source), clip.probe_clip(aged.path)
+    print(f"\ninput: {info.frames} frames, {float(info.fps):g} fps, {info.duration:.3f} s; output: {out.frames} "
+          f"frames, {float(out.fps):g} fps, {out.duration:.3f} s, audio {out.audio_codec} ({aged.audio})")
+    assert info.frames == 5 * FPS
+    assert abs(out.frames - info.frames) <= 1
+    assert out.fps == info.fps == FPS
+    assert abs(out.duration - info.duration) <= 1 / FPS
+    assert out.size == info.size == (320, 240)
+    assert aged.audio == "copied" and out.audio_codec == "aac"
+    assert audio_md5(aged.path) == audio_md5(source)  # the very same audio packets
+    assert "Video: h264" in streams(aged.path)
+    assert aged.faces == {0: info.frames}  # one person, one number, every frame
+    assert sorted(p.name for p in aged.path.parent.iterdir()) == ["aged.mp4"]  # no temporary files left
+
+
+def test_clip_alignment_is_steady_when_the_head_is_still(aged, source):
+    """Smoothed: < 1 px std at 256 px; and clearly steadier than the same tracking without the filter."""
+    still = [f for f in aged.trace if f.frame in STILL]
+    assert len(still) == len(STILL)
+    raw = [f.raw for f in still]
+    with_filter = aligned_std(raw, [f.matrix for f in still], still[0].align_size)
+    tracker = clip.FaceTracker(smooth=False)
+    matrices = []
+    for i, arr in enumerate(clip.read_frames(clip.probe_clip(source))):
+        if i >= STILL.stop:
+            break
+        frame = Image.fromarray(arr)
+        (tr,) = tracker.step(frame, i / FPS)
+        if i in STILL:
+            matrices.append(ffhq_align(frame, tr.smooth, 64)[2])
+    without = aligned_std(raw, matrices, 64)
+    print(f"\naligned-crop landmark std on the still segment (256 px): {with_filter:.3f} px smoothed, "
+          f"{without:.3f} px without smoothing")
+    assert with_filter < 1.0
+    assert with_filter < 0.6 * without
+
+
+def test_clip_does_not_flicker(aged, source):
+    still = [f for f in aged.trace if f.frame in STILL]
+    box = np.mean([f.box for f in still], axis=0)
+    inp = [a for i, a in enumerate(clip.read_frames(clip.probe_clip(source))) if i in STILL]
+    out = [a for i, a in enumerate(clip.read_frames(clip.probe_clip(aged.path))) if i in STILL]
+    f_in, f_out = flicker(inp, box), flicker(out, box)
+    print(f"\nflicker inside the face box: input {f_in:.2f}, output {f_out:.2f} grey levels; ratio {f_out / f_in:.2f}")
+    assert f_out <= 1.5 * f_in
+    # the face was changed (the tiny model's face is pasted), not just passed through
+    assert np.abs(np.asarray(inp[0], float) - np.asarray(out[0], float)).mean() > 5
+
+
+def test_clip_rotated_variable_rate_without_sound(pipe, source, tmp_path):
+    """A vertical phone clip: stored sideways with a rotation tag, frames at uneven times, no audio track."""
+    sideways = tmp_path / "sideways.mp4"
+    ff = imageio_ffmpeg.get_ffmpeg_exe()
+    # an upright 240x320 picture stored turned (transpose=1: 90 degrees clockwise; the tag turns it back);
+    # frames 1, 4, 7... dropped, the others keep their times
+    subprocess.run([ff, "-y", "-v", "error", "-i", str(source), "-t", "2", "-an",
+                    "-vf", "crop=240:240,pad=240:320:0:40,transpose=1,select='not(eq(mod(n\\,3)\\,1))'",
+                    "-fps_mode", "vfr", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(tmp_path / "vfr.mp4")],
+                   check=True)
+    subprocess.run([ff, "-y", "-v", "error", "-display_rotation", "90", "-i", str(tmp_path / "vfr.mp4"), "-c",
+                    "copy", str(sideways)], check=True)
+    info = clip.probe_clip(sideways)
+    assert info.size == (240, 320) and info.rotation in (90, -90, 270) and info.audio_codec is None
+    assert info.frames == 33
+    assert abs(float(info.fps) - 16.5) < 0.6  # the average rate: 33 frames in about 2 s
+    out = clip.age_clip(pipe, info, tmp_path / "out.mp4", 30)
+    res = clip.probe_clip(out.path)
+    assert abs(res.frames - info.frames) <= 1 and res.size == (240, 320) and res.audio_codec is None
+    assert abs(res.duration - info.duration) <= 1 / float(info.fps)
+    assert out.audio == "none" and out.faces[0] > 0.8 * info.frames
+
+
+def test_clip_cancelled_leaves_nothing(pipe, source, tmp_path):
+    seen = []
+
+    def stop() -> bool:
+        return len(seen) >= 6
+
+    with pytest.raises(JobCancelledError):
+        clip.age_clip(pipe, source, tmp_path / "out.mp4", 70, progress=lambda d, t: seen.append((d, t)),
+                      should_stop=stop)
+    assert seen[-1] == (6, 125)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_clip_span_ages_only_inside(pipe, source, tmp_path):
+    out = clip.age_clip(pipe, source, tmp_path / "span.mp4", 70, start=1.0, end=1.4)
+    assert out.frames == 125 and out.faces == {0: 10}
+
+
+def test_clip_without_a_face_is_refused_and_nothing_written(pipe, tmp_path):
+    blank = tmp_path / "blank.mp4"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-f", "lavfi", "-i",
+                    "testsrc=size=160x120:rate=10:duration=1", "-pix_fmt", "yuv420p", str(blank)], check=True)
+    with pytest.raises(NoFaceError, match="no face found in the video"):
+        clip.age_clip(pipe, blank, tmp_path / "out" / "x.mp4", 50)
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_probe_refuses_what_is_not_a_video(tmp_path):
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video at all\n" * 50)
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (64, 48), (200, 100, 50)).save(photo)
+    sound = tmp_path / "sound.mp4"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-f", "lavfi", "-i",
+                    "sine=frequency=440:duration=1", "-c:a", "aac", str(sound)], check=True)
+    for path, words in [(empty, "empty"), (text, "not a video"), (sound, "not a video"),
+                        (photo, "single picture"), (tmp_path / "missing.mp4", "not found")]:
+        with pytest.raises(RequestError, match=words) as err:
+            clip.probe_clip(path)
+        assert str(tmp_path) not in str(err.value)
+
+
+def test_probe_reads_a_gif(tmp_path):
+    frames = [Image.new("RGB", (64, 48), (i * 20, 0, 0)) for i in range(10)]
+    frames[0].save(tmp_path / "a.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    info = clip.probe_clip(tmp_path / "a.gif")
+    assert info.frames == 10 and abs(float(info.fps) - 10) < 0.5 and info.size == (64, 48)
+    assert len(list(clip.read_frames(info))) == 10
+
+
+def test_cli_video(source, tiny_checkpoint, tmp_path, capsys):
+    from sam.cli import main
+
+    out = tmp_path / "cli.mp4"
+    args = ["video", "--input", str(source), "--output", str(out), "--target_age", "80", "--checkpoint_path",
+            str(tiny_checkpoint), "--device", "cpu", "--start", "0.4", "--end", "0.8", "--preview"]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "125 frames at 25.000 fps, 5.00 s, audio copied" in err and "{0: 10}" in err
+    with pytest.raises(SystemExit, match="exists"):
+        main(args)
+    text = tmp_path / "notes.mp4"
+    text.write_text("hello\n" * 100)
+    with pytest.raises(SystemExit, match="not a video"):
+        main(["video", "--input", str(text), "--output", str(tmp_path / "x.mp4")])
+
+
+# --------------------------------------------------------------------------------------------- the app
+
+
+@pytest.fixture(scope="module")
+def short_clip(tmp_path_factory) -> Path:
+    return make_clip(tmp_path_factory.mktemp("short") / "short.mp4", seconds=1.2, still=1.2)
+
+
+@pytest.fixture(scope="module")
+def page(tiny_checkpoint):
+    import app
+
+    return app.build_demo(str(tiny_checkpoint), device="cpu")
+
+
+def test_app_video_limits_in_words(page, source, tmp_path, monkeypatch):
+    import app
+
+    a = page.sam_app
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    fake = tmp_path / "fake.mp4"
+    fake.write_text("hello " * 100)
+    for clip_, words in [(None, "add a video first"), (str(text), "not a video the page takes"),
+                         (str(fake), "not a video that can be read")]:
+        with pytest.raises(RequestError, match=words):
+            a.video(clip_, 70)
+    with pytest.raises(RequestError, match="faces must be"):
+        a.video(str(source), 70, "everyone")
+    with pytest.raises(RequestError, match="start must be a number"):
+        a.video(str(source), 70, "all", 256, float("nan"))
+    monkeypatch.setattr(app, "CLIP_MAX_SECONDS", 3)
+    with pytest.raises(RequestError, match="5 seconds long; this page takes clips of at most 3 seconds"):
+        a.video(str(source), 70)
+    monkeypatch.setattr(app, "CLIP_MAX_MB", 0.001)
+    with pytest.raises(RequestError, match="at most 0.001 MB"):
+        a.video(str(source), 70)
+
+
+def test_app_video_endpoint(page, short_clip, tmp_path):
+    from gradio_client import Client, handle_file
+
+    from tests.test_app import _launch
+
+    url = _launch(page)
+    try:
+        client = Client(url, verbose=False, download_files=str(tmp_path))
+        got = client.predict(handle_file(str(short_clip)), 60, "all", api_name="/video")
+        path = Path(got["video"] if isinstance(got, dict) else got)
+        info = clip.probe_clip(path)
+        assert info.frames == 30 and info.fps == FPS and info.audio_codec == "aac"
+        blank = tmp_path / "blank.mp4"
+        subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-f", "lavfi", "-i",
+                        "testsrc=size=160x120:rate=10:duration=1", "-pix_fmt", "yuv420p", str(blank)], check=True)
+        with pytest.raises(Exception, match="No face found in the video") as err:
+            client.predict(handle_file(str(blank)), 60, api_name="/video")
+        assert "already aligned" not in str(err.value)
+    finally:
+        page.close()
+
+
+@pytest.mark.slow
+def test_browser_video_tab(tiny_checkpoint, source, tmp_path):
+    """In headless Chromium: the Video tab with the 5 s clip: progress in frames, Cancel (no files or ffmpeg left),
+    then a finished clip that plays in the page. Screenshots go to $SAM_SCREENSHOT_DIR (default: a temporary
+    folder)."""
+    import app
+    from tests.test_app import CHROMIUM, CHROMIUM_ARGS, _launch
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM}")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (no browser download)")
+    shots = Path(os.environ.get("SAM_SCREENSHOT_DIR", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    demo = app.build_demo(str(tiny_checkpoint), device="cpu")
+    pipe = demo.sam_app.pipe
+    real_render = pipe.render
+    url = _launch(demo)
+    try:
+        with sync_api.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(url, wait_until="load")
+            try:
+                _drive_video_tab(page, source, demo.sam_app, real_render, shots)
+            except Exception:
+                page.screenshot(path=str(shots / "video-tab-failure.png"), full_page=True)
+                raise
+            browser.close()
+    finally:
+        pipe.render = real_render
+        demo.close()
+
+
+def _drive_video_tab(page: Any, source: Path, sam_app: Any, real_render: Any, shots: Path) -> None:
+    from tests.test_app import _ffmpeg_children
+
+    status = "#status"
+    pipe = sam_app.pipe
+    page.get_by_role("tab", name="Video", exact=True).click()
+    page.locator("#clip-input input[type=file]").set_input_files(str(source))
+    page.locator("#clip-input").get_by_text("astronaut.mp4").wait_for(timeout=30_000)
+
+    pipe.render = lambda *a, **k: time.sleep(0.1) or real_render(*a, **k)  # time to see it and cancel
+    page.locator("#clip-button").click()
+    page.wait_for_function("() => /([3-9]|[1-9][0-9])\\/125/.test(document.body.innerText)", timeout=60_000)
+    page.locator("#clip-video").get_by_text("s left").wait_for(timeout=10_000)
+    progress_text = page.locator("#clip-video").inner_text()
+    page.screenshot(path=str(shots / "video-tab-progress.png"), full_page=True)
+    page.locator("#clip-cancel").click()
+    page.locator(status).get_by_text("Video cancelled").wait_for(timeout=10_000)
+    deadline = time.monotonic() + 20
+    while (_ffmpeg_children() or list(sam_app.workdir.glob("*"))) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _ffmpeg_children() and not list(sam_app.workdir.glob("*"))
+    page.screenshot(path=str(shots / "video-tab-cancelled.png"), full_page=True)
+
+    pipe.render = real_render
+    page.locator("#clip-button").click()
+    page.locator(status).get_by_text("Video ready").wait_for(timeout=180_000)
+    page.locator("#clip-video video").wait_for(timeout=30_000)
+    page.wait_for_function("() => { const v = document.querySelector('#clip-video video'); "
+                           "return v && v.readyState >= 2 && v.duration > 4.9; }", timeout=30_000)
+    played = page.evaluate("async () => { const v = document.querySelector('#clip-video video'); "
+                           "v.muted = true; v.currentTime = 0; await v.play(); "
+                           "await new Promise(r => setTimeout(r, 1500)); "
+                           "return [v.currentTime, v.duration, v.videoWidth, v.videoHeight, v.error]; }")
+    page.screenshot(path=str(shots / "video-tab-done.png"), full_page=True)
+    print(f"\nprogress shown: {progress_text!r}; played: {played}; status: {page.locator(status).inner_text()!r}")
+    assert played[0] > 0.5 and abs(played[1] - 5.0) < 0.1 and played[2:4] == [320, 240]
+    assert played[4] is None
+    assert "125 frames at 25 fps, 1 person aged, sound copied" in page.locator(status).inner_text()
+    assert page.locator("#clip-file a").count() >= 1  # downloadable
+
+
+def test_tracker_keeps_numbers_when_a_face_is_hidden_and_comes_back():
+    """Two people; the right one is covered for 8 frames: not aged meanwhile, same numbers before and after,
+    no third person."""
+    photo = Image.open(ASTRONAUT).convert("RGB").resize((240, 240))
+    frames = []
+    for i in range(30):
+        canvas = Image.new("RGB", (480, 240), (40, 40, 40))
+        canvas.paste(photo, (0 + i // 3, 0))
+        canvas.paste(photo, (240, 0))
+        if 9 <= i < 17:
+            canvas.paste((90, 90, 90), (300, 0, 480, 240))  # a hand in front of the right face
+        frames.append(canvas)
+    tracker = clip.FaceTracker(faces="all")
+    seen = []
+    for i, f in enumerate(frames):
+        seen.append({tr.id: float(tr.box[0]) for tr in tracker.step(f, i / FPS)})
+    assert len(tracker.tracks) == 2
+    left = next(iter(k for k, x in seen[0].items() if x < 240))
+    right = 1 - left
+    assert all(s[left] < 240 for s in seen)  # the left person: every frame, always number `left`
+    assert all(right not in s for s in seen[10:17])  # hidden: not aged
+    assert all(right in s and s[right] > 240 for s in seen[:9] + seen[18:])  # back with the same number
+
+
+@pytest.mark.parametrize("audio, expected", [("libopus", "copied"), ("libvorbis", "re-encoded to AAC")])
+def test_clip_from_webm(pipe, short_clip, tmp_path, audio, expected):
+    """WebM (VP8): Opus sound is copied into the MP4 as it is; Vorbis, which MP4 cannot hold, becomes AAC."""
+    webm = tmp_path / "clip.webm"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-i", str(short_clip), "-c:v", "libvpx",
+                    "-b:v", "1M", "-c:a", audio, str(webm)], check=True)
+    info = clip.probe_clip(webm)
+    out = clip.age_clip(pipe, info, tmp_path / "out.mp4", 40, end=0.2)
+    assert out.audio.startswith(expected) and out.frames == info.frames == 30
+    assert clip.probe_clip(out.path).audio_codec == ("opus" if audio == "libopus" else "aac")
