@@ -14,7 +14,7 @@ import argparse
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +22,7 @@ from PIL import Image
 
 from .ages import AgeError, to_ages
 from .session import FaceSession, Photo
+from .shard import Shard, current_shard
 
 __all__ = ["main", "build_parser"]
 
@@ -91,17 +92,19 @@ def parse_ages(spec: str) -> list[int]:
     return ages
 
 
-def list_inputs(data_path: Path, n_images: int | None = None) -> list[Path]:
+def list_inputs(data_path: Path, n_images: int | None = None, shard: Shard | None = None) -> list[Path]:
+    """The input files, sorted; under torchrun, this rank's share of them (see :mod:`sam.shard`)."""
     if not data_path.exists():
         raise SystemExit(f"error: --data_path {data_path} does not exist")
     files = [data_path] if data_path.is_file() else sorted(p for p in data_path.iterdir() if p.is_file())
     files = [p for p in files if not p.name.startswith(".") and ".partial" not in p.name]
-    return files[:n_images] if n_images else files
+    files = files[:n_images] if n_images else files
+    return shard.take(files) if shard is not None else files
 
 
 def iter_items(args, summary: Summary, all_faces: bool = False) -> Iterator[Item]:
     """Load every input (and find its faces), recording skips with their reason."""
-    for path in list_inputs(Path(args.data_path), getattr(args, "n_images", None)):
+    for path in list_inputs(Path(args.data_path), getattr(args, "n_images", None), current_shard()):
         name = path.name
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             summary.skipped.append((name, f"not an image file ({path.suffix or 'no extension'})"))
@@ -141,7 +144,7 @@ def run_items(args, summary: Summary, outputs: Callable[[Item], list[Path]], wor
     from tqdm import tqdm
 
     times: list[float] = []
-    n_files = len(list_inputs(Path(args.data_path), getattr(args, "n_images", None)))
+    n_files = len(list_inputs(Path(args.data_path), getattr(args, "n_images", None), current_shard()))
     items = iter_items(args, summary, all_faces)
     bar = tqdm(items, desc=args.command, unit="img", total=None if all_faces else n_files, file=sys.stderr)
     try:
@@ -171,7 +174,8 @@ def load_pipeline(args):
     from .pipeline import AgingPipeline, default_device
 
     try:
-        return AgingPipeline.from_pretrained(args.checkpoint_path, device=args.device or default_device(),
+        return AgingPipeline.from_pretrained(args.checkpoint_path,
+                                             device=current_shard().device(args.device) or default_device(),
                                              batch_size=args.test_batch_size, int8_style_heads=args.int8_style_heads,
                                              precision=getattr(args, "precision", None)
                                              or getattr(args, "default_precision", "auto"))
@@ -235,27 +239,46 @@ def cmd_inference(args) -> int:
                 save(hstack([s.face_image, img], size), coupled[0])
 
     times = run_items(args, summary, outputs, work)
+    shard = current_shard()
     if times:
-        write_stats(exp, summary.done, times, len(args.target_age))
+        exp.mkdir(parents=True, exist_ok=True)
+        part = exp / shard.part_name("timings", ".tsv")
+        if shard.world > 1:  # this rank's times; rank 0 folds them into timings.tsv
+            part.write_text("".join(f"{n}\t{t:.4f}\n" for n, t in zip(summary.done, times)))
+    shard.barrier()
+    if shard.main and (times or shard.world > 1):
+        write_stats(exp, summary.done if shard.world == 1 else [], times if shard.world == 1 else [],
+                    len(args.target_age), parts=sorted(exp.glob("timings.part*-of-*.tsv")))
     summary.report()
     return summary.exit_code
 
 
-def write_stats(exp: Path, names: list[str], times: list[float], n_ages: int) -> None:
-    """``stats.txt`` over every image timed so far in ``exp`` (the timings of earlier runs are kept in
-    ``timings.tsv``, one line per image)."""
-    exp.mkdir(parents=True, exist_ok=True)
-    log = exp / "timings.tsv"
+def _read_timings(path: Path) -> dict[str, float]:
     timings: dict[str, float] = {}
-    if log.exists():
-        for line in log.read_text().splitlines():
+    if path.exists():
+        for line in path.read_text().splitlines():
             name, _, sec = line.rpartition("\t")
             try:
                 timings[name] = float(sec)
             except ValueError:
                 continue
+    return timings
+
+
+def write_stats(exp: Path, names: list[str], times: list[float], n_ages: int, parts: Sequence[Path] = ()) -> None:
+    """``stats.txt`` over every image timed so far in ``exp`` (the timings of earlier runs are kept in
+    ``timings.tsv``, one line per image; ``parts``: other processes' timings, folded in and removed)."""
+    exp.mkdir(parents=True, exist_ok=True)
+    log = exp / "timings.tsv"
+    timings = _read_timings(log)
+    for part in parts:
+        timings.update(_read_timings(part))
     timings.update(zip(names, times))
+    if not timings:
+        return
     log.write_text("".join(f"{n}\t{t:.4f}\n" for n, t in timings.items()))
+    for part in parts:
+        part.unlink(missing_ok=True)
     values = list(timings.values())
     std = statistics.pstdev(values) if len(values) > 1 else 0.0
     line = f"Runtime {statistics.mean(values):.4f}+-{std:.4f}"
@@ -492,7 +515,11 @@ def cmd_evaluate(args) -> int:
         raise SystemExit("error: evaluate needs the age and identity models: " + "; ".join(dict.fromkeys(problems)))
     pipe = load_pipeline(args)
     exp = Path(args.exp_dir)
-    ev = Evaluator(pipe, exp, args.target_age, metrics=metrics, size=args.output_size, overwrite=args.overwrite)
+    shard = current_shard()
+    if args.overwrite and shard.world > 1:
+        raise SystemExit("error: --overwrite with several processes: delete the output folder instead")
+    ev = Evaluator(pipe, exp, args.target_age, metrics=metrics, size=args.output_size, overwrite=args.overwrite,
+                   csv_name=shard.part_name("evaluation", ".csv"))
     summary = Summary()
     names: list[str] = []
     already: set[str] = set()
@@ -505,6 +532,14 @@ def cmd_evaluate(args) -> int:
     run_items(args, summary, lambda it: [], work)
     summary.done = [n for n in summary.done if n not in already]
     summary.existing += len(already)
+    shard.barrier()
+    if not shard.main:  # rank 0 merges every rank's rows and writes the report
+        summary.report()
+        return summary.exit_code
+    if shard.world > 1:
+        ev.merge_parts(sorted(exp.glob("evaluation.part*-of-*.csv")))
+        every = list_inputs(Path(args.data_path), getattr(args, "n_images", None))
+        names = sorted({n for (n, _) in ev.rows} & {p.name for p in every})
     report = ev.report(images=names, worst=args.worst)
     n_rows = sum(1 for (n, a) in ev.rows if n in set(names) and a in ev.target_ages)
     print(f"{n_rows} rows in {ev.csv_path}; report: {report}", file=sys.stderr)

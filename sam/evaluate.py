@@ -86,7 +86,7 @@ class Evaluator:
     """
 
     def __init__(self, pipe: Any, exp_dir: str | os.PathLike[str], target_ages: Sequence[int], metrics: Any = None,
-                 size: int = 256, overwrite: bool = False):
+                 size: int = 256, overwrite: bool = False, csv_name: str = CSV_NAME):
         from .metrics import default_metrics
 
         self.pipe = pipe
@@ -94,13 +94,15 @@ class Evaluator:
         self.target_ages = [int(a) for a in target_ages]
         self.metrics = metrics or default_metrics()
         self.size = min(int(size), pipe.output_size)
-        self.csv_path = self.exp_dir / CSV_NAME
+        self.csv_path = self.exp_dir / csv_name
         self.exp_dir.mkdir(parents=True, exist_ok=True)
         if overwrite and self.csv_path.exists():
             self.csv_path.unlink()
         self.rows = read_rows(self.csv_path)
         if self.csv_path.exists():
             self._rewrite()  # drop incomplete lines an interrupted run may have left
+        if csv_name != CSV_NAME:  # one process's part (sam.shard): rows already in the merged CSV are done too
+            self.rows = {**read_rows(self.exp_dir / CSV_NAME), **self.rows}
 
     def missing(self, name: str) -> list[int]:
         """Target ages not yet in the CSV for this image."""
@@ -129,6 +131,19 @@ class Evaluator:
             new.append(row)
         self._append(new)
         return new
+
+    def merge_parts(self, parts: Sequence[Path]) -> None:
+        """Fold other processes' part CSVs (and this one's) into ``evaluation.csv``, then remove the parts."""
+        main = self.exp_dir / CSV_NAME
+        rows = read_rows(main)
+        for part in [*parts, self.csv_path]:
+            rows.update(read_rows(part))
+        self.rows = rows
+        self.csv_path = main
+        self._rewrite()
+        for part in parts:
+            if part != main:
+                part.unlink(missing_ok=True)
 
     def _append(self, rows: list[dict[str, Any]]) -> None:
         new_file = not self.csv_path.exists()
