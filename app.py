@@ -571,9 +571,12 @@ def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None =
                 yield {result: quick, result_info: f"Age {a}: interpolated preview; the exact result follows…",
                        full_file: None, status_line: ""}
             preview = s.preview(a, pasted)
-            yield {result: preview, result_info: s.caption(a, preview), full_file: None, status_line: "",
-                   full_btn: gr.update(value="Full resolution (whole photo)" if pasted and not aligned
-                                       else full_label)}
+            yield {result: preview, result_info: s.caption(a, preview), full_file: None, status_line: ""}
+
+        def full_button(pasted: bool, aligned: bool) -> dict:
+            """The Full resolution button, ready: its label says what the file will be."""
+            return gr.update(interactive=True,
+                             value="Full resolution (whole photo)" if pasted and not aligned else full_label)
 
         def on_full(image: Any, target: Any, aligned: bool, idx: int, pasted: bool) -> dict:
             out = app.age(image, target, None, aligned, idx, pasted)
@@ -643,15 +646,16 @@ def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None =
         picker.select(job(on_pick, page=status_line), photo_in, {face_index, *face_outputs}, **q, **hidden,
                       show_progress_on=[aligned_view, result])
         sel = [photo, age, already, face_index, paste]
-        preview_outputs = {result, result_info, full_file, full_btn, status_line}
+        preview_outputs = {result, result_info, full_file, status_line}
         age.release(stream(on_age, status_line), sel, preview_outputs, trigger_mode="always_last",
                     show_progress="minimal", **q, **hidden)
         paste.change(stream(on_age, status_line), sel, preview_outputs, show_progress="minimal", **q, **hidden)
+        paste.change(full_button, [paste, already], full_btn, queue=False, **hidden)
         busy = {"interactive": False, "value": "Rendering full resolution…"}
         (full_btn.click(lambda: gr.update(**busy), None, full_btn, queue=False, **hidden)
          .then(job(on_full, page=status_line, desc="rendering"), sel, {full_file, status_line}, **q, **hidden,
                show_progress_on=[full_file])
-         .then(lambda: gr.update(interactive=True), None, full_btn, queue=False, **hidden))
+         .then(full_button, [paste, already], full_btn, queue=False, **hidden))
         strip_btn.click(job(on_strip, page=status_line, desc="rendering ages"),
                         [photo, strip_ages, already, face_index], {strip, strip_info, status_line}, **q, **hidden,
                         show_progress_on=[strip])

@@ -609,7 +609,8 @@ def test_browser_end_to_end(tiny_checkpoint, faceless, text_png, tmp_path):
             assert page.locator("#full-button").is_disabled()
             page.screenshot(path=str(shots / "app-full-resolution-busy.png"), full_page=True)
             page.locator("#full-file a").first.wait_for(timeout=30_000)
-            assert page.locator("#full-button").is_enabled()
+            page.get_by_role("button", name="Full resolution (32 px)").wait_for(timeout=10_000)
+            assert page.locator("#full-button").is_enabled()  # ready again, with its label back
 
             big = Image.open(ASTRONAUT).convert("RGB").resize((8000, 8000), Image.Resampling.NEAREST)
             big.save(tmp_path / "big.jpg", quality=85)
