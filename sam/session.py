@@ -472,15 +472,22 @@ class SessionCache:
         self._lock = threading.Lock()
 
     def photo(self, src: Any, what: str = "photo") -> Photo:
+        """The photo, decoded once: a file seen before (same bytes) is found by a hash of its bytes, without
+        decoding it again (every slider move names the same upload)."""
+        file_key = _file_key(src)
+        with self._lock:
+            cached = self._photos.get(file_key) if file_key else None
+            if cached is not None:
+                self._photos.move_to_end(file_key)
+                return cached
         loaded = Photo.load(src, what)
         with self._lock:
-            cached = self._photos.get(loaded.key)
-            if cached is not None:
-                self._photos.move_to_end(loaded.key)
-                return cached
-            self._photos[loaded.key] = loaded
-            _trim(self._photos, self.size)
-            return loaded
+            photo = self._photos.get(loaded.key, loaded)  # the same picture from another file or source
+            for key in {loaded.key, file_key} - {None}:
+                self._photos[key] = photo
+                self._photos.move_to_end(key)
+            _trim(self._photos, 2 * self.size)
+            return photo
 
     def session(self, src: Any, already_aligned: Any = False, face_index: Any = 0,
                 what: str = "photo") -> FaceSession:
@@ -502,6 +509,17 @@ class SessionCache:
             self._sessions.move_to_end(key)
             _trim(self._sessions, self.size)
             return made
+
+
+def _file_key(src: Any) -> str | None:
+    """A hash of a file's bytes (cheap next to decoding a large photo); ``None`` for anything but a readable file."""
+    if not isinstance(src, (str, os.PathLike)):
+        return None
+    try:
+        with open(src, "rb") as fh:
+            return "file-" + hashlib.sha1(fh.read()).hexdigest()
+    except OSError:
+        return None  # Photo.load says what is wrong
 
 
 def _trim(cache: OrderedDict, size: int) -> None:

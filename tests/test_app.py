@@ -694,3 +694,17 @@ def test_repeated_photo_event_is_skipped_with_a_valid_update(demo):
         LocalContext.request.reset(token)
     assert len(first) >= 6 and len(second) == 1
     assert list(second.values())[0] == gr.skip()
+
+
+def test_a_photo_is_decoded_once_per_upload(tiny_checkpoint, monkeypatch):
+    """Every slider move names the same upload: it is found by its bytes, not decoded again."""
+    import sam.session as session_module
+
+    fresh = app.AgeApp.load(str(tiny_checkpoint), device="cpu")
+    decoded = []
+    real_load = session_module.load_image
+    monkeypatch.setattr(session_module, "load_image", lambda *a, **k: decoded.append(1) or real_load(*a, **k))
+    first = fresh.sessions.photo(ASTRONAUT)
+    for _ in range(3):
+        assert fresh.sessions.photo(ASTRONAUT) is first
+    assert len(decoded) == 1
