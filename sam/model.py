@@ -133,6 +133,13 @@ class SAM(nn.Module):
         # exact / fast dtypes (sam.precision); float32 unless from_checkpoint(precision=...) or apply_precision says
         self.precision: Precision = FP32
 
+    def encode_pretrained(self, rgb: torch.Tensor, fast: bool = False) -> torch.Tensor:
+        """The frozen pretrained encoder's code of ``B x 3 x H x W`` faces (float32; ``fast``: computed by a copy in
+        ``self.precision.fast``, e.g. for a photo's first preview, see :mod:`sam.precision`)."""
+        if not fast:
+            return self.pretrained_encoder(rgb)
+        return fast_encoder(self, "pretrained_encoder")(rgb).float()
+
     # ----------------------------------------------------------------------------------------------------------
     # Forward pass (the published interface)
 

@@ -10,10 +10,11 @@ It splits SAM's forward pass (paper Sec. 3) by what depends on the target age:
 Noise is fixed (the generator's stored noise maps) unless asked otherwise, so the same input gives the same
 output, and interpolated codes (lifespan videos) do not flicker.
 
-Every model call holds the pipeline's ``lock``: the app's background work (key-age codes) and its requests never
-run the networks at the same time, which bounds memory, and the per-face code caches are only read and written
-under it. Long calls take ``should_stop`` (a function polled between images) and raise :class:`JobCancelledError` when
-it says so.
+Every network pass holds the pipeline's ``lock``, a :class:`sam.scheduler.ModelLock`: one pass at a time (memory
+stays bounded), granted to the most urgent waiting call first (slider previews before videos before the
+background warm-up: the order is decided in :mod:`sam.scheduler`). The per-face code caches have their own small
+lock, so reading them never waits for a pass. Long calls take ``should_stop`` (a function polled between images)
+and raise :class:`JobCancelledError` when it says so.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from .image_io import load_image
 from .mixing import random_w_codes
 from .model import SAM, add_age_channel, mix_styles
 from .precision import Precision, apply_precision, precision_for, resolve_precision
+from .scheduler import JobCancelledError, ModelLock, stopping
 
 __all__ = ["AgingPipeline", "JobCancelledError", "EncodedFace", "to_tensor", "to_pil"]
 
@@ -45,13 +47,10 @@ Progress = Callable[[int, int], None]
 ShouldStop = Callable[[], bool]
 
 
-class JobCancelledError(Exception):
-    """The caller asked a running job to stop (a cancelled request, a closed page, Ctrl-C)."""
-
-
 def check_stop(should_stop: ShouldStop | None) -> None:
-    """Raise :class:`JobCancelledError` when ``should_stop()`` says so (a no-op without it)."""
-    if should_stop is not None and should_stop():
+    """Raise :class:`JobCancelledError` when ``should_stop()`` says so or the process is stopping
+    (:data:`sam.scheduler.stopping`)."""
+    if stopping.is_set() or (should_stop is not None and should_stop()):
         raise JobCancelledError("the job was cancelled")
 
 
@@ -101,7 +100,8 @@ class AgingPipeline:
 
     def __init__(self, model: SAM, batch_size: int = 4, cache_size: int = 8):
         self.model = model.eval()
-        self.lock = threading.RLock()  # one model call at a time; guards the code caches too
+        self.lock = ModelLock()  # one network pass at a time, the most urgent first (sam.scheduler)
+        self._cache_lock = threading.RLock()  # the code caches (held briefly, never during a pass)
         self.batch_size = max(1, int(batch_size))
         self._cache: OrderedDict[str, EncodedFace] = OrderedDict()
         self._cache_size = cache_size
@@ -165,23 +165,44 @@ class AgingPipeline:
         return self.model.config.n_styles
 
     @torch.inference_mode()
-    def encode(self, image: ImageLike | EncodedFace) -> EncodedFace:
-        """Run the age-independent part once (cached per image content)."""
+    def encode(self, image: ImageLike | EncodedFace, cache: bool = True) -> EncodedFace:
+        """Run the age-independent part once (cached per image content; ``cache=False``: neither looked up nor
+        stored, e.g. for video frames that must not push the photos' faces out of the cache)."""
         if isinstance(image, EncodedFace):
             return image
         rgb = to_tensor(image, self.input_size)
-        key = hashlib.sha1(rgb.numpy().tobytes()).hexdigest()
+        key = hashlib.sha1(rgb.numpy().tobytes()).hexdigest() if cache else None
+        if key is not None:
+            with self._cache_lock:
+                if key in self._cache:
+                    self._cache.move_to_end(key)
+                    return self._cache[key]
+        rgb = rgb[None].to(self.device)
         with self.lock:
-            if key in self._cache:
-                self._cache.move_to_end(key)
-                return self._cache[key]
-            rgb = rgb[None].to(self.device)
-            face = EncodedFace(rgb=rgb, pretrained_codes=zerogpu.call(self.model, "pretrained_encoder", rgb,
+            if key is not None:
+                with self._cache_lock:  # computed by another request while this one waited
+                    if key in self._cache:
+                        return self._cache[key]
+            face = EncodedFace(rgb=rgb, pretrained_codes=zerogpu.call(self.model, "encode_pretrained", rgb,
                                                                       device=self.device))
-            self._cache[key] = face
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
-            return face
+        if key is not None:
+            with self._cache_lock:
+                self._cache[key] = face
+                while len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
+        return face
+
+    @torch.inference_mode()
+    def encode_fast(self, image: ImageLike) -> EncodedFace:
+        """The age-independent part with the frozen encoder in the fast dtype of :attr:`precision` (not cached):
+        for a photo's very first preview, shown while the exact :meth:`encode` follows. The same as :meth:`encode`
+        when the fast dtype is the exact one."""
+        if self.precision.fast == self.precision.exact:
+            return self.encode(image)
+        rgb = to_tensor(image, self.input_size)[None].to(self.device)
+        with self.lock:
+            codes = zerogpu.call(self.model, "encode_pretrained", rgb, fast=True, device=self.device)
+        return EncodedFace(rgb=rgb, pretrained_codes=codes)
 
     @torch.inference_mode()
     def reference_code(self, image: ImageLike | EncodedFace) -> torch.Tensor:
@@ -207,30 +228,34 @@ class AgingPipeline:
         face = self.encode(image)
         ages = to_ages(target_ages)
         approx = fast and self.precision.fast != self.precision.exact
-        with self.lock:
-            cache = face.fast_codes if approx else face.age_codes
+        cache = face.fast_codes if approx else face.age_codes
+        with self._cache_lock:
             missing = list(dict.fromkeys(a for a in ages if a not in face.age_codes and a not in cache))
         for i in range(0, len(missing), self.batch_size):
             check_stop(should_stop)
-            chunk = missing[i : i + self.batch_size]
-            n = len(chunk)
             with self.lock:
+                with self._cache_lock:  # another request may have computed some while this one waited
+                    chunk = [a for a in missing[i : i + self.batch_size] if a not in face.age_codes and a not in cache]
+                if not chunk:
+                    continue
+                n = len(chunk)
                 x4 = add_age_channel(face.rgb.expand(n, -1, -1, -1), chunk)
                 codes = zerogpu.call(self.model, "encode", x4,
                                      pretrained_codes=face.pretrained_codes.expand(n, -1, -1), fast=approx,
                                      device=self.device)
+            with self._cache_lock:
                 for a, c in zip(chunk, codes):
                     cache[a] = c
         if not ages:
             return torch.empty(0, self.n_styles, self.model.config.style_dim, device=self.device)
-        with self.lock:
+        with self._cache_lock:
             return torch.stack([face.age_codes[a] if a in face.age_codes else cache[a] for a in ages])
 
     def cached_ages(self, image: ImageLike | EncodedFace, fast: bool = False) -> list[int]:
         """The ages whose codes are known for this face (a snapshot, sorted); with ``fast`` the reduced-precision
         codes count too."""
         face = self.encode(image)
-        with self.lock:
+        with self._cache_lock:
             return sorted({*face.age_codes, *face.fast_codes} if fast else face.age_codes)
 
     @torch.inference_mode()
@@ -246,7 +271,7 @@ class AgingPipeline:
         """
         face = self.encode(image)
         a = to_age(age)
-        with self.lock:  # a snapshot: the key-age warm-up may add entries meanwhile
+        with self._cache_lock:  # a snapshot: the key-age warm-up may add entries meanwhile
             known = {**face.fast_codes, **face.age_codes} if fast else dict(face.age_codes)
         if a in known:
             return known[a][None], True

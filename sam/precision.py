@@ -13,10 +13,12 @@ is emulated and slower, and float16 on a CPU is slower still. Hence the setting
   CPUs ``auto`` is ``"fp32"`` for everything.
 
 With ``auto`` the model keeps its float32 weights and :func:`fast_encoder` makes a bfloat16 copy of the
-*trained* (age) encoder once, on first use: about 0.53 GB more memory at full size. The frozen encoder
-(``pretrained_encoder``) is not copied: its code is computed once per photo, in float32, and shared by the exact
-and the fast path. The generator needs no copy: its per-sample modulated weights are built from the float32
-weights and the style every call anyway, and are cast to the feature maps' dtype as they are built.
+*trained* (age) encoder once, on first use: about 0.53 GB more memory at full size. The frozen encoder's code
+(``pretrained_encoder``) is computed once per photo, in float32, and shared by the exact and the fast path; only a
+photo's very first preview uses a bfloat16 copy of the frozen encoder (made on first use, another ~0.5 GB), shown
+while the float32 code is computed (``AgingPipeline.encode_fast``). The generator needs no copy: its per-sample
+modulated weights are built from the float32 weights and the style every call anyway, and are cast to the
+feature maps' dtype as they are built.
 
 What stays float32 in the reduced-precision paths (cheap, and where the range or the last bits matter):
 the style affine layers, modulation and demodulation (per-sample weight scales: a sum of squares over up to
@@ -189,18 +191,20 @@ def apply_precision(model: nn.Module, precision: Precision) -> nn.Module:
     return model
 
 
-def fast_encoder(model: nn.Module) -> nn.Module:
-    """The trained (age) encoder in ``model.precision.fast``: the encoder itself when its dtype is already that,
-    else a converted copy, made on first use and kept (about half the float32 encoder's memory for bfloat16)."""
+def fast_encoder(model: nn.Module, name: str = "encoder") -> nn.Module:
+    """The encoder ``name`` of ``model`` (the trained age encoder, or ``"pretrained_encoder"``) in
+    ``model.precision.fast``: the encoder itself when its dtype is already that, else a converted copy, made on
+    first use and kept (about half the float32 encoder's memory for bfloat16)."""
     precision = getattr(model, "precision", FP32)
     dtype = precision.fast
-    if next(model.encoder.parameters()).dtype == dtype:
-        return model.encoder
+    source = getattr(model, name)
+    if next(source.parameters()).dtype == dtype:
+        return source
     copies = model.__dict__.setdefault("_fast_copies", {})  # a plain dict: not a submodule, not in state_dict
-    enc = copies.get(dtype)
+    enc = copies.get((name, dtype))
     if enc is None:
-        enc = _converted_copy(model.encoder, dtype)
-        copies[dtype] = enc
+        enc = _converted_copy(source, dtype)
+        copies[(name, dtype)] = enc
     return enc
 
 

@@ -25,6 +25,7 @@ import logging
 import math
 import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ from .align import MIN_EXTRA_FACE_SCORE, AlignedFace, Face, NoFaceError, align_f
 from .image_io import ImageLoadError, load_image
 from .mixing import parse_latent_mask
 from .pipeline import AgingPipeline, EncodedFace, JobCancelledError, Progress, ShouldStop, check_stop, to_pil
+from .scheduler import BACKGROUND, priority, stopping
 from .video import LifespanResult, make_lifespan
 
 __all__ = [
@@ -49,6 +51,7 @@ __all__ = [
 log = logging.getLogger("sam.session")
 
 WORKING_SIDE = 4096  # photos larger than this (long side) are worked on as a downscaled copy
+DETECT_SIDE = 800  # faces are looked for in a copy with this long side (landmarks on the working copy)
 PREVIEW_SIZE = 256  # slider previews, the ages strip and videos by default: the generator stopped at 256 px
 MAX_FACES = 12
 MAX_FRAMES_BETWEEN = 60
@@ -61,15 +64,16 @@ class RequestError(ValueError):
 
 # Background work (the key-age warm-up) stops when the process exits: a thread killed inside a torch call at
 # interpreter shutdown aborts the process ("terminate called without an active exception").
-_EXITING = threading.Event()
 _BACKGROUND: set[threading.Thread] = set()
 
 
 @atexit.register
-def _stop_background_work(timeout: float = 10.0) -> None:
-    _EXITING.set()
+def stop_background_work(timeout: float = 10.0) -> None:
+    """Stop the warm-ups (and every job: :data:`sam.scheduler.stopping`) and wait for them, within ``timeout``."""
+    stopping.set()
+    deadline = time.monotonic() + timeout
     for thread in list(_BACKGROUND):
-        thread.join(timeout)
+        thread.join(max(0.0, deadline - time.monotonic()))
 
 
 # --------------------------------------------------------------------------------------------- request values
@@ -153,7 +157,7 @@ class Photo:
         """Faces found in the photo, best first (at most ``MAX_FACES``; doubtful extra detections left out)."""
         with self._lock:
             if self._faces is None:
-                found = detect_faces(self.image)
+                found = detect_faces(self.image, max_side=DETECT_SIDE)
                 self._faces = (found[:1] + [f for f in found[1:] if f.score >= MIN_EXTRA_FACE_SCORE])[:MAX_FACES]
             return self._faces
 
@@ -282,7 +286,7 @@ class FaceSession:
             self.face_image = self.aligned.image
         self._encoded: EncodedFace | None = None
         self._lock = threading.Lock()
-        self._measured = False
+        self._aged = self._described = False
         self._input_age: float | None = None
         self._descriptor: Any = None
         self._warm_thread: threading.Thread | None = None
@@ -329,11 +333,12 @@ class FaceSession:
                 return None
 
             def stop() -> bool:
-                return _EXITING.is_set() or (should_stop is not None and should_stop())
+                return stopping.is_set() or (should_stop is not None and should_stop())
 
             def run() -> None:
                 try:
-                    self.warm_key_ages(should_stop=stop)
+                    with priority(BACKGROUND):  # after every request and video frame (sam.scheduler)
+                        self.warm_key_ages(should_stop=stop)
                 except JobCancelledError:
                     pass
                 except Exception as exc:  # noqa: BLE001 - a background nicety: log, never disturb the page
@@ -369,6 +374,24 @@ class FaceSession:
     def preview(self, age: Any, paste: bool = False) -> Image.Image:
         """The exact slider preview: ``min(256, output)`` px, the generator stopped early."""
         return self.render(age, self.preview_size, fast=True, paste=paste)
+
+    def first_preview(self, age: Any, paste: bool = False) -> Image.Image:
+        """The quickest look at a new face: the slider preview with the frozen encoder in the fast dtype too
+        (:meth:`AgingPipeline.encode_fast`, not cached) while the exact encoding is not done yet; call
+        :meth:`preview` after it for the preview every later slider move is consistent with."""
+        with self._lock:
+            done = self._encoded is not None
+        if done or self.pipe.precision.fast == self.pipe.precision.exact:
+            return self.preview(age, paste)
+        face = self.pipe.encode_fast(self.face_image)
+        code = self.pipe.latents(face, [to_age(age)], fast=True)
+        return self.finish(to_pil(self.pipe.render(code, size=self.preview_size, fast=True))[0], paste)
+
+    @property
+    def has_exact_encoding(self) -> bool:
+        """Whether the frozen encoder's float32 code is known (after :attr:`encoded`)."""
+        with self._lock:
+            return self._encoded is not None
 
     def quick_preview(self, age: Any, paste: bool = False) -> Image.Image | None:
         """An interpolated preview (the generator only, no encoder pass) when :meth:`can_interpolate`, else None."""
@@ -413,18 +436,21 @@ class FaceSession:
 
     # ------------------------------------------------------------------------------------------ measures
 
-    def _measure_input(self) -> None:
-        with self._lock:
-            if not self._measured:
-                self._input_age = self.measures.age(self.face_image)
-                self._descriptor = self.measures.descriptor(self.face_image)
-                self._measured = True
-
     @property
     def input_age(self) -> float | None:
         """The input face's estimated apparent age (``None`` when the age model is unavailable)."""
-        self._measure_input()
-        return self._input_age
+        with self._lock:
+            if not self._aged:
+                self._input_age = self.measures.age(self.face_image)
+                self._aged = True
+            return self._input_age
+
+    def _input_descriptor(self) -> Any:
+        with self._lock:
+            if not self._described:
+                self._descriptor = self.measures.descriptor(self.face_image)
+                self._described = True
+            return self._descriptor
 
     def start_age(self, fallback: Any) -> int:
         """Where an age slider should start: the face's estimated age when known, else ``fallback``."""
@@ -433,9 +459,8 @@ class FaceSession:
 
     def describe(self, images: Sequence[Image.Image]) -> list[str]:
         """One line per result image: its estimated age and identity similarity to the input ('' when none)."""
-        self._measure_input()
         ages = self.measures.ages(images)
-        scores = self.measures.identity(self._descriptor, images)
+        scores = self.measures.identity(self._input_descriptor(), images)
         lines = []
         for i in range(len(images)):
             parts = []

@@ -1,0 +1,351 @@
+"""Who runs the networks next: the one place that orders model work when many people share one machine.
+
+A public Space often has two CPU cores and many visitors. Two rules keep it usable for all of them:
+
+1. **Interactive work first.** :class:`ModelLock` lets one network pass run at a time (memory stays bounded: one
+   set of activations), and when it is free it goes to the most urgent waiting call. The urgency of a call is the
+   :func:`priority` of the thread that makes it:
+
+   * :data:`INTERACTIVE` (default): slider previews, face picks, full-resolution renders, style mixing;
+   * :data:`LONG`: lifespan videos, video clips, the ages strip;
+   * :data:`BACKGROUND`: the key-age warm-up and the start-up warm-up.
+
+   Calls of the same priority go in arrival order. Long work takes the lock again for every image or frame, so a
+   slider waits for at most the one pass that is running. No one starves: a waiting call that has been passed
+   over :data:`MAX_PASSED_OVER` times by more urgent calls goes next, so a video keeps moving (more slowly)
+   while sliders move.
+
+2. **Fair long jobs.** :class:`LongJobs` lets one long job (a video) compute at a time; the others wait in
+   arrival order, each told its place and an estimate ("2 jobs ahead of you, about 3 min"). One visitor may have
+   one long job waiting or running; a second one gets a :class:`JobLimitError` in words. A waiting job polls its
+   ``should_stop`` and leaves the line at once when cancelled.
+
+:data:`stopping` is set when the process is asked to stop (SIGTERM, exit): every job's ``should_stop`` reads it.
+Nothing here knows about Gradio or models; :mod:`sam.pipeline` takes :class:`ModelLock` for every network pass and
+``app.py`` puts the long jobs through :class:`LongJobs`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+__all__ = [
+    "Priority", "INTERACTIVE", "LONG", "BACKGROUND", "MAX_PASSED_OVER", "priority", "current_priority", "ModelLock",
+    "LongJobs", "LongJob", "JobLimitError", "JobCancelledError", "stopping", "describe_wait", "RunningJobs", "running",
+]
+
+
+class JobCancelledError(Exception):
+    """The caller asked a running job to stop (a cancelled request, a closed page, Ctrl-C, the server stopping)."""
+
+
+class JobLimitError(ValueError):
+    """A long job cannot be taken now (this visitor has one already, or the line is full); the message says why."""
+
+
+class Priority(IntEnum):
+    """Smaller is more urgent."""
+
+    INTERACTIVE = 0
+    LONG = 1
+    BACKGROUND = 2
+
+
+INTERACTIVE, LONG, BACKGROUND = Priority.INTERACTIVE, Priority.LONG, Priority.BACKGROUND
+MAX_PASSED_OVER = 3
+"""A waiting call passed over this many times by more urgent calls goes next (long work is never starved)."""
+
+stopping = threading.Event()
+"""Set when the process is stopping: running jobs end at their next image or frame, waiting ones at once."""
+
+_local = threading.local()
+
+
+def current_priority() -> Priority:
+    """The priority of model calls made by this thread (:data:`INTERACTIVE` unless :func:`priority` says)."""
+    return getattr(_local, "priority", INTERACTIVE)
+
+
+@contextlib.contextmanager
+def priority(level: Priority) -> Iterator[None]:
+    """Model calls made by this thread inside the block have priority ``level``."""
+    before = current_priority()
+    _local.priority = Priority(level)
+    try:
+        yield
+    finally:
+        _local.priority = before
+
+
+@dataclass(eq=False)
+class _Ticket:
+    level: Priority
+    seq: int
+    passed: int = 0
+
+
+class ModelLock:
+    """A re-entrant lock granted by priority (see the module notes): one network pass at a time.
+
+    Used as ``with lock:`` (the calling thread's :func:`current_priority`) or ``lock.acquire(level)``. Re-entrant
+    for the thread that holds it. ``grants`` counts grants per priority (for tests and the load benchmark).
+    """
+
+    def __init__(self, max_passed_over: int = MAX_PASSED_OVER):
+        self.max_passed_over = max(1, int(max_passed_over))
+        self._cond = threading.Condition(threading.Lock())
+        self._owner: int | None = None
+        self._depth = 0
+        self._waiting: list[_Ticket] = []
+        self._seq = itertools.count()
+        self.grants = {p: 0 for p in Priority}
+
+    def _next(self) -> _Ticket | None:
+        if not self._waiting:
+            return None
+        starved = [t for t in self._waiting if t.passed >= self.max_passed_over]
+        if starved:
+            return min(starved, key=lambda t: t.seq)
+        return min(self._waiting, key=lambda t: (t.level, t.seq))
+
+    def acquire(self, level: Priority | None = None, blocking: bool = True) -> bool:
+        me = threading.get_ident()
+        with self._cond:
+            if self._owner == me:
+                self._depth += 1
+                return True
+            if self._owner is None and not self._waiting:
+                self._take(me, Priority(current_priority() if level is None else level))
+                return True
+            if not blocking:
+                return False
+            ticket = _Ticket(Priority(current_priority() if level is None else level), next(self._seq))
+            self._waiting.append(ticket)
+            try:
+                while self._owner is not None or self._next() is not ticket:
+                    self._cond.wait()
+            except BaseException:
+                self._waiting.remove(ticket)
+                self._cond.notify_all()
+                raise
+            self._waiting.remove(ticket)
+            for other in self._waiting:  # everyone less urgent (or younger) was passed over once more
+                if other.level > ticket.level:
+                    other.passed += 1
+            self._take(me, ticket.level)
+            return True
+
+    def _take(self, me: int, level: Priority) -> None:
+        self._owner, self._depth = me, 1
+        self.grants[level] += 1
+
+    def release(self) -> None:
+        with self._cond:
+            if self._owner != threading.get_ident():
+                raise RuntimeError("release of a ModelLock this thread does not hold")
+            self._depth -= 1
+            if self._depth == 0:
+                self._owner = None
+                self._cond.notify_all()
+
+    def locked(self) -> bool:
+        with self._cond:
+            return self._owner is not None
+
+    def waiting(self) -> dict[Priority, int]:
+        """How many calls wait, per priority."""
+        with self._cond:
+            return {p: sum(t.level == p for t in self._waiting) for p in Priority}
+
+    def __enter__(self) -> ModelLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+# --------------------------------------------------------------------------------------------- long jobs
+
+
+def describe_wait(ahead: int, seconds: float | None) -> str:
+    """``"2 jobs ahead of you, about 3 min"`` (no estimate when ``seconds`` is unknown)."""
+    text = f"{ahead} job{'s' if ahead != 1 else ''} ahead of you"
+    if seconds is None or not math.isfinite(seconds):
+        return text
+    if seconds < 60:
+        return f"{text}, about {max(5, int(math.ceil(seconds / 5.0)) * 5)} s"
+    return f"{text}, about {int(math.ceil(seconds / 60.0))} min"
+
+
+@dataclass(eq=False)
+class LongJob:
+    """One long job in :class:`LongJobs`: its owner, kind and size, and how far it has come."""
+
+    owner: str | None
+    kind: str
+    units: int  # frames (or images) it will produce
+    seq: int
+    should_stop: Callable[[], bool] | None = field(default=None, repr=False)
+    started: float | None = None
+    done: int = 0
+    released: bool = False
+
+    @property
+    def holds_owner(self) -> bool:
+        """Whether this job still counts as its visitor's one long job (not once it is cancelled: it only winds
+        down, at its next frame, and the visitor may start another)."""
+        if self.released:
+            return False
+        try:
+            return not (self.should_stop is not None and self.should_stop())
+        except Exception:  # noqa: BLE001 - a broken check must not block the visitor
+            return False
+
+    def progress(self, done: int, total: int | None = None) -> None:
+        """Report ``done`` units (and a better ``total`` when known): it refines everyone's estimate."""
+        self.done = int(done)
+        if total:
+            self.units = int(total)
+
+    def remaining(self, rate: float | None) -> float | None:
+        """Seconds this job still needs: from its own pace once it has made some, else from ``rate``."""
+        if self.started is not None and self.done > 0:
+            pace = (time.monotonic() - self.started) / self.done
+            return pace * max(self.units - self.done, 0)
+        return None if rate is None else rate * self.units
+
+
+class LongJobs:
+    """At most one long job computing at a time; the rest wait in arrival order (see the module notes).
+
+    >>> jobs = LongJobs()
+    >>> with jobs.turn("visitor-1", "video", units=120, should_stop=stop, report=print) as job:
+    ...     for i in range(120): render(i); job.progress(i + 1)
+
+    ``max_waiting``: how many jobs may wait (more get a :class:`JobLimitError`). The estimate per job kind is the
+    seconds per unit of the last finished job of that kind (unknown before the first one).
+    """
+
+    def __init__(self, max_waiting: int = 8, poll_s: float = 0.25, report_every_s: float = 1.0):
+        self.max_waiting = max(0, int(max_waiting))
+        self.poll_s = poll_s
+        self.report_every_s = report_every_s
+        self._cond = threading.Condition()
+        self._line: list[LongJob] = []  # the running job first (when there is one), then the waiting ones
+        self._running: LongJob | None = None
+        self._seq = itertools.count()
+        self.rates: dict[str, float] = {}  # seconds per unit, per kind, from the last finished job
+
+    def owner_busy(self, owner: str | None) -> bool:
+        with self._cond:
+            return owner is not None and any(j.owner == owner and j.holds_owner for j in self._line)
+
+    def ahead_of(self, job: LongJob) -> tuple[int, float | None]:
+        """Jobs ahead of ``job`` and about how many seconds until it starts (``None``: unknown)."""
+        with self._cond:
+            ahead = [j for j in self._line if j.seq < job.seq]
+            total = 0.0
+            for j in ahead:
+                left = j.remaining(self.rates.get(j.kind))
+                if left is None:
+                    return len(ahead), None
+                total += left
+            return len(ahead), total
+
+    def snapshot(self) -> tuple[int, int]:
+        """``(running, waiting)`` counts."""
+        with self._cond:
+            running = int(self._running is not None)
+            return running, len(self._line) - running
+
+    @contextlib.contextmanager
+    def turn(self, owner: str | None, kind: str, units: int, should_stop: Callable[[], bool] | None = None,
+             report: Callable[[str], None] | None = None) -> Iterator[LongJob]:
+        """Wait for this job's turn (reporting ``"N jobs ahead of you, about T"``), then run the block.
+
+        Raises :class:`JobLimitError` when ``owner`` already has a long job here or the line is full, and
+        :class:`JobCancelledError` when ``should_stop`` says so (or the process is stopping) while waiting.
+        """
+        with self._cond:
+            if owner is not None and any(j.owner == owner and j.holds_owner for j in self._line):
+                raise JobLimitError("you already have a video waiting or rendering; wait for it to finish or "
+                                    "cancel it before starting another one")
+            waiting = len(self._line) - int(self._running is not None)
+            if waiting >= self.max_waiting:
+                raise JobLimitError("too many videos are waiting on this server right now. Please try again in a "
+                                    "few minutes")
+            job = LongJob(owner, kind, max(1, int(units)), next(self._seq), should_stop)
+            self._line.append(job)
+        try:
+            self._wait_turn(job, should_stop, report)
+            yield job
+            if job.done and job.started is not None:
+                with self._cond:
+                    self.rates[kind] = (time.monotonic() - job.started) / job.done
+        finally:
+            with self._cond:
+                job.released = True
+                if job in self._line:
+                    self._line.remove(job)
+                if self._running is job:
+                    self._running = None
+                self._cond.notify_all()
+
+    def _wait_turn(self, job: LongJob, should_stop: Callable[[], bool] | None,
+                   report: Callable[[str], None] | None) -> None:
+        last = -math.inf
+        while True:
+            with self._cond:
+                if self._running is None and self._line and self._line[0] is job:
+                    self._running = job
+                    job.started = time.monotonic()
+                    return
+            if stopping.is_set() or (should_stop is not None and should_stop()):
+                raise JobCancelledError("the job was cancelled while waiting for its turn")
+            now = time.monotonic()
+            if report is not None and now - last >= self.report_every_s:
+                last = now
+                report(describe_wait(*self.ahead_of(job)))
+            with self._cond:
+                self._cond.wait(self.poll_s)
+
+
+class RunningJobs:
+    """The jobs running now, so that a stopping server can wait for them to end (each ends at its next frame)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._count = 0
+
+    @contextlib.contextmanager
+    def track(self) -> Iterator[None]:
+        with self._cond:
+            self._count += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._count -= 1
+                self._cond.notify_all()
+
+    @property
+    def count(self) -> int:
+        with self._cond:
+            return self._count
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no job runs (at most ``timeout`` seconds); whether that happened."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._count == 0, timeout)
+
+
+running = RunningJobs()
+"""Every job the app runs is tracked here (``app.job``)."""
