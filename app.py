@@ -22,18 +22,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import atexit
+import contextlib
 import functools
 import html
 import inspect
 import logging
 import os
 import shutil
+import signal
+import sys
 import tempfile
 import threading
 import time
 import typing
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,16 +45,27 @@ import gradio as gr
 from gradio.context import LocalContext
 from PIL import Image
 
-from sam.ages import to_age
+from sam.ages import key_ages, to_age
 from sam.align import NoFaceError
-from sam.clip import VIDEO_SUFFIXES, age_clip, probe_clip
+from sam.clip import VIDEO_SUFFIXES, ClipLimits, age_clip, probe_clip
 from sam.image_io import ImageLoadError
 from sam.mixing import LAYER_PRESETS as MIXING_PRESETS
 from sam.mixing import layer_groups
 from sam.model import CheckpointError
 from sam.pipeline import AgingPipeline, JobCancelledError
 from sam.precision import PRECISIONS
-from sam.session import FaceSession, RequestError, SessionCache, read_flag, read_number, read_size
+from sam.scheduler import INTERACTIVE, LONG, JobLimitError, LongJobs, Priority, priority, running, stopping
+from sam.session import (
+    MAX_FRAMES_BETWEEN,
+    FaceSession,
+    RequestError,
+    SessionCache,
+    read_flag,
+    read_number,
+    read_size,
+    stop_background_work,
+    warm_up,
+)
 
 log = logging.getLogger("sam.app")
 
@@ -65,10 +79,19 @@ MAX_UPLOAD = "30mb"
 CLIP_MAX_MB = 30  # the Video tab's limits: file size, length, and the frame side it works at
 CLIP_MAX_SECONDS = 20
 CLIP_MAX_SIDE = 1280
-MAX_QUEUE = 16  # model jobs waiting at once; more get "busy, try again"
-CANCEL_WAIT_S = 30.0  # how long a cancelled job may take to reach its next stop check
+CLIP_MAX_FPS = 60
+CLIP_MAX_FRAMES = 600  # 20 s at 30 frames per second
+CLIP_MAX_PIXELS = 7680 * 4320  # 8K frames at most (scaled down while decoding)
+MAX_QUEUE = 16  # events waiting for a slot at once; more get "busy, try again"
+MAX_LONG_WAITING = 4  # videos waiting for their turn (sam.scheduler.LongJobs); more get "too many videos"
+STOP_WAIT_S = 20.0  # on SIGTERM, how long running jobs get to reach their next frame and clean up
+SWEEP_EVERY_S = 300.0  # how often results older than an hour are deleted
 DUPLICATE_WINDOW_S = 2.0
-MODEL_QUEUE = "model"  # one concurrency group for every model call: parallel users wait instead of running out of RAM
+# Two Gradio concurrency groups: quick work (sliders, face picks, full-resolution renders, mixing) and long work
+# (videos, the ages strip). Both only start events; which network pass runs next is decided by the model lock
+# and the long-job line of sam.scheduler (interactive first; one video at a time, in arrival order).
+QUICK = {"concurrency_limit": 4, "concurrency_id": "quick"}
+SLOW = {"concurrency_limit": MAX_LONG_WAITING + 2, "concurrency_id": "long"}
 BUSY_MESSAGE = "The server is busy with other people's requests right now. Please try again in a minute."
 PRIVACY = ("Photos are processed on this server and kept only while you use them: uploads and results are deleted "
            "after an hour, and when the server stops.")
@@ -80,8 +103,9 @@ LAYER_PRESETS = {**MIXING_PRESETS, "custom layers": "custom"}
 # --------------------------------------------------------------------------------------------------- messages
 
 
-def readable(exc: BaseException) -> str:
-    """The message a person sees for a failure: in words, HTML-escaped, without server paths or internal names."""
+def readable(exc: BaseException, markup: bool = True) -> str:
+    """The message a person sees for a failure: in words, without server paths or internal names; HTML-escaped for
+    the page (``markup``), plain for API clients."""
     if isinstance(exc, gr.Error):
         text = str(exc.message)
     elif isinstance(exc, JobCancelledError):
@@ -90,7 +114,7 @@ def readable(exc: BaseException) -> str:
         text = str(exc)
         if "already aligned" not in text and "video" not in text:  # the photo hint, not for a video
             text += ". If the photo is already an aligned face crop, tick \"already aligned\""
-    elif isinstance(exc, (RequestError, ImageLoadError, CheckpointError, ValueError)):
+    elif isinstance(exc, (RequestError, ImageLoadError, CheckpointError, JobLimitError, ValueError)):
         text = str(exc)
     elif isinstance(exc, MemoryError):
         text = "The server ran out of memory for this request. Please try a smaller photo or video size."
@@ -100,7 +124,8 @@ def readable(exc: BaseException) -> str:
     for secret in {str(ROOT), tempfile.gettempdir()}:
         text = text.replace(secret, "…")
     text = text[:1].upper() + text[1:]
-    return html.escape(text if text.endswith((".", "!", "?")) else text + ".", quote=False)
+    text = text if text.endswith((".", "!", "?")) else text + "."
+    return html.escape(text, quote=False) if markup else text
 
 
 def _log_rejected(where: str, exc: BaseException) -> None:
@@ -135,51 +160,59 @@ def _event_alive(blocks: Any, event_id: str | None) -> bool:
     return False
 
 
-def job(fn: Callable, *, page: Any = None, desc: str = "working", unit: str = "images") -> Callable:
+def job(fn: Callable, *, page: Any = None, desc: str = "working", unit: str = "images",
+        level: Priority = INTERACTIVE) -> Callable:
     """Run ``fn`` as a cancellable model job, for Gradio.
 
-    The work runs in a worker thread and polls ``should_stop`` between images and frames: a cancelled event
-    (the page's Cancel, ``job.cancel()`` of a client) or a closed page stops it within one image, closes its video
-    writer and removes its partial files before the job ends. ``progress(done, total)`` goes to Gradio's progress
-    bar. Errors become messages in words: for the page (``page`` is the status-line component; handlers return
-    a dict of updates) a status-line update and a toast; for the API a ``gr.Error`` (no traceback in the log).
+    The work runs in a worker thread whose model calls have priority ``level`` (:mod:`sam.scheduler`), and polls
+    ``should_stop`` between images and frames: a cancelled event (the page's Cancel, ``job.cancel()`` of a
+    client), a closed page or a stopping server stops it within one image, closes its video writer and removes its
+    partial files. A cancel is answered at once; the thread finishes its current image meanwhile.
+    ``progress(done, total, note)`` goes to Gradio's progress bar; ``owner`` is the visitor (the page's or the
+    client's session), for the one-video-per-visitor rule. Errors become messages in words: for the page (``page``
+    is the status-line component; handlers return a dict of updates) a status-line update and a toast; for the
+    API a ``gr.Error`` in plain words (no traceback in the log).
     """
     sig = inspect.signature(fn)
     hints = typing.get_type_hints(fn)  # resolved, so Gradio sees gr.SelectData / gr.Request parameters
     inputs = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in sig.parameters.values()
               if p.kind is p.POSITIONAL_OR_KEYWORD]
-    wants = {name for name in ("progress", "should_stop") if name in sig.parameters}
+    wants = {name for name in ("progress", "should_stop", "owner") if name in sig.parameters}
 
     async def run(*args: Any) -> Any:
         *values, tracker = args
         blocks, event_id = _current_event()
+        request = LocalContext.request.get(None)
         stop = threading.Event()
-        finished = threading.Event()
         kwargs: dict[str, Any] = {}
         if "should_stop" in wants:
-            kwargs["should_stop"] = lambda: stop.is_set() or not _event_alive(blocks, event_id)
+            kwargs["should_stop"] = lambda: (stop.is_set() or stopping.is_set()
+                                             or not _event_alive(blocks, event_id))
         if "progress" in wants:
             kwargs["progress"] = lambda done, total, note=None: tracker((done, total), desc=note or desc, unit=unit)
+        if "owner" in wants:
+            kwargs["owner"] = getattr(request, "session_hash", None)
 
         def work() -> Any:
-            try:
-                return fn(*values, **kwargs)
-            finally:
-                finished.set()
+            began = time.monotonic()
+            with running.track(), priority(level):
+                out = fn(*values, **kwargs)
+            if level != INTERACTIVE:
+                log.info("%s done in %.1f s", fn.__name__, time.monotonic() - began)
+            return out
 
         try:
             return await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
         except asyncio.CancelledError:
-            stop.set()  # the thread sees it at its next image and cleans up; wait for that, within bounds
-            await anyio.to_thread.run_sync(finished.wait, CANCEL_WAIT_S, abandon_on_cancel=True)
+            stop.set()  # the thread sees it at its next image and cleans up; the cancel is answered now
             raise
         except Exception as exc:  # noqa: BLE001 - every failure becomes a message
             _log_rejected(fn.__name__, exc)
-            message = readable(exc)
             if page is not None:
+                message = readable(exc)
                 gr.Warning(message)
                 return {page: status(message)}
-            raise gr.Error(message, print_exception=False) from None
+            raise gr.Error(readable(exc, markup=False), print_exception=False) from None
 
     run.__name__ = fn.__name__
     run.__doc__ = fn.__doc__
@@ -246,27 +279,65 @@ def readable_upload(image: Any) -> None:
         raise RequestError(str(image))
 
 
+@contextlib.contextmanager
+def _long_turn(jobs: LongJobs, owner: str | None, kind: str, units: int, should_stop: Callable | None,
+               progress: Callable | None) -> Iterator[Callable]:
+    def report(text: str) -> None:
+        if progress is not None:
+            progress(0, units, f"waiting: {text}")
+
+    with jobs.turn(owner, kind, units, should_stop, report) as turn:
+        def step(done: int, total: int, *note: Any) -> None:
+            turn.progress(done, total)
+            if progress is not None:
+                progress(done, total, *note)
+
+        yield step
+
+
+def _end_ffmpeg_children() -> None:
+    """Terminate any ffmpeg this process started that is still running (a last resort when stopping: every job
+    closes its own readers and writers)."""
+    me = os.getpid()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == me and "ffmpeg" in stat.with_name("cmdline").read_text(errors="replace"):
+                os.kill(int(stat.parent.name), signal.SIGTERM)
+        except (OSError, ValueError, IndexError):
+            continue
+
+
 # --------------------------------------------------------------------------------------------------- the app
 
 
 class AgeApp:
     """The page's and the API's handlers over one pipeline; per-photo state lives in :class:`SessionCache`."""
 
-    def __init__(self, pipe: AgingPipeline | None, problem: str = "", workdir: str | os.PathLike | None = None):
+    def __init__(self, pipe: AgingPipeline | None, problem: str = "", workdir: str | os.PathLike | None = None,
+                 warm: bool = False):
         self.pipe = pipe
         self.problem = problem
         self.sessions = SessionCache(pipe, CACHE_ENTRIES)
+        self.long_jobs = LongJobs(max_waiting=MAX_LONG_WAITING)
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="sam-app-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         atexit.register(self.cleanup)
         self._recent: dict[tuple, float] = {}
         self._lock = threading.Lock()
+        self._closed = threading.Event()
         self.demo: gr.Blocks | None = None  # the page, once built (for cleaning its cache)
+        threading.Thread(target=self._sweep_loop, name="sam-results-sweep", daemon=True).start()
+        if warm and pipe is not None:  # the first visitor should not pay for first-call set-up costs
+            threading.Thread(target=warm_up, args=(pipe, self.sessions.measures), name="sam-warm-up",
+                             daemon=True).start()
 
     @classmethod
     def load(cls, checkpoint: str | os.PathLike | None = None, device: str | None = None,
              problem: str | None = None, int8_style_heads: bool = False, download: bool = False,
-             precision: str = "auto") -> AgeApp:
+             precision: str = "auto", warm: bool = False) -> AgeApp:
+        """The app over the checkpoint's pipeline (or, when it cannot be loaded, a page that says so). ``warm``: run
+        every network once in the background at start, so the first visitor does not pay first-call costs."""
         if problem:
             return cls(None, f"The model is not loaded. {problem}")
         try:
@@ -277,16 +348,54 @@ class AgeApp:
             return cls(None, f"The model is not loaded: {exc}")
         except ValueError as exc:  # e.g. int8 style heads asked for on a GPU
             return cls(None, f"The model is not loaded: {exc}.")
-        return cls(pipe)
+        return cls(pipe, warm=warm)
 
     def cleanup(self) -> None:
         """Remove this app's results and the uploads Gradio cached for its page (when the server stops, and at
         exit)."""
+        self._closed.set()
         shutil.rmtree(self.workdir, ignore_errors=True)
         if self.demo is not None:
             from gradio.route_utils import delete_files_created_by_app
 
             delete_files_created_by_app(self.demo, age=None)
+
+    def shutdown(self, timeout: float = STOP_WAIT_S) -> None:
+        """Stop like a hosted server is stopped (SIGTERM): every running job ends at its next frame (waiting ones at
+        once) and removes its partial files; then the server closes and results and uploads are deleted."""
+        stopping.set()
+        if not running.wait_idle(timeout):
+            log.warning("%d job(s) still running after %.0f s; stopping anyway", running.count, timeout)
+        stop_background_work(timeout=5.0)
+        try:
+            if self.demo is not None:
+                self.demo.close()  # also calls cleanup (see build_demo)
+        finally:
+            self.cleanup()
+            _end_ffmpeg_children()
+
+    def sweep(self, max_age_s: float = OUTPUT_MAX_AGE_S) -> int:
+        """Delete results older than ``max_age_s``; how many were deleted."""
+        cutoff = time.time() - max_age_s
+        gone = 0
+        for old in self.workdir.glob("sam-*"):
+            try:
+                if old.stat().st_mtime < cutoff:
+                    old.unlink()
+                    gone += 1
+            except OSError:
+                pass
+        return gone
+
+    def _sweep_loop(self) -> None:
+        while not self._closed.wait(SWEEP_EVERY_S):
+            self.sweep()
+
+    def long_turn(self, owner: str | None, kind: str, units: int, should_stop: Callable | None,
+                  progress: Callable | None) -> Any:
+        """Wait in the long-job line (:class:`sam.scheduler.LongJobs`) with the place and an estimate on the progress
+        bar; a context whose value is the progress function to pass on (it also refines the others' estimates)."""
+        return _long_turn(self.long_jobs, owner, kind, units, should_stop, progress)
 
     # ------------------------------------------------------------------------------------------ helpers
 
@@ -307,13 +416,7 @@ class AgeApp:
                 "the log or weights/README.md for how to provide the checkpoint.")
 
     def new_path(self, suffix: str) -> Path:
-        cutoff = time.time() - OUTPUT_MAX_AGE_S  # results older than an hour are deleted
-        for old in self.workdir.glob("sam-*"):
-            try:
-                if old.stat().st_mtime < cutoff:
-                    old.unlink()
-            except OSError:
-                pass
+        self.sweep()
         return self.workdir / f"sam-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}{suffix}"
 
     # ------------------------------------------------------------------------------------------ API (named)
@@ -336,23 +439,40 @@ class AgeApp:
 
     def lifespan(self, image: Any, start_age: Any = 0, end_age: Any = 100, frames_between: Any = 10, fps: Any = 20,
                  size: Any = 256, boomerang: Any = False, already_aligned: Any = False, face_index: Any = 0, *,
-                 progress: Callable | None = None, should_stop: Callable | None = None) -> str:
+                 progress: Callable | None = None, should_stop: Callable | None = None,
+                 owner: str | None = None) -> str:
         """The lifespan MP4's path."""
+        return str(self.lifespan_job(image, start_age, end_age, frames_between, fps, size, boomerang,
+                                      already_aligned=already_aligned, face_index=face_index, progress=progress,
+                                      should_stop=should_stop, owner=owner).mp4)
+
+    def lifespan_job(self, image: Any, start_age: Any = 0, end_age: Any = 100, frames_between: Any = 10,
+                      fps: Any = 20, size: Any = 256, boomerang: Any = False, label: bool = False,
+                      gif: bool = False, already_aligned: Any = False, face_index: Any = 0, *,
+                      progress: Callable | None = None, should_stop: Callable | None = None,
+                      owner: str | None = None) -> Any:
+        """The lifespan job (its :class:`sam.video.LifespanResult`), after its turn in the long-job line."""
         s = self.session(image, already_aligned, face_index)
-        res = s.lifespan(self.new_path(".mp4"), start_age, end_age, frames_between, fps, size,
-                         read_flag(boomerang, "boomerang"), progress=progress, should_stop=should_stop)
-        return str(res.mp4)
+        keys = key_ages(start_age, end_age)
+        between = read_number(frames_between, "frames between key ages", 0, MAX_FRAMES_BETWEEN, integer=True,
+                              default=10)
+        flag = read_flag(boomerang, "boomerang")
+        mp4 = self.new_path(".mp4")
+        with self.long_turn(owner, "lifespan", (len(keys) - 1) * (between + 1) + 1, should_stop, progress) as step:
+            return s.lifespan(mp4, start_age, end_age, between, fps, size, flag, label,
+                              gif_path=mp4.with_suffix(".gif") if gif else None, progress=step,
+                              should_stop=should_stop)
 
     def video(self, clip: Any, target_age: Any = 70, faces: Any = "largest", output_size: Any = 256,
               start: Any = None, end: Any = None, preview: Any = False, *, progress: Callable | None = None,
-              should_stop: Callable | None = None) -> str:
+              should_stop: Callable | None = None, owner: str | None = None) -> str:
         """Age the people in a clip (``sam.clip``: tracked, steady, the sound kept); the MP4's path."""
         return str(self.age_video(clip, target_age, faces, output_size, start, end, preview, progress=progress,
-                                  should_stop=should_stop).path)
+                                  should_stop=should_stop, owner=owner).path)
 
     def age_video(self, clip: Any, target_age: Any = 70, faces: Any = "largest", output_size: Any = 256,
                   start: Any = None, end: Any = None, preview: Any = False, *, progress: Callable | None = None,
-                  should_stop: Callable | None = None) -> Any:
+                  should_stop: Callable | None = None, owner: str | None = None) -> Any:
         """The video job's :class:`sam.clip.ClipResult`. The clip must be at most ``CLIP_MAX_MB`` and
         ``CLIP_MAX_SECONDS`` long; frames are worked on with the long side at most ``CLIP_MAX_SIDE``."""
         path = self.clip_path(clip)
@@ -365,13 +485,17 @@ class AgeApp:
         side = read_number(output_size, "output size", 8, 1024, integer=True, default=256)
         first = read_number(start, "start", 0, CLIP_MAX_SECONDS, default=0)
         last = read_number(end, "end", 0, CLIP_MAX_SECONDS, default=0) or None  # 0: to the end
-        info = probe_clip(path)
-        if info.duration > CLIP_MAX_SECONDS + 0.5:
-            raise RequestError(f"the video is {info.duration:.0f} seconds long; this page takes clips of at most "
-                               f"{CLIP_MAX_SECONDS} seconds. Please trim it first")
-        return age_clip(self.pipe, info, self.new_path(".mp4"), age, faces=who, output_size=side, start=first,
-                        end=last, preview=read_flag(preview, "preview"), max_side=CLIP_MAX_SIDE, progress=progress,
-                        should_stop=should_stop)
+        quick = read_flag(preview, "preview")
+        limits = ClipLimits(seconds=CLIP_MAX_SECONDS, frames=CLIP_MAX_FRAMES, fps=CLIP_MAX_FPS, pixels=CLIP_MAX_PIXELS)
+        info = probe_clip(path, limits=limits, should_stop=should_stop)
+        if first >= info.duration:
+            raise RequestError(f"the start ({first:g} s) is past the end of the video ({info.duration:.1f} s)")
+        if last is not None and last <= first:
+            raise RequestError(f"the end ({last:g} s) must come after the start ({first:g} s)")
+        mp4 = self.new_path(".mp4")
+        with self.long_turn(owner, "video", info.frames, should_stop, progress) as step:
+            return age_clip(self.pipe, info, mp4, age, faces=who, output_size=side, start=first, end=last,
+                            preview=quick, max_side=CLIP_MAX_SIDE, progress=step, should_stop=should_stop)
 
     @staticmethod
     def clip_path(clip: Any) -> Path:
@@ -387,7 +511,7 @@ class AgeApp:
                                "upload an MP4, MOV, WebM or GIF clip")
         size = path.stat().st_size if path.is_file() else 0
         if size > CLIP_MAX_MB * 1e6:
-            raise RequestError(f"the video is {size / 1e6:.0f} MB; this page takes clips of at most {CLIP_MAX_MB} MB")
+            raise RequestError(f"the video is {size / 1e6:.1f} MB; this page takes clips of at most {CLIP_MAX_MB} MB")
         return path
 
     # ------------------------------------------------------------------------------------------ the page
@@ -410,11 +534,12 @@ class AgeApp:
 
 def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None = None, *,
                problem: str | None = None, app: AgeApp | None = None, int8_style_heads: bool = False,
-               download: bool = False, precision: str = "auto") -> gr.Blocks:
+               download: bool = False, precision: str = "auto", warm: bool = False) -> gr.Blocks:
     """The Blocks page. Loads the model from ``checkpoint`` (downloading it first only with ``download``, as
-    ``main`` does); without it the page still loads and says so (the details go to the log)."""
+    ``main`` does); without it the page still loads and says so (the details go to the log). ``warm``: see
+    :meth:`AgeApp.load`."""
     app = app or AgeApp.load(checkpoint, device, problem, int8_style_heads=int8_style_heads, download=download,
-                             precision=precision)
+                             precision=precision, warm=warm)
     if app.problem:
         log.warning("%s", app.problem)
     n_styles = app.pipe.n_styles if app.pipe else 18
@@ -426,7 +551,6 @@ def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None =
         if group == "custom" or idx:
             preset_labels.append((f"{name} ({idx[0]}-{idx[-1]})" if idx else name, name))
     sizes = [s for s in VIDEO_SIZES if s <= full] or [full]
-    q = {"concurrency_limit": 1, "concurrency_id": MODEL_QUEUE}
     hidden = {"api_visibility": "undocumented"}
     full_label = f"Full resolution ({full} px)"
 
@@ -530,12 +654,14 @@ def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None =
                     c_file = gr.File(label="Download", interactive=False, elem_id="clip-file")
 
         # ---- page handlers: each returns a dict of updates, always including the status line
-        def on_photo(image: Any, aligned: bool, target: Any, pasted: bool) -> dict:
+        def on_photo(image: Any, aligned: bool, target: Any, pasted: bool):
             if image is None:
-                return {picker: gr.update(value=None, visible=False), face_index: 0, aligned_view: None,
-                        result: None, input_info: "", result_info: "", full_file: None, status_line: ""}
+                yield {picker: gr.update(value=None, visible=False), face_index: 0, aligned_view: None,
+                       result: None, input_info: "", result_info: "", full_file: None, status_line: ""}
+                return
             if app._repeat(str(image), bool(aligned)):
-                return {status_line: gr.skip()}  # (an empty dict reads as one missing value)
+                yield {status_line: gr.skip()}  # (an empty dict reads as one missing value)
+                return
             try:
                 readable_upload(image)
                 gallery = gr.update(value=None, visible=False)
@@ -544,24 +670,30 @@ def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None =
                     if len(photo_.faces) > 1:
                         gallery = gr.update(value=photo_.thumbnails(), visible=True, selected_index=0)
                         gr.Info(f"{len(photo_.faces)} faces found; showing the best one. Click a face to switch.")
-                return {picker: gallery, face_index: 0, **show_face(image, aligned, 0, target, pasted)}
+                yield from show_face(image, aligned, 0, target, pasted, {picker: gallery, face_index: 0})
             finally:
                 app._repeat(str(image), bool(aligned))  # the window counts from the end of this one
 
-        def on_pick(image: Any, aligned: bool, target: Any, pasted: bool, evt: gr.SelectData) -> dict:
+        def on_pick(image: Any, aligned: bool, target: Any, pasted: bool, evt: gr.SelectData):
             idx = int(evt.index) if evt is not None and evt.index is not None else 0
-            return {face_index: idx, **show_face(image, aligned, idx, target, pasted)}
+            yield from show_face(image, aligned, idx, target, pasted, {face_index: idx})
 
-        def show_face(image: Any, aligned: bool, idx: int, target: Any, pasted: bool) -> dict:
+        def show_face(image: Any, aligned: bool, idx: int, target: Any, pasted: bool, extra: dict):
+            """The first preview as soon as it exists (fast frozen-encoder pass), then the readouts, then the preview
+            from the exact code that every later slider move builds on; the key-age warm-up after that."""
             s = app.session(image, aligned, idx)
             start = s.start_age(target)
-            preview = s.preview(start, pasted)
-            s.start_warm_up()
-            out = {aligned_view: s.face_image, result: preview, input_info: s.input_caption(),
-                   result_info: s.caption(start, preview), full_file: None, status_line: ""}
+            first = s.first_preview(start, pasted)
+            out = {aligned_view: s.face_image, result: first, input_info: "", result_info: f"Age {start}",
+                   full_file: None, status_line: "", **extra}
             if s.input_age is not None:
                 out[age] = start
-            return out
+            yield out
+            yield {input_info: s.input_caption(), result_info: s.caption(start, first)}
+            if not s.has_exact_encoding:
+                preview = s.preview(start, pasted)
+                yield {result: preview, result_info: s.caption(start, preview)}
+            s.start_warm_up()
 
         def on_age(image: Any, target: Any, aligned: bool, idx: int, pasted: bool):
             s = app.session(image, aligned, idx)
@@ -608,26 +740,29 @@ def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None =
                     plain_info: f"Age {a}: {lines[1]}" if lines[1] else "", status_line: ""}
 
         def on_video(image: Any, start: Any, end: Any, between: Any, rate: Any, side: Any, boom: bool, gif: bool,
-                     label: bool, aligned: bool, idx: int, *, progress=None, should_stop=None) -> dict:
-            s = app.session(image, aligned, idx)
-            mp4 = app.new_path(".mp4")
-            res = s.lifespan(mp4, start, end, between, rate, side, boom, label,
-                             gif_path=mp4.with_suffix(".gif") if gif else None, progress=progress,
-                             should_stop=should_stop)
+                     label: bool, aligned: bool, idx: int, *, progress=None, should_stop=None, owner=None) -> dict:
+            res = app.lifespan_job(image, start, end, between, rate, side, boom, label, gif, aligned, idx,
+                                    progress=progress, should_stop=should_stop, owner=owner)
             files = [str(res.mp4)] + ([str(res.gif)] if res.gif else [])
             return {video: str(res.mp4), v_files: files, status_line: f"Video ready: {res.frames} frames."}
 
         def on_clip(clip: Any, target: Any, who: str, side: Any, start: Any, end: Any, preview: bool, *,
-                    progress=None, should_stop=None) -> dict:
-            began = time.monotonic()
+                    progress=None, should_stop=None, owner=None) -> dict:
+            began = [0.0, 0]  # when and at which frame the ageing started (after any wait in line)
 
-            def frames_done(done: int, total: int) -> None:  # the bar's text: frames done and time left
-                left = (time.monotonic() - began) / max(done, 1) * (total - done)
-                if progress is not None:
-                    progress(done, total, f"ageing frames, about {left:.0f} s left" if done >= 3 else None)
+            def frames_done(done: int, total: int, note: str | None = None) -> None:  # frames done and time left
+                if progress is None:
+                    return
+                if note is not None or not began[0]:
+                    began[:] = [time.monotonic(), done] if note is None else [0.0, 0]
+                    progress(done, total, note)
+                    return
+                made = done - began[1]
+                left = (time.monotonic() - began[0]) / max(made, 1) * (total - done)
+                progress(done, total, f"ageing frames, about {left:.0f} s left" if made >= 3 else None)
 
             res = app.age_video(clip, target, who, side, start, end, preview, progress=frames_done,
-                                should_stop=should_stop)
+                                should_stop=should_stop, owner=owner)
             people = len(res.faces)
             return {c_out: str(res.path), c_file: str(res.path),
                     status_line: f"Video ready: {res.frames} frames at {float(res.fps):.3g} fps, {people} "
@@ -636,42 +771,42 @@ def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None =
         def on_preset(chosen: str) -> dict:
             return gr.update(visible=LAYER_PRESETS.get(chosen, chosen) == "custom")
 
-        # ---- wiring (undocumented endpoints; the named API is below)
+        # ---- wiring (undocumented endpoints; the named API is below). Quick work in the QUICK group, videos and
+        # the strip in the SLOW group; sam.scheduler orders their network passes (interactive first).
         face_outputs = {aligned_view, result, input_info, result_info, full_file, age, status_line}
         photo_in = [photo, already, age, paste]
-        on_photo_job = job(on_photo, page=status_line, desc="finding the face")
         for trigger in (photo.change, already.change):
-            trigger(on_photo_job, photo_in, {picker, face_index, *face_outputs}, **q, **hidden,
+            trigger(stream(on_photo, status_line), photo_in, {picker, face_index, *face_outputs}, **QUICK, **hidden,
                     show_progress_on=[aligned_view, result])
-        picker.select(job(on_pick, page=status_line), photo_in, {face_index, *face_outputs}, **q, **hidden,
+        picker.select(stream(on_pick, status_line), photo_in, {face_index, *face_outputs}, **QUICK, **hidden,
                       show_progress_on=[aligned_view, result])
         sel = [photo, age, already, face_index, paste]
         preview_outputs = {result, result_info, full_file, status_line}
         age.release(stream(on_age, status_line), sel, preview_outputs, trigger_mode="always_last",
-                    show_progress="minimal", **q, **hidden)
-        paste.change(stream(on_age, status_line), sel, preview_outputs, show_progress="minimal", **q, **hidden)
+                    show_progress="minimal", **QUICK, **hidden)
+        paste.change(stream(on_age, status_line), sel, preview_outputs, show_progress="minimal", **QUICK, **hidden)
         paste.change(full_button, [paste, already], full_btn, queue=False, **hidden)
         busy = {"interactive": False, "value": "Rendering full resolution…"}
         (full_btn.click(lambda: gr.update(**busy), None, full_btn, queue=False, **hidden)
-         .then(job(on_full, page=status_line, desc="rendering"), sel, {full_file, status_line}, **q, **hidden,
+         .then(job(on_full, page=status_line, desc="rendering"), sel, {full_file, status_line}, **QUICK, **hidden,
                show_progress_on=[full_file])
          .then(full_button, [paste, already], full_btn, queue=False, **hidden))
-        strip_btn.click(job(on_strip, page=status_line, desc="rendering ages"),
-                        [photo, strip_ages, already, face_index], {strip, strip_info, status_line}, **q, **hidden,
+        strip_btn.click(job(on_strip, page=status_line, desc="rendering ages", level=LONG),
+                        [photo, strip_ages, already, face_index], {strip, strip_info, status_line}, **SLOW, **hidden,
                         show_progress_on=[strip])
         preset.change(on_preset, preset, custom, queue=False, **hidden)
         mix_btn.click(job(on_mix, page=status_line, desc="mixing"),
                       [photo, reference, age, preset, custom, alpha, already, face_index, ref_aligned],
-                      {mixed_out, plain_out, mixed_info, plain_info, status_line}, **q, **hidden,
+                      {mixed_out, plain_out, mixed_info, plain_info, status_line}, **QUICK, **hidden,
                       show_progress_on=[mixed_out])
-        v_event = v_btn.click(job(on_video, page=status_line, desc="rendering frames"),
+        v_event = v_btn.click(job(on_video, page=status_line, desc="rendering frames", level=LONG),
                               [photo, v_start, v_end, v_between, v_fps, v_size, v_boom, v_gif, v_label, already,
-                               face_index], {video, v_files, status_line}, **q, **hidden, show_progress_on=[video],
-                              trigger_mode="multiple")
+                               face_index], {video, v_files, status_line}, **SLOW, **hidden,
+                              show_progress_on=[video], trigger_mode="multiple")
         v_cancel.click(lambda: "Video cancelled.", None, status_line, cancels=[v_event], queue=False, **hidden)
-        c_event = c_btn.click(job(on_clip, page=status_line, desc="ageing frames", unit="frames"),
+        c_event = c_btn.click(job(on_clip, page=status_line, desc="ageing frames", unit="frames", level=LONG),
                               [c_in, c_age, c_faces, c_size, c_start, c_end, c_preview], {c_out, c_file, status_line},
-                              **q, **hidden, show_progress_on=[c_out], trigger_mode="multiple")
+                              **SLOW, **hidden, show_progress_on=[c_out], trigger_mode="multiple")
         c_cancel.click(lambda: "Video cancelled.", None, status_line, cancels=[c_event], queue=False, **hidden)
 
         # ---- named API endpoints for gradio_client: /age, /mix, /lifespan (files decoded by the safe loader;
@@ -705,16 +840,17 @@ def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None =
             a_cancel = gr.Button("cancel")
         api_events = [
             a_btn.click(job(app.age), [a_img, a_age, a_size, a_aligned, a_face, a_paste], a_out,
-                        api_name="age", api_description="Age the face in a photo: (image, target_age) -> image", **q),
+                        api_name="age", api_description="Age the face in a photo: (image, target_age) -> image",
+                        **QUICK),
             a_btn.click(job(app.mix), [a_img, a_ref, a_age, a_mask, a_alpha, a_size, a_aligned, a_ref_aligned], a_out,
-                        api_name="mix", api_description="Age a face and mix in a reference face's styles", **q),
-            a_btn.click(job(app.lifespan, desc="rendering frames"),
+                        api_name="mix", api_description="Age a face and mix in a reference face's styles", **QUICK),
+            a_btn.click(job(app.lifespan, desc="rendering frames", level=LONG),
                         [a_img, a_start, a_end, a_between, a_fps, a_vsize, a_boom, a_aligned, a_face], a_video,
-                        api_name="lifespan", api_description="Lifespan MP4 from start_age to end_age", **q),
-            a_btn.click(job(app.video, desc="ageing frames", unit="frames"),
+                        api_name="lifespan", api_description="Lifespan MP4 from start_age to end_age", **SLOW),
+            a_btn.click(job(app.video, desc="ageing frames", unit="frames", level=LONG),
                         [a_clip, a_age, a_faces, a_csize, a_cstart, a_cend, a_preview], a_video, api_name="video",
                         api_description="Age the people in a video clip (sound kept): (video, target_age) -> MP4",
-                        **q),
+                        **SLOW),
         ]
         # gradio_client's job.cancel() stops the server's work only when an event cancels that endpoint
         a_cancel.click(None, None, None, cancels=api_events, queue=False, **hidden)
@@ -762,9 +898,29 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     demo = build_demo(args.checkpoint, args.device, int8_style_heads=args.int8_style_heads,
-                      download=not args.no_download, precision=args.precision)
-    limit_queue(demo, args.max_queue).launch(server_name=args.host, server_port=args.port, share=args.share or None,
-                                             show_error=False, max_file_size=MAX_UPLOAD)
+                      download=not args.no_download, precision=args.precision, warm=True)
+    before = signal.signal(signal.SIGTERM, functools.partial(_on_sigterm, demo.sam_app))
+    try:
+        limit_queue(demo, args.max_queue).launch(server_name=args.host, server_port=args.port,
+                                                 share=args.share or None, show_error=False,
+                                                 max_file_size=MAX_UPLOAD)
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def _on_sigterm(app: AgeApp, signum: int, frame: Any) -> None:
+    """Docker and Spaces stop the app with SIGTERM: stop the jobs (each at its next frame, no partial files), close
+    the server, delete results and uploads, and exit with status 0."""
+    log.info("SIGTERM: stopping; running jobs end at their next frame")
+    try:
+        app.shutdown()
+    except Exception as exc:  # noqa: BLE001 - exit cleanly whatever happened
+        log.error("while stopping: %s: %s", type(exc).__name__, exc)
+    log.info("stopped")
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

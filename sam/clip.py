@@ -63,8 +63,8 @@ from .pipeline import AgingPipeline, EncodedFace, JobCancelledError, ShouldStop,
 from .session import RequestError
 
 __all__ = [
-    "ClipInfo", "ClipResult", "OneEuroFilter", "CodeSmoother", "FaceTracker", "Track", "probe_clip", "read_frames",
-    "age_clip", "VIDEO_SUFFIXES", "PREVIEW_SIDE",
+    "ClipInfo", "ClipLimits", "ClipResult", "OneEuroFilter", "CodeSmoother", "FaceTracker", "Track", "probe_clip",
+    "read_frames", "age_clip", "VIDEO_SUFFIXES", "PREVIEW_SIDE",
 ]
 
 Progress = Callable[[int, int], None]
@@ -165,52 +165,167 @@ def _ffmpeg() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
-def probe_clip(path: str | os.PathLike) -> ClipInfo:
-    """Open a clip, count its frames (by decoding: a container's count can be missing or wrong) and work out its
-    average frame rate. :class:`~sam.session.RequestError` in words when it is not a readable video or has no
-    frames."""
-    import imageio_ffmpeg
+@dataclass(frozen=True)
+class ClipLimits:
+    """What a server accepts (the CLI sets none). The container's header is checked first, so a clip far over a
+    limit is refused in well under a second, before anything is decoded; the frame count (which decodes) stops
+    as soon as it passes ``frames``, after ``count_seconds``, or when cancelled."""
 
+    seconds: float = math.inf  # length
+    frames: int | None = None  # frames in the whole clip
+    fps: float = math.inf  # the stated frame rate
+    pixels: int | None = None  # width x height of one frame
+    count_seconds: float = 60.0  # the longest the frame count may take
+
+
+HEADER_SECONDS = 10.0  # the longest reading a container's header may take
+_NO_LIMITS = ClipLimits()
+
+
+def _run_bounded(cmd: list[str], seconds: float, should_stop: ShouldStop | None,
+                 on_line: Callable[[str], bool] | None = None, stream: str = "stderr") -> tuple[str, bool]:
+    """Run ffmpeg with a time limit, polling ``should_stop``; ``on_line(line)`` returning True stops it early.
+    Returns (everything it wrote on ``stream``, whether it ran to its end). The process is killed on every way out.
+    """
+    import threading
+
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE if stream == "stdout" else
+                            subprocess.DEVNULL, stderr=subprocess.PIPE if stream == "stderr" else subprocess.DEVNULL)
+    pipe = proc.stdout if stream == "stdout" else proc.stderr
+    lines: list[str] = []
+    enough = threading.Event()
+
+    def read() -> None:
+        for raw in iter(pipe.readline, b""):
+            line = raw.decode(errors="replace").rstrip()
+            lines.append(line)
+            if on_line is not None and on_line(line):
+                enough.set()
+                return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    deadline = time.monotonic() + seconds
+    try:
+        while proc.poll() is None:
+            if enough.is_set() or time.monotonic() > deadline:
+                return "\n".join(lines), False
+            check_stop(should_stop)
+            time.sleep(0.05)
+        reader.join(2.0)
+        return "\n".join(lines), not enough.is_set()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        pipe.close()
+
+
+def _header(path: Path, should_stop: ShouldStop | None) -> str:
+    """What ffmpeg says about the container and its streams (nothing decoded beyond what probing needs)."""
+    text, _ = _run_bounded([_ffmpeg(), "-hide_banner", "-nostdin", "-i", str(path)], HEADER_SECONDS, should_stop)
+    return text
+
+
+def _parse_header(text: str) -> dict[str, Any]:
+    """Duration, frame rate, frame size, rotation and codecs from ffmpeg's description of a file."""
+    video = next((line for line in text.splitlines() if "Stream #" in line and "Video:" in line), None)
+    if video is None:
+        return {}
+    out: dict[str, Any] = {"codec": video.split("Video:", 1)[1].split()[0].strip(" ,")}
+    size = [(int(w), int(h)) for w, h in re.findall(r"[ ,](\d{1,6})x(\d{1,6})(?=[ ,\[])", video) if int(w) > 0]
+    out["size"] = size[0] if size else None
+    rate = re.search(r"([0-9.]+)(k?) fps", video) or re.search(r"([0-9.]+)(k?) tbr", video)
+    out["fps"] = float(rate.group(1)) * (1000 if rate.group(2) else 1) if rate else 0.0
+    found = re.search(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)", text)
+    out["duration"] = (int(found.group(1)) * 3600 + int(found.group(2)) * 60 + float(found.group(3))) if found else 0.0
+    turn = re.search(r"rotation of (-?[0-9.]+) degrees", text) or re.search(r"rotate\s*:\s*(-?[0-9]+)", text)
+    out["rotation"] = round(float(turn.group(1))) if turn else 0
+    audio = next((line for line in text.splitlines() if "Stream #" in line and "Audio:" in line), None)
+    out["audio_codec"] = audio.split("Audio:", 1)[1].split()[0].strip(" ,") if audio else None
+    return out
+
+
+def _refuse_over(limits: ClipLimits, *, seconds: float = 0.0, frames: int = 0, fps: float = 0.0,
+                 size: tuple[int, int] | None = None) -> None:
+    """A :class:`RequestError` in words when a clip is over one of ``limits``."""
+    if seconds > limits.seconds + 0.5:
+        raise RequestError(f"the video is {seconds:.0f} seconds long; this page takes clips of at most "
+                           f"{limits.seconds:g} seconds. Please trim it first")
+    if fps > limits.fps + 0.5:
+        raise RequestError(f"the video has {fps:g} frames per second; this page takes at most {limits.fps:g}")
+    if limits.frames is not None and frames > limits.frames:
+        raise RequestError(f"the video has more than {limits.frames} frames; this page takes at most "
+                           f"{limits.frames} ({limits.seconds:g} s at {limits.frames / limits.seconds:g} frames per "
+                           "second). Please trim it first")
+    if limits.pixels is not None and size is not None and size[0] * size[1] > limits.pixels:
+        raise RequestError(f"the video's frames are {size[0]}x{size[1]} pixels; this page takes frames of at most "
+                           f"{limits.pixels / 1e6:.0f} megapixels")
+
+
+def _count_frames(path: Path, limits: ClipLimits, should_stop: ShouldStop | None) -> tuple[int, float]:
+    """Frames and seconds of the first video stream, by decoding it (a container's count can be missing or wrong),
+    stopped as soon as the count passes ``limits.frames``, after ``limits.count_seconds``, or when cancelled."""
+    state = {"frame": 0, "time": 0.0}
+
+    def on_line(line: str) -> bool:
+        key, _, value = line.partition("=")
+        if key == "frame" and value.strip().isdigit():
+            state["frame"] = int(value)
+        elif key == "out_time_us" and value.strip().lstrip("-").isdigit():
+            state["time"] = max(0.0, int(value) / 1e6)
+        return limits.frames is not None and state["frame"] > limits.frames
+
+    cmd = [_ffmpeg(), "-hide_banner", "-nostdin", "-v", "error", "-nostats", "-progress", "pipe:1", "-i", str(path),
+           "-map", "0:v:0", "-vf", "null", "-f", "null", "-"]
+    _, finished = _run_bounded(cmd, limits.count_seconds, should_stop, on_line, stream="stdout")
+    _refuse_over(limits, frames=state["frame"])
+    if not finished:
+        raise RequestError(f"the video could not be read within {limits.count_seconds:g} seconds; please use a "
+                           "shorter or smaller clip")
+    return state["frame"], state["time"]
+
+
+def probe_clip(path: str | os.PathLike, limits: ClipLimits | None = None,
+               should_stop: ShouldStop | None = None) -> ClipInfo:
+    """Open a clip, check it against ``limits`` (the container's header first, then the frame count), count its
+    frames and work out its average frame rate. :class:`~sam.session.RequestError` in words when it is not a
+    readable video, has no frames or is over a limit; :class:`JobCancelledError` when ``should_stop`` says so.
+    Every ffmpeg it starts has ended when this returns."""
+    limits = limits or _NO_LIMITS
     path = Path(path)
     if not path.is_file():
         raise RequestError("the video file was not found")
     if path.stat().st_size == 0:
         raise RequestError("the video file is empty")
-    gen = imageio_ffmpeg.read_frames(str(path))
-    try:
-        meta = next(gen)
-    except Exception:  # noqa: BLE001 - ffmpeg could not open it or found no video stream
-        raise RequestError(NOT_A_VIDEO) from None
-    finally:
-        gen.close()
-    try:
-        frames, secs = imageio_ffmpeg.count_frames_and_secs(str(path))
-    except Exception:  # noqa: BLE001
-        raise RequestError(NOT_A_VIDEO) from None
+    meta = _parse_header(_header(path, should_stop))
+    if not meta or not meta.get("size"):
+        raise RequestError(NOT_A_VIDEO)
+    _refuse_over(limits, seconds=meta["duration"], fps=meta["fps"], size=meta["size"],
+                 frames=int(meta["duration"] * meta["fps"]))
+    frames, secs = _count_frames(path, limits, should_stop)
     if not frames:
         raise RequestError("the video has no frames")
     if frames < 2:
         raise RequestError("the file holds a single picture, not a video (at least 2 frames are needed); age photos "
                            "on the photo page")
-    rotation = int(meta.get("rotate", 0) or 0)
-    if not rotation:  # newer ffmpeg shows the tag as a display matrix
-        head = subprocess.run([_ffmpeg(), "-hide_banner", "-i", str(path)], capture_output=True).stderr
-        found = re.search(rb"rotation of (-?[0-9.]+) degrees", head)
-        rotation = round(float(found.group(1))) if found else 0
-    nominal = float(meta.get("fps") or 0.0)
+    rotation = int(meta["rotation"])
+    w, h = meta["size"]
+    if rotation % 180:  # ffmpeg turns the frames upright while decoding
+        w, h = h, w
+    nominal = float(meta["fps"] or 0.0)
     duration = float(secs or 0.0)
     if duration <= 0:
-        duration = float(meta.get("duration") or 0.0)
+        duration = float(meta["duration"] or 0.0)
+    _refuse_over(limits, seconds=duration)
     if nominal > 0 and (duration <= 0 or abs(frames / nominal - duration) <= 1.5 / nominal):
         fps = Fraction(nominal).limit_denominator(1001)  # constant rate: keep the stated one (e.g. 30000/1001)
     elif duration > 0:
         fps = Fraction(frames / duration).limit_denominator(1001)  # variable rate: the average
     else:
         fps = Fraction(25)
-    return ClipInfo(path=path, frames=int(frames), duration=float(frames / fps), fps=fps,
-                    size=tuple(int(v) for v in meta["size"]), rotation=rotation,
-                    audio_codec=(meta.get("audio_codec") or "").strip(" ,") or None,
-                    codec=str(meta.get("codec", "")).strip(" ,"), nominal_fps=nominal)
+    return ClipInfo(path=path, frames=int(frames), duration=float(frames / fps), fps=fps, size=(int(w), int(h)),
+                    rotation=rotation, audio_codec=meta["audio_codec"], codec=meta["codec"], nominal_fps=nominal)
 
 
 def read_frames(info: ClipInfo, size: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
@@ -565,8 +680,8 @@ def age_clip(
     tmp_out = dst.with_name(dst.stem + ".partial.mp4")
     writer = None
     n = 0
+    frames = read_frames(info, size)
     try:
-        frames = read_frames(info, size)
         while True:
             check_stop(should_stop)
             t0 = time.perf_counter()
@@ -608,6 +723,7 @@ def age_clip(
                 pass
         raise
     finally:
+        frames.close()  # the ffmpeg reader ends on every way out (a cancel, a closed page, an error)
         tmp_video.unlink(missing_ok=True)
         tmp_out.unlink(missing_ok=True)
     seconds["detect"] = tracker.detect_seconds

@@ -45,7 +45,8 @@ from .video import LifespanResult, make_lifespan
 
 __all__ = [
     "WORKING_SIDE", "PREVIEW_SIZE", "MAX_FACES", "MAX_FRAMES_BETWEEN", "RequestError", "JobCancelledError", "Photo",
-    "FaceSession", "FaceMeasures", "SessionCache", "read_number", "read_flag", "read_size",
+    "FaceSession", "FaceMeasures", "SessionCache", "read_number", "read_flag", "read_size", "warm_up",
+    "stop_background_work",
 ]
 
 log = logging.getLogger("sam.session")
@@ -74,6 +75,31 @@ def stop_background_work(timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     for thread in list(_BACKGROUND):
         thread.join(max(0.0, deadline - time.monotonic()))
+
+
+def warm_up(pipe: AgingPipeline, measures: FaceMeasures | None = None) -> None:
+    """Run the networks of a photo's first preview once on a plain grey face, at background priority, and load the
+    face detector, the landmark model and the measures' models: first calls pay one-off costs (kernel set-up, the
+    bfloat16 copies, model files; about 2 s on a 2-core CPU) that the first visitor should not wait for."""
+    _BACKGROUND.add(threading.current_thread())
+    began = time.monotonic()
+    try:
+        with priority(BACKGROUND):
+            grey = Image.new("RGB", (pipe.input_size, pipe.input_size), (128, 128, 128))
+            detect_faces(grey.resize((64, 64)))  # loads dlib's detector and landmark model
+            for step in (lambda: pipe.latents(pipe.encode_fast(grey), [50], fast=True),
+                         lambda: pipe.render(pipe.latents(pipe.encode(grey, cache=False), [50], fast=True),
+                                             size=min(PREVIEW_SIZE, pipe.output_size), fast=True),
+                         lambda: measures and (measures.age(grey), measures.descriptor(grey))):
+                check_stop(None)
+                step()
+        log.info("warm-up done in %.1f s", time.monotonic() - began)
+    except JobCancelledError:
+        pass
+    except Exception as exc:  # noqa: BLE001 - a nicety: never disturb the server
+        log.warning("warm-up skipped: %s: %s", type(exc).__name__, exc)
+    finally:
+        _BACKGROUND.discard(threading.current_thread())
 
 
 # --------------------------------------------------------------------------------------------- request values

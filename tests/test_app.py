@@ -188,7 +188,7 @@ BAD_VALUES = [
     ("mix", (ASTRONAUT, None, 40), "reference"),
     ("mix", (ASTRONAUT, "FACELESS", 40, "4-7"), "no face found in the reference"),
     ("mix", (ASTRONAUT, ASTRONAUT, 40, "3-99"), "between 0 and 7"),
-    ("mix", (ASTRONAUT, ASTRONAUT, 40, "<script>"), "&lt;script&gt;"),
+    ("mix", (ASTRONAUT, ASTRONAUT, 40, "<script>"), "layers '<script>'"),  # plain text for API clients
     ("mix", (ASTRONAUT, ASTRONAUT, 40, "fine"), "no fine layers"),
     ("mix", (ASTRONAUT, ASTRONAUT, 40, "4-7", 2), "between 0 and 1"),
     ("mix", (ASTRONAUT, ASTRONAUT, 40, "4-7", float("nan")), "mix strength must be a number"),
@@ -217,12 +217,14 @@ def test_page_errors_go_to_the_status_line(demo, faceless):
     """A page handler's failure is an update of the status line (it stays), not an exception (badges)."""
     status = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "status")
     handler = next(d.fn for d in demo.fns.values() if getattr(d.fn, "__name__", "") == "on_photo")
-    out = asyncio.run(handler(faceless, False, 40, False, None))
-    assert list(out) == [status] and out[status].startswith("⚠️ No face found in the photo")
+    updates = list(handler(faceless, False, 40, False))
+    assert len(updates) == 1 and list(updates[0]) == [status]
+    assert updates[0][status].startswith("⚠️ No face found in the photo")
 
 
 def test_readable_messages_escape_html_and_hide_paths():
     assert app.readable(ValueError("<urlopen error [Errno 111]>")) == "&lt;urlopen error [Errno 111]&gt;."
+    assert app.readable(ValueError("0 <= start"), markup=False) == "0 <= start."  # API clients get plain text
     text = app.readable(ValueError(f"cannot read {app.ROOT}/weights/x.pt"))
     assert str(app.ROOT) not in text
     assert app.readable(RuntimeError("CUDA kernel at 0x7f")) == "Something went wrong on the server. Please try again."
@@ -295,7 +297,8 @@ def test_slider_moves_rerun_only_the_age_dependent_part(tiny_checkpoint, monkeyp
     encodes, detections = [], []
     fresh.pipe.model.pretrained_encoder.register_forward_hook(lambda *a: encodes.append(1))
     real_detect = session_module.detect_faces
-    monkeypatch.setattr(session_module, "detect_faces", lambda img: detections.append(1) or real_detect(img))
+    monkeypatch.setattr(session_module, "detect_faces",
+                        lambda img, **kw: detections.append(1) or real_detect(img, **kw))
     for age in (10, 70):
         fresh.session(ASTRONAUT).preview(age)
     fresh.age(ASTRONAUT, 20, None, False, 0, True)
@@ -451,16 +454,18 @@ def sam_app_demo_fns(url: str) -> list[tuple[int, str]]:
 
 
 def test_queue_limit_answers_busy(tiny_checkpoint):
+    """More requests than running slots plus the queue's room: the rest are told the server is busy."""
     from gradio_client import Client, handle_file
 
     small = app.build_demo(str(tiny_checkpoint), device="cpu")
     pipe = small.sam_app.pipe
     real_render = pipe.render
-    pipe.render = lambda *a, **k: time.sleep(0.02) or real_render(*a, **k)
+    pipe.render = lambda *a, **k: time.sleep(0.5) or real_render(*a, **k)
     url = _launch(small, max_queue=1)
     try:
         client = Client(url, verbose=False)
-        jobs = [client.submit(handle_file(ASTRONAUT), 0, 100, 20, 20, S, api_name="/lifespan") for _ in range(4)]
+        n = app.QUICK["concurrency_limit"] + 4
+        jobs = [client.submit(handle_file(ASTRONAUT), 40 + i, S, api_name="/age") for i in range(n)]
         messages = []
         for j in jobs:
             try:
@@ -470,8 +475,8 @@ def test_queue_limit_answers_busy(tiny_checkpoint):
         assert messages and all("try again" in m.lower() for m in messages), messages  # gradio_client's words
         with httpx.Client(timeout=30) as http:  # a raw HTTP client gets the app's own words
             image = _upload(url, ASTRONAUT)
-            body = {"data": [image, 0, 100, 20, 20, S, False, False, 0]}
-            answers = [http.post(f"{url}gradio_api/call/lifespan", json=body) for _ in range(4)]
+            body = {"data": [image, 40, S, False, 0, False]}
+            answers = [http.post(f"{url}gradio_api/call/age", json=body) for _ in range(n)]
         refused = [r for r in answers if r.status_code != 200]
         assert refused and all(app.BUSY_MESSAGE in r.text for r in refused)
     finally:
@@ -688,12 +693,35 @@ def test_repeated_photo_event_is_skipped_with_a_valid_update(demo):
     handler = next(d.fn for d in demo.fns.values() if getattr(d.fn, "__name__", "") == "on_photo")
     token = LocalContext.request.set(types.SimpleNamespace(session_hash="repeat-test"))
     try:
-        first = asyncio.run(handler(ASTRONAUT, False, 40, False, None))
-        second = asyncio.run(handler(ASTRONAUT, False, 40, False, None))
+        first = list(handler(ASTRONAUT, False, 40, False))
+        second = list(handler(ASTRONAUT, False, 40, False))
     finally:
         LocalContext.request.reset(token)
-    assert len(first) >= 6 and len(second) == 1
-    assert list(second.values())[0] == gr.skip()
+    assert len(first[0]) >= 6 and len(second) == 1 and len(second[0]) == 1
+    assert list(second[0].values())[0] == gr.skip()
+
+
+def test_a_new_photo_shows_its_preview_before_the_readouts(tiny_checkpoint, monkeypatch):
+    """The first update of a new photo carries the aligned face and a preview; the age and identity readouts come
+    in a later update; the last preview is the one from the exact frozen-encoder code (what later moves use)."""
+    monkeypatch.setenv("SAM_CPU_BF16", "1")  # auto: exact float32, fast bfloat16, whatever this CPU has
+    page = app.build_demo(str(tiny_checkpoint), device="cpu", precision="auto")
+    assert page.sam_app.pipe.precision.fast != page.sam_app.pipe.precision.exact
+    by_id = {getattr(b, "elem_id", None): b for b in page.blocks.values()}
+    handler = next(d.fn for d in page.fns.values() if getattr(d.fn, "__name__", "") == "on_photo")
+    calls = []
+    pipe = page.sam_app.pipe
+    real_fast, real_encode = pipe.encode_fast, pipe.encode
+    pipe.encode_fast = lambda *a, **k: calls.append("fast") or real_fast(*a, **k)
+    pipe.encode = lambda *a, **k: calls.append("exact") or real_encode(*a, **k)
+    updates = list(handler(ASTRONAUT, False, 40, False))
+    first, last = updates[0], updates[-1]
+    assert by_id["result"] in first and by_id["aligned"] in first
+    assert first[by_id["result-metrics"]].startswith("Age ") and by_id["input-age"] in updates[1]
+    assert calls[0] == "fast" and "exact" in calls  # the quick frozen-encoder pass first, the exact one after
+    session = page.sam_app.session(ASTRONAUT)
+    start = int(first[by_id["result-metrics"]].split()[1])
+    assert np.array_equal(np.asarray(last[by_id["result"]]), np.asarray(session.preview(start)))
 
 
 def test_a_photo_is_decoded_once_per_upload(tiny_checkpoint, monkeypatch):
