@@ -327,6 +327,7 @@ class AgeApp:
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self.demo: gr.Blocks | None = None  # the page, once built (for cleaning its cache)
+        self.own_dirs: list[Path] = []  # removed with the results when the server stops (e.g. its upload folder)
         threading.Thread(target=self._sweep_loop, name="sam-results-sweep", daemon=True).start()
         if warm and pipe is not None:  # the first visitor should not pay for first-call set-up costs
             threading.Thread(target=warm_up, args=(pipe, self.sessions.measures), name="sam-warm-up",
@@ -359,6 +360,8 @@ class AgeApp:
             from gradio.route_utils import delete_files_created_by_app
 
             delete_files_created_by_app(self.demo, age=None)
+        for folder in self.own_dirs:
+            shutil.rmtree(folder, ignore_errors=True)
 
     def shutdown(self, timeout: float = STOP_WAIT_S) -> None:
         """Stop like a hosted server is stopped (SIGTERM): every running job ends at its next frame (waiting ones at
@@ -897,8 +900,12 @@ def main(argv: list[str] | None = None) -> None:
                          "float32; fp32: exact everywhere; bf16 / fp16: everything reduced (README: Speed on CPU)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # This server's uploads (and Gradio's copies of the examples) in a folder of its own, removed when it stops.
+    uploads = tempfile.mkdtemp(prefix="sam-uploads-", dir=os.environ.get("GRADIO_TEMP_DIR") or None)
+    os.environ["GRADIO_TEMP_DIR"] = uploads
     demo = build_demo(args.checkpoint, args.device, int8_style_heads=args.int8_style_heads,
                       download=not args.no_download, precision=args.precision, warm=True)
+    demo.sam_app.own_dirs.append(Path(uploads))
     before = signal.signal(signal.SIGTERM, functools.partial(_on_sigterm, demo.sam_app))
     try:
         limit_queue(demo, args.max_queue).launch(server_name=args.host, server_port=args.port,

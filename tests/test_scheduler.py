@@ -1,0 +1,161 @@
+"""The order of model work (sam/scheduler.py): the priority model lock and the fair line of long jobs. Threads and
+events only, no models; every wait is bounded."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from sam.scheduler import (
+    BACKGROUND,
+    INTERACTIVE,
+    LONG,
+    JobCancelledError,
+    JobLimitError,
+    LongJobs,
+    ModelLock,
+    current_priority,
+    describe_wait,
+    priority,
+)
+
+
+def _wait_for(check, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def _queue_up(lock: ModelLock, levels: list, order: list) -> list[threading.Thread]:
+    """Start one thread per level, each waiting on ``lock`` (held by the caller), in the given arrival order."""
+    threads = []
+    for i, level in enumerate(levels):
+        def take(level=level, i=i):
+            lock.acquire(level)
+            try:
+                order.append((level, i))
+            finally:
+                lock.release()
+        t = threading.Thread(target=take, daemon=True)
+        t.start()
+        _wait_for(lambda n=i + 1: sum(lock.waiting().values()) == n)
+        threads.append(t)
+    return threads
+
+
+def test_priority_first_then_arrival_order():
+    lock = ModelLock(max_passed_over=100)
+    order: list = []
+    lock.acquire(LONG)
+    threads = _queue_up(lock, [BACKGROUND, LONG, INTERACTIVE, LONG, INTERACTIVE], order)
+    lock.release()
+    for t in threads:
+        t.join(5)
+    assert order == [(INTERACTIVE, 2), (INTERACTIVE, 4), (LONG, 1), (LONG, 3), (BACKGROUND, 0)]
+
+
+def test_passed_over_calls_are_not_starved():
+    """A long call passed over by more urgent calls goes next after ``max_passed_over`` of them."""
+    lock = ModelLock(max_passed_over=2)
+    order: list = []
+    lock.acquire(INTERACTIVE)
+    threads = _queue_up(lock, [LONG, INTERACTIVE, INTERACTIVE, INTERACTIVE, INTERACTIVE], order)
+    lock.release()
+    for t in threads:
+        t.join(5)
+    assert [lvl for lvl, _ in order] == [INTERACTIVE, INTERACTIVE, LONG, INTERACTIVE, INTERACTIVE]
+
+
+def test_lock_is_reentrant_and_thread_priority_is_scoped():
+    lock = ModelLock()
+    assert current_priority() == INTERACTIVE
+    with priority(BACKGROUND):
+        assert current_priority() == BACKGROUND
+        with lock, lock:
+            assert lock.locked()
+        assert not lock.locked()
+    assert current_priority() == INTERACTIVE
+    assert lock.grants[BACKGROUND] == 1
+    with pytest.raises(RuntimeError):
+        lock.release()
+
+
+def test_long_jobs_one_at_a_time_in_order_with_place_and_estimate():
+    jobs = LongJobs(max_waiting=4, poll_s=0.01, report_every_s=0.0)
+    first_started, release_first = threading.Event(), threading.Event()
+    started: list[str] = []
+    reports: dict[str, list[str]] = {"b": [], "c": []}
+
+    def run(name: str, units: int, gate: threading.Event | None = None):
+        with jobs.turn(name, "video", units, report=reports.get(name, []).append) as job:
+            started.append(name)
+            if gate is not None:
+                first_started.set()
+                gate.wait(5)
+            for i in range(units):
+                job.progress(i + 1)
+
+    a = threading.Thread(target=run, args=("a", 10, release_first), daemon=True)
+    a.start()
+    assert first_started.wait(5)
+    b = threading.Thread(target=run, args=("b", 4), daemon=True)
+    b.start()
+    _wait_for(lambda: jobs.snapshot() == (1, 1))
+    c = threading.Thread(target=run, args=("c", 4), daemon=True)
+    c.start()
+    _wait_for(lambda: jobs.snapshot() == (1, 2) and reports["c"])
+    assert started == ["a"]
+    assert reports["b"][0].startswith("1 job ahead of you") and reports["c"][-1].startswith("2 jobs ahead of you")
+    release_first.set()
+    for t in (a, b, c):
+        t.join(5)
+    assert started == ["a", "b", "c"] and jobs.snapshot() == (0, 0)
+    assert "video" in jobs.rates  # the next estimate has a pace to go by
+
+
+def test_one_long_job_per_visitor_and_a_full_line():
+    jobs = LongJobs(max_waiting=1, poll_s=0.01)
+    with jobs.turn("visitor", "video", 5):
+        with pytest.raises(JobLimitError, match="already have a video"):
+            with jobs.turn("visitor", "lifespan", 5):
+                pass
+        waiting = threading.Thread(target=lambda: jobs.turn("other", "video", 5).__enter__(), daemon=True)
+        waiting.start()
+        _wait_for(lambda: jobs.snapshot() == (1, 1))
+        with pytest.raises(JobLimitError, match="too many videos"):
+            with jobs.turn("third", "video", 5):
+                pass
+
+
+def test_a_cancelled_job_leaves_the_line_and_frees_its_visitor():
+    jobs = LongJobs(poll_s=0.01)
+    cancelled = threading.Event()
+    outcome: list = []
+
+    def wait_then_cancel():
+        try:
+            with jobs.turn("v2", "video", 5, should_stop=cancelled.is_set):
+                outcome.append("ran")
+        except JobCancelledError:
+            outcome.append("cancelled")
+
+    with jobs.turn("v1", "video", 5, should_stop=cancelled.is_set):
+        t = threading.Thread(target=wait_then_cancel, daemon=True)
+        t.start()
+        _wait_for(lambda: jobs.snapshot() == (1, 1))
+        cancelled.set()
+        t.join(5)
+        assert outcome == ["cancelled"] and jobs.snapshot() == (1, 0)
+        assert not jobs.owner_busy("v1")  # cancelled: winding down, its visitor may start another job
+
+
+@pytest.mark.parametrize(("ahead", "seconds", "text"), [
+    (1, None, "1 job ahead of you"),
+    (2, 170.0, "2 jobs ahead of you, about 3 min"),
+    (3, 12.0, "3 jobs ahead of you, about 15 s"),
+])
+def test_describe_wait(ahead, seconds, text):
+    assert describe_wait(ahead, seconds) == text

@@ -1,0 +1,217 @@
+"""Many visitors on one machine (issue: a slider never waits behind someone else's video), on the tiny checkpoint
+with no timing thresholds: an interactive request overtakes a running video, the video still completes with all its
+frames, one video per visitor, hostile clips refused from their header, SIGTERM cleans up. Servers listen on
+127.0.0.1 only; every wait is bounded."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import imageio.v3 as iio
+import imageio_ffmpeg
+import pytest
+
+import app
+from sam import clip
+from sam.scheduler import JobCancelledError
+from sam.session import RequestError
+from tests.clipmaker import make_clip
+from tests.conftest import TINY
+from tests.test_app import ASTRONAUT, _ffmpeg_children, _free_port, _launch, _local
+
+S = TINY.output_size
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def busy_server(tiny_checkpoint):
+    """A server whose every rendered image holds the model lock for 50 ms, as a real network pass would."""
+    demo = app.build_demo(str(tiny_checkpoint), device="cpu")
+    pipe = demo.sam_app.pipe
+    real_render = pipe.render
+
+    def slow_render(*args, **kwargs):
+        with pipe.lock:
+            time.sleep(0.05)
+            return real_render(*args, **kwargs)
+
+    pipe.render = slow_render
+    url = _launch(demo)
+    yield url, demo.sam_app
+    demo.close()
+
+
+def _wait_progress(job, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not job.status().progress_data:
+        assert time.monotonic() < deadline, "the job never showed progress"
+        assert not job.done(), "the job ended before it showed progress"
+        time.sleep(0.05)
+
+
+def test_a_slider_overtakes_a_running_video_which_still_completes(busy_server, tmp_path):
+    from gradio_client import Client, handle_file
+
+    url, sam_app = busy_server
+    first = Client(url, verbose=False, download_files=str(tmp_path))
+    second = Client(url, verbose=False, download_files=str(tmp_path))
+    frames = (11 - 1) * (20 + 1) + 1  # key ages 0..100, 20 frames between: 211 frames, ~10 s here
+    video = first.submit(handle_file(ASTRONAUT), 0, 100, 20, 20, S, api_name="/lifespan")
+    _wait_progress(video)  # the video is provably computing
+    for target in (33, 67):  # two slider moves of another visitor
+        image = second.predict(handle_file(ASTRONAUT), target, S, api_name="/age")
+        assert Path(image).is_file()
+        assert not video.done(), "the slider waited for the whole video"
+    out = _local(video.result(timeout=120))
+    assert len(list(iio.imiter(out))) == frames  # the video was slowed down, not cut short
+
+
+def test_one_video_per_visitor_in_words(busy_server, tmp_path):
+    from gradio_client import Client, handle_file
+
+    url, _ = busy_server
+    visitor = Client(url, verbose=False, download_files=str(tmp_path))
+    running = visitor.submit(handle_file(ASTRONAUT), 0, 100, 20, 20, S, api_name="/lifespan")
+    _wait_progress(running)
+    second = visitor.submit(handle_file(ASTRONAUT), 0, 50, 5, 20, S, api_name="/lifespan")
+    with pytest.raises(Exception, match="already have a video waiting or rendering"):
+        second.result(timeout=60)
+    running.cancel()
+    _wait_idle(None)
+
+
+def test_cancel_is_answered_at_once(busy_server):
+    """job.cancel() returns before the running frame ends (gradio_client gives up on a cancel after 5 s)."""
+    from gradio_client import Client, handle_file
+
+    url, sam_app = busy_server
+    job = Client(url, verbose=False).submit(handle_file(ASTRONAUT), 0, 100, 20, 20, S, api_name="/lifespan")
+    _wait_progress(job)
+    real_render = sam_app.pipe.render
+    sam_app.pipe.render = lambda *a, **k: time.sleep(3) or real_render(*a, **k)  # a 3 s frame, like a 1024 px one
+    try:
+        time.sleep(0.2)
+        began = time.monotonic()
+        job.cancel()
+        answered = time.monotonic() - began
+    finally:
+        sam_app.pipe.render = real_render
+    assert answered < 2.5, f"the cancel took {answered:.1f} s: it waited for the frame"
+    _wait_idle(sam_app)  # the frame ends, then the job stops and closes its writer
+
+
+def _wait_idle(sam_app, timeout: float = 20.0) -> None:
+    from sam.scheduler import running
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and (running.count or _ffmpeg_children()):
+        time.sleep(0.1)
+    assert not running.count and not _ffmpeg_children()
+
+
+# --------------------------------------------------------------------------------------------- hostile clips
+
+
+def _lavfi(tmp_path: Path, name: str, source: str, *extra: str) -> Path:
+    out = tmp_path / name
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-f", "lavfi", "-i", source, *extra,
+                    str(out)], check=True, capture_output=True)
+    return out
+
+
+LIMITS = clip.ClipLimits(seconds=20, frames=600, fps=60, pixels=1000 * 1000)
+
+
+@pytest.mark.parametrize(("name", "source", "extra", "words"), [
+    ("long.mp4", "color=c=gray:s=64x48:r=1:d=1200", ["-c:v", "libx264", "-preset", "ultrafast"],
+     "1200 seconds long; this page takes clips of at most 20 seconds"),
+    ("fast.mkv", "testsrc=s=32x32:r=1000:d=3", ["-c:v", "libx264", "-preset", "ultrafast"],
+     "1000 frames per second; this page takes at most 60"),
+    ("huge.mkv", "color=c=gray:s=1200x1000:r=2:d=1", ["-c:v", "png"], "frames are 1200x1000 pixels"),
+])
+def test_hostile_clips_are_refused_from_the_header(tmp_path, name, source, extra, words):
+    path = _lavfi(tmp_path, name, source, *extra)
+    calls = []
+    real = clip._count_frames
+    try:
+        clip._count_frames = lambda *a: calls.append(a) or real(*a)
+        with pytest.raises(RequestError, match=words):
+            clip.probe_clip(path, LIMITS)
+    finally:
+        clip._count_frames = real
+    assert not calls  # refused before a single frame was decoded
+    assert not _ffmpeg_children()
+
+
+def test_a_clip_without_a_stated_length_is_stopped_at_the_frame_limit(tmp_path):
+    path = _lavfi(tmp_path, "raw.h264", "testsrc=s=32x32:r=25:d=60", "-c:v", "libx264", "-preset", "ultrafast")
+    with pytest.raises(RequestError, match="more than 600 frames"):
+        clip.probe_clip(path, clip.ClipLimits(frames=600))
+    assert not _ffmpeg_children()
+
+
+def test_the_frame_count_stops_when_cancelled(tmp_path):
+    path = _lavfi(tmp_path, "slow.mp4", "testsrc=s=640x480:r=25:d=120", "-c:v", "libx264", "-preset", "ultrafast")
+    began = time.monotonic()
+    with pytest.raises(JobCancelledError):
+        clip.probe_clip(path, should_stop=lambda: time.monotonic() - began > 0.3)
+    assert not _ffmpeg_children()
+
+
+# --------------------------------------------------------------------------------------------- SIGTERM
+
+
+def test_sigterm_during_a_video_leaves_nothing(tiny_checkpoint, tmp_path):
+    """Docker and Spaces stop the app with SIGTERM: exit status 0, no results folder, no cached uploads, no ffmpeg."""
+    from gradio_client import Client, handle_file
+
+    temp, uploads = tmp_path / "tmp", tmp_path / "gradio"
+    temp.mkdir()
+    uploads.mkdir()
+    source = make_clip(tmp_path / "in.mp4", seconds=8.0)
+    port = _free_port()
+    env = {**os.environ, "TMPDIR": str(temp), "GRADIO_TEMP_DIR": str(uploads), "GRADIO_ANALYTICS_ENABLED": "False"}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--checkpoint", str(tiny_checkpoint),
+                             "--no-download", "--device", "cpu", "--port", str(port)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        deadline = time.monotonic() + 120
+        client = None
+        while client is None:
+            assert proc.poll() is None and time.monotonic() < deadline, "the app did not start"
+            try:
+                client = Client(url, verbose=False)
+            except Exception:  # noqa: BLE001 - not up yet
+                time.sleep(0.5)
+        job = client.submit(handle_file(str(source)), 70, "largest", S, 0, 0, False, api_name="/video")
+        _wait_progress(job, timeout=120)
+        assert list(temp.glob("sam-app-*")) and any(p.is_file() for p in uploads.rglob("*"))
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log = proc.stdout.read().decode(errors="replace")
+    assert "SIGTERM" in log, log[-2000:]
+    assert not list(temp.glob("sam-app-*")), log[-2000:]
+    assert not [p for p in uploads.rglob("*") if p.is_file()], log[-2000:]
+    assert not _ffmpeg_of(tmp_path)
+
+
+def _ffmpeg_of(folder: Path) -> list[int]:
+    """ffmpeg processes (anyone's child, orphans included) that work on files under ``folder``."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_text(errors="replace")
+        except OSError:
+            continue
+        if "ffmpeg" in text and str(folder) in text:
+            found.append(int(cmdline.parent.name))
+    return found
