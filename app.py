@@ -866,7 +866,7 @@ def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None =
             app.cleanup()
 
     demo.close = close_and_clean
-    return demo
+    return guard_file_references(demo)
 
 
 def limit_queue(demo: gr.Blocks, max_size: int = MAX_QUEUE) -> gr.Blocks:
@@ -881,6 +881,29 @@ def limit_queue(demo: gr.Blocks, max_size: int = MAX_QUEUE) -> gr.Blocks:
         return (ok, BUSY_MESSAGE, kind) if kind == "queue_full" else (ok, message, kind)
 
     queue.push = polite_push
+    return demo
+
+
+NOT_UPLOADED = ("a file in this request was not uploaded to this server. Upload it first (gradio_client: "
+                "handle_file(path)) and pass what the upload returns")
+
+
+def guard_file_references(demo: gr.Blocks) -> gr.Blocks:
+    """A request naming a file that was not uploaded (``{"path": "/etc/passwd"}``, the checkpoint) is refused by
+    Gradio before any handler runs, but with an empty error and a traceback in the log; this gives the client a
+    sentence and the log one line."""
+    from gradio.exceptions import InvalidPathError
+
+    preprocess = demo.preprocess_data
+
+    async def checked(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await preprocess(*args, **kwargs)
+        except InvalidPathError as exc:
+            log.info("request rejected: a file reference outside the uploads: %s", str(exc)[:200])
+            raise gr.Error(readable(RequestError(NOT_UPLOADED), markup=False), print_exception=False) from None
+
+    demo.preprocess_data = checked
     return demo
 
 

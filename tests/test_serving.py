@@ -215,3 +215,18 @@ def _ffmpeg_of(folder: Path) -> list[int]:
         if "ffmpeg" in text and str(folder) in text:
             found.append(int(cmdline.parent.name))
     return found
+
+
+@pytest.mark.parametrize("target", ["/etc/passwd", "CHECKPOINT"])
+def test_a_file_reference_outside_the_uploads_gets_words(busy_server, tiny_checkpoint, capfd, caplog, target):
+    import httpx
+
+    url, _ = busy_server
+    path = str(tiny_checkpoint) if target == "CHECKPOINT" else target
+    body = {"data": [{"path": path, "meta": {"_type": "gradio.FileData"}}, 40, S, False, 0, False]}
+    with caplog.at_level("INFO", logger="sam.app"), httpx.Client(timeout=30) as http:
+        event = http.post(f"{url}gradio_api/call/age", json=body).json()["event_id"]
+        answer = http.get(f"{url}gradio_api/call/age/{event}").text
+    assert "event: error" in answer and "was not uploaded to this server" in answer
+    assert path not in answer and "Traceback" not in capfd.readouterr().err
+    assert len([r for r in caplog.records if "outside the uploads" in r.getMessage()]) == 1
