@@ -54,7 +54,17 @@ from sam.mixing import layer_groups
 from sam.model import CheckpointError
 from sam.pipeline import AgingPipeline, JobCancelledError
 from sam.precision import PRECISIONS
-from sam.scheduler import INTERACTIVE, LONG, JobLimitError, LongJobs, Priority, priority, running, stopping
+from sam.scheduler import (
+    INTERACTIVE,
+    LONG,
+    JobLimitError,
+    LongJobs,
+    Priority,
+    interactive_request,
+    priority,
+    running,
+    stopping,
+)
 from sam.session import (
     MAX_FRAMES_BETWEEN,
     FaceSession,
@@ -195,7 +205,8 @@ def job(fn: Callable, *, page: Any = None, desc: str = "working", unit: str = "i
 
         def work() -> Any:
             began = time.monotonic()
-            with running.track(), priority(level):
+            request = interactive_request() if level == INTERACTIVE else contextlib.nullcontext()
+            with running.track(), priority(level), request:
                 out = fn(*values, **kwargs)
             if level != INTERACTIVE:
                 log.info("%s done in %.1f s", fn.__name__, time.monotonic() - began)
@@ -223,18 +234,19 @@ def job(fn: Callable, *, page: Any = None, desc: str = "working", unit: str = "i
 
 
 def stream(fn: Callable, page: Any) -> Callable:
-    """A page handler that yields several updates (the interpolated preview, then the exact one); errors go to
-    the status line ``page`` and a toast."""
+    """A page handler that yields several updates (the interpolated preview, then the exact one), an interactive
+    request for its whole length; errors go to the status line ``page`` and a toast."""
 
     @functools.wraps(fn)
     def run(*args: Any):
-        try:
-            yield from fn(*args)
-        except Exception as exc:  # noqa: BLE001 - every failure becomes a message
-            _log_rejected(fn.__name__, exc)
-            message = readable(exc)
-            gr.Warning(message)
-            yield {page: status(message)}
+        with interactive_request():  # less urgent work waits between this request's passes (sam.scheduler)
+            try:
+                yield from fn(*args)
+            except Exception as exc:  # noqa: BLE001 - every failure becomes a message
+                _log_rejected(fn.__name__, exc)
+                message = readable(exc)
+                gr.Warning(message)
+                yield {page: status(message)}
 
     return run
 

@@ -11,9 +11,11 @@ A public Space often has two CPU cores and many visitors. Two rules keep it usab
    * :data:`BACKGROUND`: the key-age warm-up and the start-up warm-up.
 
    Calls of the same priority go in arrival order. Long work takes the lock again for every image or frame, so a
-   slider waits for at most the one pass that is running. No one starves: a waiting call that has been passed
-   over :data:`MAX_PASSED_OVER` times by more urgent calls goes next, so a video keeps moving (more slowly)
-   while sliders move.
+   slider waits for at most the one pass that is running. An interactive request makes several passes (its
+   encoder, its generator, a second preview); while one is in progress (:func:`interactive_request`), less
+   urgent calls are held back between its passes too, so that a visitor's request is not cut in pieces. No one
+   starves: a waiting call that has been passed over :data:`MAX_PASSED_OVER` times by more urgent calls, or held
+   back for :data:`HOLD_BACK_S` seconds, goes next, so a video keeps moving (more slowly) while sliders move.
 
 2. **Fair long jobs.** :class:`LongJobs` lets one long job (a video) compute at a time; the others wait in
    arrival order, each told its place and an estimate ("2 jobs ahead of you, about 3 min"). One visitor may have
@@ -37,7 +39,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 
 __all__ = [
-    "Priority", "INTERACTIVE", "LONG", "BACKGROUND", "MAX_PASSED_OVER", "priority", "current_priority", "ModelLock",
+    "Priority", "INTERACTIVE", "LONG", "BACKGROUND", "MAX_PASSED_OVER", "HOLD_BACK_S", "priority", "current_priority",
+    "interactive_request", "interactive_requests", "ModelLock",
     "LongJobs", "LongJob", "JobLimitError", "JobCancelledError", "stopping", "describe_wait", "RunningJobs", "running",
 ]
 
@@ -61,11 +64,35 @@ class Priority(IntEnum):
 INTERACTIVE, LONG, BACKGROUND = Priority.INTERACTIVE, Priority.LONG, Priority.BACKGROUND
 MAX_PASSED_OVER = 3
 """A waiting call passed over this many times by more urgent calls goes next (long work is never starved)."""
+HOLD_BACK_S = 2.0
+"""The longest a less urgent call is held back while interactive requests are in progress."""
 
 stopping = threading.Event()
 """Set when the process is stopping: running jobs end at their next image or frame, waiting ones at once."""
 
 _local = threading.local()
+_activity = threading.Condition()
+_interactive = [0]  # interactive requests in progress (process-wide: one machine, one order)
+
+
+@contextlib.contextmanager
+def interactive_request() -> Iterator[None]:
+    """Mark an interactive request (a slider move, a face pick, ...) in progress for its whole length, so that
+    long and background work waits between its passes too (see the module notes)."""
+    with _activity:
+        _interactive[0] += 1
+    try:
+        yield
+    finally:
+        with _activity:
+            _interactive[0] -= 1
+            _activity.notify_all()
+
+
+def interactive_requests() -> int:
+    """How many interactive requests are in progress."""
+    with _activity:
+        return _interactive[0]
 
 
 def current_priority() -> Priority:
@@ -89,6 +116,7 @@ class _Ticket:
     level: Priority
     seq: int
     passed: int = 0
+    since: float = field(default_factory=time.monotonic)
 
 
 class ModelLock:
@@ -98,8 +126,9 @@ class ModelLock:
     for the thread that holds it. ``grants`` counts grants per priority (for tests and the load benchmark).
     """
 
-    def __init__(self, max_passed_over: int = MAX_PASSED_OVER):
+    def __init__(self, max_passed_over: int = MAX_PASSED_OVER, hold_back_s: float = HOLD_BACK_S):
         self.max_passed_over = max(1, int(max_passed_over))
+        self.hold_back_s = float(hold_back_s)
         self._cond = threading.Condition(threading.Lock())
         self._owner: int | None = None
         self._depth = 0
@@ -108,12 +137,16 @@ class ModelLock:
         self.grants = {p: 0 for p in Priority}
 
     def _next(self) -> _Ticket | None:
+        """The ticket to grant now (``None``: nobody may go yet)."""
         if not self._waiting:
             return None
         starved = [t for t in self._waiting if t.passed >= self.max_passed_over]
         if starved:
             return min(starved, key=lambda t: t.seq)
-        return min(self._waiting, key=lambda t: (t.level, t.seq))
+        best = min(self._waiting, key=lambda t: (t.level, t.seq))
+        if best.level == INTERACTIVE or interactive_requests() == 0:
+            return best
+        return best if time.monotonic() - best.since >= self.hold_back_s else None
 
     def acquire(self, level: Priority | None = None, blocking: bool = True) -> bool:
         me = threading.get_ident()
@@ -121,16 +154,17 @@ class ModelLock:
             if self._owner == me:
                 self._depth += 1
                 return True
-            if self._owner is None and not self._waiting:
-                self._take(me, Priority(current_priority() if level is None else level))
+            level = Priority(current_priority() if level is None else level)
+            if self._owner is None and not self._waiting and (level == INTERACTIVE or interactive_requests() == 0):
+                self._take(me, level)
                 return True
             if not blocking:
                 return False
-            ticket = _Ticket(Priority(current_priority() if level is None else level), next(self._seq))
+            ticket = _Ticket(level, next(self._seq))
             self._waiting.append(ticket)
             try:
                 while self._owner is not None or self._next() is not ticket:
-                    self._cond.wait()
+                    self._cond.wait(0.05)  # also re-checks held-back calls as requests end and time passes
             except BaseException:
                 self._waiting.remove(ticket)
                 self._cond.notify_all()

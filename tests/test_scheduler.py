@@ -18,6 +18,7 @@ from sam.scheduler import (
     ModelLock,
     current_priority,
     describe_wait,
+    interactive_request,
     priority,
 )
 
@@ -159,3 +160,35 @@ def test_a_cancelled_job_leaves_the_line_and_frees_its_visitor():
 ])
 def test_describe_wait(ahead, seconds, text):
     assert describe_wait(ahead, seconds) == text
+
+
+def test_long_work_waits_between_the_passes_of_an_interactive_request():
+    """While a visitor's request is in progress, a video's pass waits for the request to end (or at most
+    ``hold_back_s``), so the request's passes run back to back."""
+    lock = ModelLock(hold_back_s=30.0)
+    got = threading.Event()
+
+    def long_pass():
+        with priority(LONG), lock:
+            got.set()
+
+    with interactive_request():
+        with lock:
+            t = threading.Thread(target=long_pass, daemon=True)
+            t.start()
+            _wait_for(lambda: lock.waiting()[LONG] == 1)
+        time.sleep(0.3)  # the lock is free, but the request is not over
+        assert not got.is_set()
+        with lock:  # the request's next pass goes first
+            pass
+    assert got.wait(5)  # the request ended: the video goes on
+    t.join(5)
+
+
+def test_long_work_is_held_back_for_a_bounded_time():
+    lock = ModelLock(hold_back_s=0.2)
+    with interactive_request():
+        began = time.monotonic()
+        with priority(BACKGROUND), lock:
+            waited = time.monotonic() - began
+    assert 0.15 <= waited < 5
