@@ -221,9 +221,15 @@ def _run_bounded(cmd: list[str], seconds: float, should_stop: ShouldStop | None,
         pipe.close()
 
 
-def _header(path: Path, should_stop: ShouldStop | None) -> str:
+def _pixel_cap(limits: ClipLimits) -> list[str]:
+    """ffmpeg's decoders refuse frames over the pixel limit (a video bomb is never decoded at full size)."""
+    return ["-max_pixels", str(int(limits.pixels))] if limits.pixels else []
+
+
+def _header(path: Path, limits: ClipLimits, should_stop: ShouldStop | None) -> str:
     """What ffmpeg says about the container and its streams (nothing decoded beyond what probing needs)."""
-    text, _ = _run_bounded([_ffmpeg(), "-hide_banner", "-nostdin", "-i", str(path)], HEADER_SECONDS, should_stop)
+    text, _ = _run_bounded([_ffmpeg(), "-hide_banner", "-nostdin", *_pixel_cap(limits), "-i", str(path)],
+                           HEADER_SECONDS, should_stop)
     return text
 
 
@@ -234,7 +240,8 @@ def _parse_header(text: str) -> dict[str, Any]:
         return {}
     out: dict[str, Any] = {"codec": video.split("Video:", 1)[1].split()[0].strip(" ,")}
     size = [(int(w), int(h)) for w, h in re.findall(r"[ ,](\d{1,6})x(\d{1,6})(?=[ ,\[])", video) if int(w) > 0]
-    out["size"] = size[0] if size else None
+    capped = re.search(r"Picture size (\d+)x(\d+) exceeds", text)  # a frame over -max_pixels: not decoded
+    out["size"] = (int(capped.group(1)), int(capped.group(2))) if capped else size[0] if size else None
     rate = re.search(r"([0-9.]+)(k?) fps", video) or re.search(r"([0-9.]+)(k?) tbr", video)
     out["fps"] = float(rate.group(1)) * (1000 if rate.group(2) else 1) if rate else 0.0
     found = re.search(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)", text)
@@ -276,8 +283,8 @@ def _count_frames(path: Path, limits: ClipLimits, should_stop: ShouldStop | None
             state["time"] = max(0.0, int(value) / 1e6)
         return limits.frames is not None and state["frame"] > limits.frames
 
-    cmd = [_ffmpeg(), "-hide_banner", "-nostdin", "-v", "error", "-nostats", "-progress", "pipe:1", "-i", str(path),
-           "-map", "0:v:0", "-vf", "null", "-f", "null", "-"]
+    cmd = [_ffmpeg(), "-hide_banner", "-nostdin", "-v", "error", "-nostats", "-progress", "pipe:1",
+           *_pixel_cap(limits), "-i", str(path), "-map", "0:v:0", "-vf", "null", "-f", "null", "-"]
     _, finished = _run_bounded(cmd, limits.count_seconds, should_stop, on_line, stream="stdout")
     _refuse_over(limits, frames=state["frame"])
     if not finished:
@@ -298,7 +305,7 @@ def probe_clip(path: str | os.PathLike, limits: ClipLimits | None = None,
         raise RequestError("the video file was not found")
     if path.stat().st_size == 0:
         raise RequestError("the video file is empty")
-    meta = _parse_header(_header(path, should_stop))
+    meta = _parse_header(_header(path, limits, should_stop))
     if not meta or not meta.get("size"):
         raise RequestError(NOT_A_VIDEO)
     _refuse_over(limits, seconds=meta["duration"], fps=meta["fps"], size=meta["size"],
