@@ -230,3 +230,22 @@ def test_a_file_reference_outside_the_uploads_gets_words(busy_server, tiny_check
     assert "event: error" in answer and "was not uploaded to this server" in answer
     assert path not in answer and "Traceback" not in capfd.readouterr().err
     assert len([r for r in caplog.records if "outside the uploads" in r.getMessage()]) == 1
+
+
+def test_old_results_are_swept_on_a_timer(tmp_path, monkeypatch):
+    """Results older than an hour go even when no new job arrives."""
+    monkeypatch.setattr(app, "SWEEP_EVERY_S", 0.05)
+    sam_app = app.AgeApp(None, "no model", workdir=tmp_path / "results")
+    old, new = sam_app.workdir / "sam-old.mp4", sam_app.workdir / "sam-new.mp4"
+    old.write_bytes(b"x")
+    new.write_bytes(b"x")
+    hour_ago = time.time() - app.OUTPUT_MAX_AGE_S - 5
+    os.utime(old, (hour_ago, hour_ago))
+    deadline = time.monotonic() + 10
+    while old.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        assert not old.exists() and new.exists()
+    finally:
+        sam_app.cleanup()
+    assert not sam_app.workdir.exists()
