@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import sys
 import tempfile
 import time
@@ -25,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from PIL import Image, ImageOps  # noqa: E402
 
+from bench import report  # noqa: E402
 from bench.benchmark import machine, machine_slug  # noqa: E402
 from bench.load import start_server  # noqa: E402
 
@@ -98,12 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(lines) + "\n"
     print(text)
     if not args.no_save:
-        out = ROOT / "bench" / "results"
-        out.mkdir(parents=True, exist_ok=True)
-        stem = out / f"{dt.date.today().isoformat()}-first-preview-{machine_slug(info)}"
-        stem.with_suffix(".md").write_text(text)
-        stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-        print(f"written: {stem}.md, .json")
+        report.save("first-preview", machine_slug(info), text, result)
     return 0
 
 

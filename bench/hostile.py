@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 import httpx  # noqa: E402
 import imageio_ffmpeg  # noqa: E402
 
+from bench import report  # noqa: E402
 from bench.benchmark import machine, machine_slug  # noqa: E402
 from bench.load import start_server  # noqa: E402
 from tests.clipmaker import make_clip  # noqa: E402
@@ -137,12 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(lines) + "\n"
     print(text)
     if not args.no_save:
-        out = ROOT / "bench" / "results"
-        out.mkdir(parents=True, exist_ok=True)
-        stem = out / f"{dt.date.today().isoformat()}-hostile-{machine_slug(info)}"
-        stem.with_suffix(".md").write_text(text)
-        stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-        print(f"written: {stem}.md, .json")
+        report.save("hostile", machine_slug(info), text, result)
     return 0
 
 

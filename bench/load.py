@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from PIL import Image, ImageOps  # noqa: E402
 
+from bench import report  # noqa: E402
 from bench.benchmark import machine, machine_slug  # noqa: E402
 from tests.clipmaker import make_clip  # noqa: E402
 
@@ -268,12 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(lines) + "\n"
     print(text)
     if not args.no_save:
-        out = ROOT / "bench" / "results"
-        out.mkdir(parents=True, exist_ok=True)
-        stem = out / f"{dt.date.today().isoformat()}-load-{machine_slug(info)}"
-        stem.with_suffix(".md").write_text(text)
-        stem.with_suffix(".json").write_text(json.dumps(result, indent=2, default=str) + "\n")
-        print(f"written: {stem}.md, .json")
+        report.save("load", machine_slug(info), text, result)
     return 0
 
 
