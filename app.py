@@ -47,11 +47,11 @@ from PIL import Image
 
 from sam.ages import key_ages, to_age
 from sam.align import NoFaceError
+from sam.checkpoint import CheckpointError
 from sam.clip import VIDEO_SUFFIXES, ClipLimits, age_clip, probe_clip
 from sam.image_io import ImageLoadError
 from sam.mixing import LAYER_PRESETS as MIXING_PRESETS
 from sam.mixing import layer_groups
-from sam.model import CheckpointError
 from sam.pipeline import AgingPipeline, JobCancelledError
 from sam.precision import PRECISIONS
 from sam.scheduler import (

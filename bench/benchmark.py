@@ -46,6 +46,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from sam.checkpoint import load_model  # noqa: E402
 from sam.model import SAM  # noqa: E402
 from sam.pipeline import AgingPipeline, to_pil  # noqa: E402
 from sam.precision import FP32, Precision, cpu_has_native_bf16, cpu_model, fast_encoder, isa_summary  # noqa: E402
@@ -184,7 +185,7 @@ def main() -> None:
         print(f"{name:<44} {s:8.2f} s  {'' if g is None else f'{g / s:6.1f} GFLOP/s'}{extra}", flush=True)
 
     t = time.perf_counter()
-    net = SAM.from_checkpoint(path, device=dev)
+    net = load_model(path, device=dev)
     sync(dev)
     record("load checkpoint", time.perf_counter() - t, None, note="mmap + meta-device init")
     pipe = AgingPipeline(net, batch_size=4)

@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from sam.model import SAM, add_age_channel  # noqa: E402
+from sam.checkpoint import load_model  # noqa: E402
+from sam.model import add_age_channel  # noqa: E402
 
 
 def peak_rss_gb() -> float:
@@ -47,7 +48,7 @@ def main() -> None:
     rows = []
     rss0 = peak_rss_gb()
     t = time.perf_counter()
-    net = SAM.from_checkpoint(path, device=args.device)
+    net = load_model(path, device=args.device)
     rows.append(("load checkpoint", time.perf_counter() - t, peak_rss_gb()))
     x4 = add_age_channel(torch.rand(1, 3, 256, 256, device=args.device) * 2 - 1, [40])
     with torch.inference_mode():

@@ -12,8 +12,10 @@ import os
 # Read by PyTorch's CPU allocator at its first large allocation; set THP_MEM_ALLOC_ENABLE=0 to opt out.
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
-from .model import SAM  # noqa: E402, CheckpointError, SAMConfig
+from .checkpoint import CheckpointError, load_model  # noqa: E402
+from .config import SAMConfig  # noqa: E402
+from .model import SAM  # noqa: E402
 from .pipeline import AgingPipeline  # noqa: E402
 
-__all__ = ["SAM", "SAMConfig", "CheckpointError", "AgingPipeline"]
+__all__ = ["SAM", "SAMConfig", "CheckpointError", "AgingPipeline", "load_model"]
 __version__ = "0.1.0"

@@ -33,12 +33,13 @@ import zipfile
 from collections.abc import Callable, Mapping
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-if TYPE_CHECKING:
-    from .model import SAM, SAMConfig
+from .config import OPTS_FIELDS, SAMConfig
+from .model import SAM
+from .precision import Precision, apply_precision, precision_for, resolve_precision
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -455,8 +456,6 @@ def _check_fields(values: Mapping[str, Any], prefix: str, kind: str = "") -> Non
 def config_from_opts(opts: Any) -> SAMConfig:
     """The model configuration a checkpoint's ``opts`` describe, with every field the model reads validated:
     a :class:`CheckpointError` names the first bad field."""
-    from .model import OPTS_FIELDS, SAMConfig
-
     if opts is None:
         opts = {}
     if not isinstance(opts, Mapping):
@@ -502,8 +501,6 @@ def check_tensors(expected: Mapping[str, tuple[int, ...]], state: Mapping[str, A
 
 def _check_published(ckpt: Mapping[str, Any], source: str) -> None:
     """``ckpt`` has the published layout: opts of the 1024 px model, every tensor name and shape, the FIR kernels."""
-    from .model import OPTS_FIELDS, SAMConfig
-
     layout = published_layout()
     opts = ckpt.get("opts")
     config = config_from_opts(opts)
@@ -591,13 +588,16 @@ def _latent_avg(value: Any, config: SAMConfig, source: str) -> torch.Tensor:
     return value.clone()
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", mmap: bool = True) -> SAM:
-    """A :class:`~sam.model.SAM` in eval mode from a checkpoint file in the published format.
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", mmap: bool = True,
+               precision: str | Precision = "auto", int8_style_heads: bool = False) -> SAM:
+    """A :class:`~sam.model.SAM` in eval mode from a checkpoint file in the published format: the one loader (the
+    pipeline's ``from_pretrained``, training, the benchmarks and the tests all load through it).
 
     The ``opts`` are validated (:func:`config_from_opts`), tensors are checked strictly against the model they
-    describe and, where the file format allows, memory-mapped and assigned without a copy."""
-    from .model import SAM
-
+    describe and, where the file format allows, memory-mapped and assigned without a copy. ``precision``:
+    ``"auto" | "fp32" | "bf16" | "fp16"`` by the one rule of :func:`sam.precision.precision_for` (``auto``: exact
+    float32, and bfloat16 for the work labelled fast on CPUs with native bfloat16). ``int8_style_heads`` (CPU,
+    approximate): see :mod:`sam.quantize`."""
     path = Path(path)
     ckpt = load_file(path, mmap=mmap)
     opts = ckpt.get("opts")
@@ -613,4 +613,10 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", mmap
     model.latent_avg = _latent_avg(ckpt.get("latent_avg"), config, str(path))
     model.pretrained_encoder.requires_grad_(False)
     model.opts["device"] = str(device)
-    return model.to(device).eval()
+    model = apply_precision(model.to(device).eval(), resolve_precision(precision_for(precision, device,
+                                                                                      int8_style_heads), device))
+    if int8_style_heads:
+        from .quantize import quantize_style_heads
+
+        quantize_style_heads(model)
+    return model

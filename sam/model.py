@@ -1,4 +1,4 @@
-"""SAM: Style-based Age Manipulation (Alaluf, Patashnik, Cohen-Or, SIGGRAPH 2021), the network and its checkpoints.
+"""SAM: Style-based Age Manipulation (Alaluf, Patashnik, Cohen-Or, SIGGRAPH 2021), the network.
 
 Paper Sec. 3 / Fig. 3: an input face (RGB in [-1, 1]) gets a fourth constant channel holding the target age
 divided by 100. A trained pSp encoder maps it to a *residual* in W+; a frozen, pretrained pSp encoder maps the RGB
@@ -11,89 +11,26 @@ Style mixing (Sec. 4.4, "reference-guided"): rows ``latent_mask`` of W+ are repl
 ``alpha`` into) another code, e.g. ``pretrained_encoder(reference) + latent_avg``.
 
 :class:`SAM` keeps the published module names (``encoder``, ``pretrained_encoder``, ``decoder``) and call
-signature, loads the published ``sam_ffhq_aging.pt`` with strict key checking and saves the same layout.
+signature and saves the published layout; :func:`sam.checkpoint.load_model` loads ``sam_ffhq_aging.pt`` into it
+(strict key checking). Its sizes are :class:`sam.config.SAMConfig`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from .checkpoint import CheckpointError, load_file
-from .encoders import EncoderConfig, GradualStyleEncoder
-from .precision import FP32, Precision, apply_precision, fast_encoder, resolve_precision
+from .config import OPTS_FIELDS, TINY_CONFIG, SAMConfig
+from .encoders import GradualStyleEncoder
+from .precision import FP32, Precision, fast_encoder
 from .stylegan2 import Generator
 
-__all__ = ["SAM", "SAMConfig", "CheckpointError", "add_age_channel", "random_init_", "TINY_CONFIG", "OPTS_FIELDS"]
-
-load_checkpoint_file = load_file  # the name training code imports (sam.checkpoint owns the rule)
-
-
-# The published training options the model reads (sam.checkpoint validates them; SAMConfig.from_opts maps them).
-OPTS_FIELDS = ("output_size", "input_nc", "start_from_encoded_w_plus", "start_from_latent_avg")
-
-
-@dataclass(frozen=True)
-class SAMConfig:
-    """Every size of the model. Defaults: the published FFHQ aging model (1024 px, IR-SE50 encoders)."""
-
-    output_size: int = 1024
-    input_nc: int = 4  # RGB + age channel
-    style_dim: int = 512
-    n_mlp: int = 8
-    channel_multiplier: int = 2
-    channel_max: int = 512
-    encoder: EncoderConfig = field(default_factory=EncoderConfig)
-    start_from_encoded_w_plus: bool = True  # add the frozen encoder's code (SAM)
-    start_from_latent_avg: bool = False  # add latent_avg to the trained encoder's output alone (pSp)
-    pool_size: int = 256  # side of the ``resize=True`` output
-
-    @property
-    def n_styles(self) -> int:
-        """Rows of W+ (18 at 1024 px)."""
-        return 2 * int(math.log2(self.output_size)) - 2
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["encoder"]["units"] = list(d["encoder"]["units"])
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> SAMConfig:
-        d = dict(d)
-        enc = dict(d.pop("encoder", {}) or {})
-        if "units" in enc:
-            enc["units"] = tuple(enc["units"])
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(encoder=EncoderConfig(**enc), **{k: v for k, v in d.items() if k in known})
-
-    @classmethod
-    def from_opts(cls, opts: dict[str, Any]) -> SAMConfig:
-        """The config a training-options dict describes (published opts + our optional ``model_config``)."""
-        base = dict(opts.get("model_config") or {})
-        for key in OPTS_FIELDS:
-            if key in opts and opts[key] is not None:
-                base[key] = opts[key]
-        return cls.from_dict(base)
-
-
-# A tiny model (32 px output, narrow encoders) for tests and smoke runs: seconds on a laptop CPU.
-TINY_CONFIG = SAMConfig(
-    output_size=32,
-    style_dim=16,
-    n_mlp=2,
-    channel_multiplier=1,
-    channel_max=16,
-    encoder=EncoderConfig(base_channels=8, units=(1, 2, 2, 1), input_size=64),
-    pool_size=16,
-)
+__all__ = ["SAM", "SAMConfig", "add_age_channel", "random_init_", "TINY_CONFIG", "OPTS_FIELDS"]
 
 
 def add_age_channel(rgb: torch.Tensor, ages: torch.Tensor | list[float] | float) -> torch.Tensor:
@@ -130,7 +67,7 @@ class SAM(nn.Module):
         self.pretrained_encoder.requires_grad_(False)
         # Stored beside (not inside) the state_dict in the published checkpoint, hence not persistent here.
         self.register_buffer("latent_avg", torch.zeros(n, config.style_dim), persistent=False)
-        # exact / fast dtypes (sam.precision); float32 unless from_checkpoint(precision=...) or apply_precision says
+        # exact / fast dtypes (sam.precision); float32 unless sam.checkpoint.load_model(precision=...) says
         self.precision: Precision = FP32
 
     def encode_pretrained(self, rgb: torch.Tensor, fast: bool = False) -> torch.Tensor:
@@ -206,24 +143,6 @@ class SAM(nn.Module):
 
     # ----------------------------------------------------------------------------------------------------------
     # Checkpoints
-
-    @classmethod
-    def from_checkpoint(
-        cls, path: str | os.PathLike, device: str | torch.device = "cpu", mmap: bool = True,
-        precision: str | Precision = "auto",
-    ) -> SAM:
-        """Load a checkpoint file in the published format (``state_dict``, ``latent_avg``, ``opts``), as laid out by
-        its own validated ``opts``; no download, no published-layout pin: see :func:`sam.checkpoint.load_model`.
-        The app and the CLI use :meth:`sam.pipeline.AgingPipeline.from_pretrained` instead.
-
-        ``precision``: ``"auto" | "fp32" | "bf16" | "fp16"`` (see :mod:`sam.precision`). ``"auto"`` keeps exact
-        float32 for everything but the work labelled fast (previews, videos), which runs in bfloat16 on CPUs with
-        native bfloat16; ``"bf16"`` / ``"fp16"`` convert the encoders' weights now and run everything reduced.
-        """
-        from .checkpoint import load_model
-
-        model = load_model(path, device=device, mmap=mmap)
-        return apply_precision(model, resolve_precision(precision, device))
 
     def checkpoint_dict(self) -> dict[str, Any]:
         """``{'state_dict', 'latent_avg', 'opts'}``, the published layout (plus ``opts['model_config']``)."""

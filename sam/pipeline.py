@@ -37,7 +37,7 @@ from .ages import to_age, to_ages
 from .image_io import load_image
 from .mixing import random_w_codes
 from .model import SAM, add_age_channel, mix_styles
-from .precision import Precision, apply_precision, precision_for, resolve_precision
+from .precision import Precision
 from .scheduler import JobCancelledError, ModelLock, stopping
 
 __all__ = ["AgingPipeline", "JobCancelledError", "EncodedFace", "to_tensor", "to_pil"]
@@ -129,13 +129,8 @@ class AgingPipeline:
         found = checkpoint.ensure(path, download=download)
         if verify:
             checkpoint.verify(found)
-        device = device or default_device()
-        model = checkpoint.load_model(found, device=device)
-        model = apply_precision(model, resolve_precision(precision_for(precision, device, int8_style_heads), device))
-        if int8_style_heads:
-            from .quantize import quantize_style_heads
-
-            quantize_style_heads(model)
+        model = checkpoint.load_model(found, device=device or default_device(), precision=precision,
+                                      int8_style_heads=int8_style_heads)
         pipe = cls(model, **kwargs)
         pipe.checkpoint_path = found
         return pipe

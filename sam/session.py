@@ -52,7 +52,7 @@ __all__ = [
 log = logging.getLogger("sam.session")
 
 WORKING_SIDE = 4096  # photos larger than this (long side) are worked on as a downscaled copy
-DETECT_SIDE = 800  # faces are looked for in a copy with this long side (landmarks on the working copy)
+DETECT_SIDE = 1024  # faces are looked for in a copy with this long side (landmarks on the working copy)
 PREVIEW_SIZE = 256  # slider previews, the ages strip and videos by default: the generator stopped at 256 px
 MAX_FACES = 12
 MAX_FRAMES_BETWEEN = 60

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from sam import checkpoint
+from sam.checkpoint import CheckpointError, load_model
 from sam.cli import main as cli
-from sam.model import SAM, CheckpointError, SAMConfig
+from sam.model import SAM, SAMConfig
 from sam.pipeline import AgingPipeline
 
 from .conftest import ROOT, TINY, published_like, randomize_
@@ -38,7 +39,7 @@ def test_round_trip(tiny_model, tmp_path):
     path = _save(tiny_model, tmp_path / "tiny.pt")
     raw = torch.load(path, weights_only=True)
     assert set(raw) == {"state_dict", "latent_avg", "opts"}
-    loaded = SAM.from_checkpoint(path, device="cpu")
+    loaded = load_model(path, device="cpu")
     assert loaded.config == TINY
     assert loaded.opts["device"] == "cpu"
     assert not loaded.training
@@ -53,14 +54,14 @@ def test_round_trip(tiny_model, tmp_path):
 def test_device_opt_is_taken_from_the_argument(tiny_model, tmp_path):
     tiny_model.opts["device"] = "cuda:0"  # as in the published file
     path = _save(tiny_model, tmp_path / "tiny.pt")
-    assert SAM.from_checkpoint(path, device="cpu").opts["device"] == "cpu"
+    assert load_model(path, device="cpu").opts["device"] == "cpu"
 
 
 def test_latent_avg_of_one_row_is_repeated(tiny_model, tmp_path):
     ckpt = tiny_model.checkpoint_dict()
     ckpt["latent_avg"] = ckpt["latent_avg"][:1]
     torch.save(ckpt, tmp_path / "one.pt")
-    loaded = SAM.from_checkpoint(tmp_path / "one.pt")
+    loaded = load_model(tmp_path / "one.pt")
     assert torch.equal(loaded.latent_avg, tiny_model.latent_avg[:1].expand(TINY.n_styles, -1))
 
 
@@ -82,7 +83,7 @@ def test_missing_unexpected_and_misshaped_tensors_are_named(tiny_model, tmp_path
     path = _variant(tiny_model, tmp_path, edit)
     before = sorted(p.name for p in tmp_path.iterdir())
     with pytest.raises(CheckpointError) as err:
-        SAM.from_checkpoint(path)
+        load_model(path)
     msg = str(err.value)
     assert "1 missing: decoder.conv1.noise.weight" in msg
     assert "1 unexpected: decoder.extra.weight" in msg
@@ -93,13 +94,13 @@ def test_missing_unexpected_and_misshaped_tensors_are_named(tiny_model, tmp_path
 def test_many_missing_keys_are_summarised(tiny_model, tmp_path):
     path = _variant(tiny_model, tmp_path, lambda c: [c["state_dict"].pop(k) for k in list(c["state_dict"])[:40]])
     with pytest.raises(CheckpointError, match=r"40 missing: .*\(28 more\)"):
-        SAM.from_checkpoint(path)
+        load_model(path)
 
 
 def test_missing_latent_avg(tiny_model, tmp_path):
     path = _variant(tiny_model, tmp_path, lambda c: c.pop("latent_avg"))
     with pytest.raises(CheckpointError, match="latent_avg"):
-        SAM.from_checkpoint(path)
+        load_model(path)
 
 
 def test_truncated_file(tiny_model, tmp_path):
@@ -108,7 +109,7 @@ def test_truncated_file(tiny_model, tmp_path):
     cut = tmp_path / "cut.pt"
     cut.write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="cannot read checkpoint .*truncated"):
-        SAM.from_checkpoint(cut)
+        load_model(cut)
 
 
 @pytest.mark.parametrize(
@@ -127,7 +128,7 @@ def test_non_checkpoint_files(tmp_path, content, match):
     else:
         torch.save(content, path)
     with pytest.raises(CheckpointError, match=match):
-        SAM.from_checkpoint(path)
+        load_model(path)
 
 
 class _Evil:
@@ -139,21 +140,21 @@ def test_code_in_the_pickle_is_not_run(tmp_path, capsys):
     path = tmp_path / "evil.pt"
     torch.save({"state_dict": {}, "x": _Evil()}, path)
     with pytest.raises(CheckpointError, match="not loaded for safety"):
-        SAM.from_checkpoint(path)
+        load_model(path)
     assert "code ran" not in capsys.readouterr().out
 
 
 def test_missing_path_and_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="not found"):
-        SAM.from_checkpoint(tmp_path / "nope.pt")
+        load_model(tmp_path / "nope.pt")
     with pytest.raises(CheckpointError, match="folder"):
-        SAM.from_checkpoint(tmp_path)
+        load_model(tmp_path)
 
 
 def test_legacy_non_zip_format_loads_without_mmap(tiny_model, tmp_path):
     path = tmp_path / "legacy.pt"
     torch.save(tiny_model.checkpoint_dict(), path, _use_new_zipfile_serialization=False)
-    loaded = SAM.from_checkpoint(path)
+    loaded = load_model(path)
     torch.testing.assert_close(loaded.latent_avg, tiny_model.latent_avg)
 
 
@@ -162,7 +163,7 @@ def test_half_precision_checkpoint_is_upcast(tmp_path):
     ckpt = model.checkpoint_dict()
     ckpt["state_dict"] = {k: (v.half() if v.is_floating_point() else v) for k, v in ckpt["state_dict"].items()}
     torch.save(ckpt, tmp_path / "half.pt")
-    loaded = SAM.from_checkpoint(tmp_path / "half.pt")
+    loaded = load_model(tmp_path / "half.pt")
     assert loaded.decoder.conv1.conv.weight.dtype == torch.float32
 
 
@@ -192,7 +193,7 @@ def test_bad_opts_are_named(tiny_model, tmp_path, edit, field):
     path = tmp_path / "bad.pt"
     torch.save(ckpt, path)
     with pytest.raises(CheckpointError, match="opts field " + field.replace("(", r"\(")):
-        SAM.from_checkpoint(path)
+        load_model(path)
     with pytest.raises(CheckpointError, match="opts field"):
         AgingPipeline.from_pretrained(path, download=False, device="cpu")
 
@@ -202,14 +203,14 @@ def test_opts_that_are_not_a_dict(tiny_model, tmp_path):
     ckpt["opts"] = [1, 2, 3]
     torch.save(ckpt, tmp_path / "bad.pt")
     with pytest.raises(CheckpointError, match="'opts' must be a dict"):
-        SAM.from_checkpoint(tmp_path / "bad.pt")
+        load_model(tmp_path / "bad.pt")
 
 
 def test_html_page_saved_as_checkpoint(tmp_path):
     path = tmp_path / "sam_ffhq_aging.pt"
     path.write_text("<!DOCTYPE html><html><head><title>Google Drive - Quota exceeded</title></head></html>")
     with pytest.raises(CheckpointError, match="is a web page \\(HTML\\), not a checkpoint"):
-        SAM.from_checkpoint(path)
+        load_model(path)
 
 
 # ----------------------------------------------------------------------------- the published layout (weights --check)

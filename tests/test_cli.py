@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from sam.checkpoint import load_model
 from sam.cli import main
-from sam.model import SAM
 
 from .conftest import TINY
 
@@ -172,7 +172,7 @@ def test_bad_ages_and_masks(ckpt, data, tmp_path, capsys):
 def test_random_checkpoint_command(tmp_path, data):
     out = tmp_path / "w" / "tiny.pt"
     assert run("random-checkpoint", "--out", out, "--seed", "3") == 0
-    net = SAM.from_checkpoint(out)
+    net = load_model(out)
     assert net.config == TINY
     with pytest.raises(SystemExit, match="exists"):
         run("random-checkpoint", "--out", out)

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from sam import precision as P
-from sam.model import SAM
+from sam.checkpoint import load_model
 from sam.pipeline import AgingPipeline, to_pil
 from sam.stylegan2 import Generator
 
@@ -116,8 +116,8 @@ def test_fast_work_runs_in_bf16_within_bounds(auto_pipe, face):
 
 @torch.inference_mode()
 def test_explicit_bf16_converts_the_encoders(tiny_checkpoint):
-    net = SAM.from_checkpoint(tiny_checkpoint, precision="bf16")
-    ref = SAM.from_checkpoint(tiny_checkpoint, precision="fp32")
+    net = load_model(tiny_checkpoint, precision="bf16")
+    ref = load_model(tiny_checkpoint, precision="fp32")
     assert net.encoder.input_layer[0].weight.dtype == torch.bfloat16
     assert net.pretrained_encoder.body[0].res_layer[1].weight.dtype == torch.bfloat16
     assert net.decoder.convs[0].conv.weight.dtype == torch.float32  # the modulation reads float32 weights
@@ -178,7 +178,7 @@ def test_pipeline_from_pretrained_passes_precision(tiny_checkpoint, monkeypatch)
 @torch.inference_mode()
 def test_full_size_bf16_preview_within_bounds(seed0_checkpoint):
     """The seed-0 full-size checkpoint: bf16 exact-preview pipeline (age encoder + generator to 256) vs fp32."""
-    net = SAM.from_checkpoint(seed0_checkpoint, precision=AUTO_BF16)
+    net = load_model(seed0_checkpoint, precision=AUTO_BF16)
     pipe = AgingPipeline(net)
     g = torch.Generator().manual_seed(0)
     face = to_pil(torch.rand(3, 256, 256, generator=g) * 2 - 1)[0]

@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from sam.checkpoint import load_model
 from sam.model import SAM, add_age_channel
 from train.__main__ import main
 from train.coach import Coach, TrainingDivergedError, optimizer_path
@@ -50,7 +51,7 @@ def test_one_step_writes_a_loadable_checkpoint(faces, tmp_path):
     assert main([str(a) for a in args]) == 0
     raw = torch.load(exp / "checkpoints" / "iteration_1.pt", map_location="cpu", weights_only=True)
     assert {"state_dict", "latent_avg", "opts"} <= set(raw) and raw["global_step"] == 1
-    net = SAM.from_checkpoint(exp / "checkpoints" / "iteration_1.pt")
+    net = load_model(exp / "checkpoints" / "iteration_1.pt")
     assert net.config == TINY_TRAIN_CONFIG and net.config.start_from_encoded_w_plus
 
 
@@ -68,7 +69,7 @@ def test_tiny_run_checkpoint_loads_and_resume_continues(faces, tmp_path, capsys)
     raw = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     assert {"state_dict", "latent_avg", "opts"} <= set(raw) and raw["global_step"] == 2
     assert raw["latent_avg"].shape == (TINY_TRAIN_CONFIG.n_styles, TINY_TRAIN_CONFIG.style_dim)
-    net = SAM.from_checkpoint(ckpt_path)
+    net = load_model(ckpt_path)
     assert net.config.output_size == 64 and net.config.start_from_encoded_w_plus
     with torch.no_grad():
         out = net(add_age_channel(torch.zeros(1, 3, 64, 64), [40]), randomize_noise=False)
@@ -179,7 +180,7 @@ def test_all_losses_with_validation_and_best_model(faces, tmp_path):
     text = (exp / "checkpoints" / "timestamp.txt").read_text()
     assert "**Best**" in text and "loss_lpips_crop_cycle" in text and "loss_id_real" in text
     assert (exp / "logs" / "images" / "test" / "faces").is_dir()
-    SAM.from_checkpoint(exp / "checkpoints" / "best_model.pt")
+    load_model(exp / "checkpoints" / "best_model.pt")
 
 
 @pytest.mark.slow
@@ -263,7 +264,7 @@ def test_torchrun_two_processes_gloo_equals_one_process_with_doubled_batch(faces
     assert len(list((ddp / "logs").glob("events.out.tfevents.*"))) == 1
     stamps = (ddp / "checkpoints" / "timestamp.txt").read_text()
     assert stamps.count("Step - 1,") == 1 and stamps.count("Step - 2,") == 1
-    assert SAM.from_checkpoint(ddp / "checkpoints" / "iteration_2.pt").config.output_size == 64
+    assert load_model(ddp / "checkpoints" / "iteration_2.pt").config.output_size == 64
 
     assert main(args(single, "--batch_size", 2)) == 0
     a = torch.load(ddp / "checkpoints" / "iteration_2.pt", weights_only=True)["state_dict"]

@@ -54,7 +54,7 @@ def test_pipeline_model_calls_get_a_gpu_on_zerogpu(fake_spaces, monkeypatch, tin
     assert zerogpu.active()
     zero = AgingPipeline(tiny_model)
     images = zero.render(zero.latents(image, [20, 60]))
-    assert fake_spaces == ["pretrained_encoder", "encode", "decoder", "decoder"]  # one GPU call each
+    assert fake_spaces == ["encode_pretrained", "encode", "decoder", "decoder"]  # one GPU call each
     torch.testing.assert_close(images, plain)
     zero.latents(image, [20, 60])
     assert len(fake_spaces) == 4  # the codes stayed cached in this process

@@ -37,7 +37,8 @@ from PIL import Image, ImageDraw
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from sam.model import SAM, add_age_channel, load_checkpoint_file
+from sam.checkpoint import load_file, load_model
+from sam.model import SAM, add_age_channel
 
 from . import state as rng_state
 from .aux_nets import AuxConfig, build_age_net, build_arcface, build_lpips, load_weights
@@ -220,8 +221,8 @@ class Coach:
     def _build_net(self) -> tuple[SAM, dict | None]:
         opts = self.opts
         if opts.checkpoint_path:
-            ckpt = load_checkpoint_file(Path(opts.checkpoint_path), mmap=True)
-            net = SAM.from_checkpoint(opts.checkpoint_path, device="cpu", mmap=False)
+            ckpt = load_file(Path(opts.checkpoint_path), mmap=True)
+            net = load_model(opts.checkpoint_path, device="cpu", mmap=False)
             # the model of the checkpoint, trained with this run's flags
             for key in ("start_from_encoded_w_plus", "start_from_latent_avg"):
                 setattr(opts, key, bool(getattr(net.config, key)))

@@ -1,0 +1,70 @@
+"""The package's shape: what ``import sam`` promises is there, and no two modules of ``sam/`` need each other (lazy
+imports inside functions count too: a cycle is a cycle)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import sam
+
+SAM_DIR = Path(sam.__file__).resolve().parent
+
+
+def test_package_exports_are_true():
+    from sam import SAM, AgingPipeline, CheckpointError, SAMConfig  # noqa: F401 - the import is the test
+
+    for name in sam.__all__:
+        assert hasattr(sam, name), name
+
+
+def _imports(path: Path) -> set[str]:
+    """The ``sam`` modules a module imports, anywhere in it."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level == 1 and node.module:
+                found.add(node.module.split(".")[0])
+            elif node.level == 1:
+                found.update(a.name for a in node.names)
+            elif node.module and node.module.startswith("sam."):
+                found.add(node.module.split(".")[1])
+            elif node.module == "sam":
+                found.update(a.name for a in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith("sam."))
+    modules = {p.stem for p in SAM_DIR.glob("*.py")} | {p.name for p in SAM_DIR.iterdir() if p.is_dir()}
+    return found & modules - {"__init__", path.stem}
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def test_no_import_cycle_among_sam_modules():
+    graph = {p.stem: _imports(p) for p in SAM_DIR.glob("*.py") if p.stem != "__init__"}
+    assert "model" in graph["checkpoint"]  # the check sees imports at all
+    assert _cycle(graph) is None, " -> ".join(_cycle(graph))
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set()}) is None
