@@ -11,7 +11,7 @@ compared with the input face (:mod:`sam.metrics`). Files written to the experime
   with the target capped at 80, the age model's ceiling), the mean identity similarity and distance and the
   share judged "same person"; overall means; links to the pictures.
 * ``age_plot.png``: estimated vs. target age (every face as a grey dot, the per-target mean and its standard
-  deviation in red, the ideal diagonal dashed), drawn with Pillow.
+  deviation in red, the ideal diagonal dashed), drawn with matplotlib.
 * ``worst_cases.png``: the faces with the largest age errors and the lowest identity similarities, input beside
   output, with their numbers.
 * ``outputs/<age>/<image>.png`` and ``inputs/<image>.png``: the (aligned) faces that were measured.
@@ -222,7 +222,7 @@ def write_report(rows: Sequence[dict[str, Any]], exp_dir: str | os.PathLike[str]
     rows = list(rows)
     stats = summarize(rows)
     if rows:
-        plot_ages(rows, stats).save(exp / PLOT_NAME)
+        plot_ages(rows, stats).savefig(exp / PLOT_NAME)
         worst_cases_grid(rows, exp, worst).save(exp / WORST_NAME)
     images = sorted({r["image"] for r in rows})
     lines = [
@@ -277,55 +277,30 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
 
 
 def plot_ages(rows: Sequence[dict[str, Any]], stats: Sequence[TargetStats] | None = None,
-              size: tuple[int, int] = (640, 520)) -> Image.Image:
-    """Estimated vs. target age: grey dots per face, red per-target means with ± sd bars, dashed diagonal."""
+              size: tuple[float, float] = (6.4, 5.2)) -> Any:
+    """Estimated vs. target age, a matplotlib figure (headless ``Agg``; ``fig.savefig(path)``): every face as a grey
+    dot, the per-target means with ± sd bars in red, the ideal diagonal dashed, the age model's ceiling."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: works on servers and in CI
+    from matplotlib.figure import Figure
+
     stats = stats if stats is not None else summarize(rows)
-    w, h = size
-    left, right, top, bottom = 64, 24, 36, 56
-    img = Image.new("RGB", size, "white")
-    d = ImageDraw.Draw(img)
-    font, small = _font(14), _font(11)
-    pw, ph = w - left - right, h - top - bottom
-
-    def xy(x: float, y: float) -> tuple[float, float]:
-        return left + pw * x / 100.0, top + ph * (1 - y / 100.0)
-
-    for v in range(0, 101, 10):
-        x, _ = xy(v, 0)
-        _, y = xy(0, v)
-        d.line([(x, top), (x, top + ph)], fill=(232, 232, 232))
-        d.line([(left, y), (left + pw, y)], fill=(232, 232, 232))
-        d.text((x, top + ph + 6), str(v), fill="black", font=small, anchor="mt")
-        d.text((left - 6, y), str(v), fill="black", font=small, anchor="rm")
-    # the age model's ceiling
-    _, y80 = xy(0, AGE_MODEL_MAX)
-    for x in range(left, left + pw, 10):
-        d.line([(x, y80), (x + 4, y80)], fill=(150, 150, 220))
-    d.text((left + 4, y80 - 2), "age model maximum (80)", fill=(120, 120, 200), font=small, anchor="lb")
-    # ideal y = x, dashed
-    for t in range(0, 100, 4):
-        d.line([xy(t, t), xy(t + 2, t + 2)], fill=(90, 90, 90), width=1)
-    d.rectangle([left, top, left + pw, top + ph], outline="black")
-    for r in rows:
-        x, y = xy(float(r["target_age"]), min(100.0, float(r["estimated_age"])))
-        d.ellipse([x - 2.5, y - 2.5, x + 2.5, y + 2.5], fill=(170, 170, 170))
-    pts = []
-    for s in stats:
-        x, y = xy(s.target_age, s.mean_estimated)
-        _, y0 = xy(0, max(0.0, s.mean_estimated - s.std_estimated))
-        _, y1 = xy(0, min(100.0, s.mean_estimated + s.std_estimated))
-        d.line([(x, y0), (x, y1)], fill=(200, 30, 30), width=2)
-        d.line([(x - 4, y0), (x + 4, y0)], fill=(200, 30, 30), width=2)
-        d.line([(x - 4, y1), (x + 4, y1)], fill=(200, 30, 30), width=2)
-        pts.append((x, y))
-    if len(pts) > 1:
-        d.line(pts, fill=(200, 30, 30), width=2)
-    for x, y in pts:
-        d.ellipse([x - 4, y - 4, x + 4, y + 4], fill=(200, 30, 30))
-    d.text((w / 2, 10), "Estimated vs. target age", fill="black", font=font, anchor="mt")
-    d.text((left + pw / 2, h - 18), "target age", fill="black", font=font, anchor="mm")
-    d.text((left, top - 4), "estimated age", fill="black", font=small, anchor="lb")
-    return img
+    fig = Figure(figsize=size, dpi=100, layout="constrained")
+    ax = fig.add_subplot()
+    ax.plot([0, 100], [0, 100], linestyle="--", color="0.35", linewidth=1, label="ideal (estimated = target)")
+    ax.axhline(AGE_MODEL_MAX, linestyle=":", color=(0.47, 0.47, 0.78), linewidth=1,
+               label=f"age model maximum ({AGE_MODEL_MAX:g})")
+    ax.scatter([float(r["target_age"]) for r in rows], [min(100.0, float(r["estimated_age"])) for r in rows],
+               s=12, color="0.67", label="one aged face", zorder=2)
+    ax.errorbar([s.target_age for s in stats], [s.mean_estimated for s in stats],
+                yerr=[s.std_estimated for s in stats], color=(0.78, 0.12, 0.12), marker="o", markersize=5,
+                linewidth=2, capsize=4, label="mean ± sd per target", zorder=3)
+    ax.set(xlim=(0, 100), ylim=(0, 100), xlabel="target age", ylabel="estimated age",
+           title="Estimated vs. target age", xticks=range(0, 101, 10), yticks=range(0, 101, 10))
+    ax.grid(color="0.91")
+    ax.legend(loc="upper left", fontsize="small")
+    return fig
 
 
 def worst_cases_grid(rows: Sequence[dict[str, Any]], exp_dir: str | os.PathLike[str], n: int = 6,

@@ -120,7 +120,15 @@ def test_report_from_rows(tmp_path):
     path = evaluate.write_report(rows, tmp_path, worst=2)
     text = path.read_text()
     assert "| 10 | 2 | 11.0 ± 3.0 | 3.0 | 3.0 |" in text and "| 90 | 2 | 79.0 ± 1.0 | 11.0 | 1.0 |" in text
-    plot = Image.open(tmp_path / "age_plot.png")
-    assert plot.size == (640, 520)
+    assert Image.open(tmp_path / "age_plot.png").size == (640, 520)
+    fig = evaluate.plot_ages(rows, stats)  # the plotted data, not pixels
+    ax = fig.axes[0]
+    dots = next(c for c in ax.collections if c.get_label() == "one aged face").get_offsets()
+    assert sorted(map(tuple, dots.tolist())) == sorted((r["target_age"], r["estimated_age"]) for r in rows)
+    means = next(c for c in ax.containers if c.get_label() == "mean ± sd per target")
+    line, _, (bars,) = means.lines
+    assert list(line.get_xdata()) == [10, 90] and list(line.get_ydata()) == pytest.approx([11.0, 79.0])
+    assert [tuple(seg[:, 1]) for seg in bars.get_segments()] == [pytest.approx((8.0, 14.0)),
+                                                                  pytest.approx((78.0, 80.0))]
     grid = Image.open(tmp_path / "worst_cases.png")  # images missing on disk: grey cells, still drawn
     assert grid.height == 2 * 28 + 4 * 128
