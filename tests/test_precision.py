@@ -2,6 +2,7 @@
 of the bfloat16 path against float32 (tiny model here; the full-size seed-0 checkpoint in the slow test)."""
 
 import contextlib
+import copy
 import math
 import warnings
 
@@ -81,13 +82,15 @@ def auto_pipe(tiny_model) -> AgingPipeline:
 
 
 @torch.inference_mode()
-def test_auto_keeps_exact_results_float32(auto_pipe, face):
-    """Under auto, everything not labelled fast is bit-identical to the float32 model."""
-    codes = auto_pipe.latents(face, [30, 70])
-    img = auto_pipe.render(codes)
-    auto_pipe.model.precision = P.FP32
-    torch.testing.assert_close(auto_pipe.render(codes), img, rtol=0, atol=0)
-    assert auto_pipe.model.encoder.input_layer[0].weight.dtype == torch.float32
+def test_auto_keeps_exact_results_float32(tiny_model, face):
+    """Under auto, everything not labelled fast is bit-identical to a plain float32 model of the same weights."""
+    plain = AgingPipeline(copy.deepcopy(tiny_model))  # never given a precision: float32 throughout
+    auto = AgingPipeline(P.apply_precision(tiny_model, AUTO_BF16))
+    codes = auto.latents(face, [30, 70])
+    torch.testing.assert_close(codes, plain.latents(face, [30, 70]), rtol=0, atol=0)
+    torch.testing.assert_close(auto.render(codes), plain.render(codes), rtol=0, atol=0)
+    torch.testing.assert_close(auto.render(codes, size=16), plain.render(codes, size=16), rtol=0, atol=0)
+    assert auto.model.encoder.input_layer[0].weight.dtype == torch.float32
 
 
 @torch.inference_mode()
@@ -152,8 +155,13 @@ def test_cli_and_app_take_precision(monkeypatch):
     assert args.precision == "bf16"
     lifespan = build_parser().parse_args(["lifespan", "--data_path", "x", "--exp_dir", "y"])
     evaluate = build_parser().parse_args(["evaluate", "--data_path", "x", "--exp_dir", "y"])
-    assert lifespan.precision is None and getattr(lifespan, "default_precision", "auto") == "auto"
-    assert evaluate.precision is None and evaluate.default_precision == "fp32"  # exact unless asked
+    asked = []
+    monkeypatch.setattr(AgingPipeline, "from_pretrained", classmethod(lambda cls, *a, **k: asked.append(k)))
+    from sam import cli as cli_module
+
+    for args in (lifespan, evaluate):
+        cli_module.load_pipeline(args)
+    assert [k["precision"] for k in asked] == ["auto", "fp32"]  # evaluate: exact unless asked
     with pytest.raises(SystemExit):
         build_parser().parse_args(["inference", "--data_path", "x", "--exp_dir", "y", "--precision", "fp8"])
     from sam import cli

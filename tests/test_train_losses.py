@@ -452,6 +452,7 @@ def test_lpips_loads_torchvision_alexnet_and_lpips_heads(tmp_path):
     save_lpips(net, tmp_path / "lpips_full.pt")
     again = build_lpips(str(tmp_path / "lpips_full.pt"))
     assert torch.equal(again.lin[4][1].weight, heads["lin4.model.1.weight"])
-    if default_lpips_lin_path():  # the heads shipped with the lpips package fit
-        shipped = build_lpips(str(tmp_path / "alexnet.pth"))
-        assert (shipped.lin[0][1].weight >= 0).all()
+    assert default_lpips_lin_path(), "the pinned lpips package (requirements-train.txt) ships its heads"
+    shipped = build_lpips(str(tmp_path / "alexnet.pth"))  # without a heads file: the package's heads
+    assert (shipped.lin[0][1].weight >= 0).all() and not torch.equal(shipped.lin[0][1].weight,
+                                                                      heads["lin0.model.1.weight"])
