@@ -431,7 +431,6 @@ class AgeApp:
                 "the log or weights/README.md for how to provide the checkpoint.")
 
     def new_path(self, suffix: str) -> Path:
-        self.sweep()
         return self.workdir / f"sam-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}{suffix}"
 
     # ------------------------------------------------------------------------------------------ API (named)

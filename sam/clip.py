@@ -36,6 +36,7 @@ import math
 import os
 import re
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -187,8 +188,6 @@ def _run_bounded(cmd: list[str], seconds: float, should_stop: ShouldStop | None,
     """Run ffmpeg with a time limit, polling ``should_stop``; ``on_line(line)`` returning True stops it early.
     Returns (everything it wrote on ``stream``, whether it ran to its end). The process is killed on every way out.
     """
-    import threading
-
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE if stream == "stdout" else
                             subprocess.DEVNULL, stderr=subprocess.PIPE if stream == "stderr" else subprocess.DEVNULL)
     pipe = proc.stdout if stream == "stdout" else proc.stderr
