@@ -337,13 +337,14 @@ class LongJobs:
                    report: Callable[[str], None] | None) -> None:
         last = -math.inf
         while True:
+            # checked before the turn is taken too: a job cancelled while it waited never starts
+            if stopping.is_set() or (should_stop is not None and should_stop()):
+                raise JobCancelledError("the job was cancelled while waiting for its turn")
             with self._cond:
                 if self._running is None and self._line and self._line[0] is job:
                     self._running = job
                     job.started = time.monotonic()
                     return
-            if stopping.is_set() or (should_stop is not None and should_stop()):
-                raise JobCancelledError("the job was cancelled while waiting for its turn")
             now = time.monotonic()
             if report is not None and now - last >= self.report_every_s:
                 last = now

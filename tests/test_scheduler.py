@@ -153,6 +153,30 @@ def test_a_cancelled_job_leaves_the_line_and_frees_its_visitor():
         assert not jobs.owner_busy("v1")  # cancelled: winding down, its visitor may start another job
 
 
+def test_a_job_cancelled_while_waiting_never_takes_its_turn():
+    """The running job ends at the same moment as the waiting one is cancelled (what a client that cancels all
+    its jobs at once does): the waiting one must not start, even though the turn is free when it wakes up."""
+    jobs = LongJobs(poll_s=5.0)  # a long poll: the waiter wakes only on the release's notify
+    cancelled = threading.Event()
+    outcome: list = []
+
+    def waiter():
+        try:
+            with jobs.turn("v2", "video", 5, should_stop=cancelled.is_set):
+                outcome.append("ran")
+        except JobCancelledError:
+            outcome.append("cancelled")
+
+    t = threading.Thread(target=waiter, daemon=True)
+    with jobs.turn("v1", "video", 5):
+        t.start()
+        _wait_for(lambda: jobs.snapshot() == (1, 1))
+        time.sleep(0.05)  # the waiter is asleep in its poll
+        cancelled.set()
+    t.join(5)
+    assert outcome == ["cancelled"]
+
+
 @pytest.mark.parametrize(("ahead", "seconds", "text"), [
     (1, None, "1 job ahead of you"),
     (2, 170.0, "2 jobs ahead of you, about 3 min"),
