@@ -21,6 +21,7 @@ from pathlib import Path
 from PIL import Image
 
 from .ages import AgeError, to_ages
+from .atomic import atomic_path
 from .session import FaceSession, Photo
 from .shard import Shard, current_shard
 
@@ -185,13 +186,8 @@ def load_pipeline(args):
 
 def save(img: Image.Image, path: Path) -> None:
     """Write under a temporary name and rename when complete (an interrupted save leaves nothing)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".partial" + path.suffix)
-    try:
+    with atomic_path(path) as tmp:
         img.save(tmp, format=_format_for(path))
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _format_for(path: Path) -> str:

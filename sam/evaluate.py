@@ -29,6 +29,8 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
+from .atomic import atomic_path
+
 __all__ = ["CSV_FIELDS", "AGE_MODEL_MAX", "Evaluator", "TargetStats", "read_rows", "summarize", "write_report",
            "plot_ages", "worst_cases_grid"]
 
@@ -156,12 +158,10 @@ class Evaluator:
             os.fsync(fh.fileno())
 
     def _rewrite(self) -> None:
-        tmp = self.csv_path.with_suffix(".csv.partial")
-        with tmp.open("w", newline="") as fh:
+        with atomic_path(self.csv_path) as tmp, tmp.open("w", newline="") as fh:
             w = csv.DictWriter(fh, CSV_FIELDS)
             w.writeheader()
             w.writerows(self.rows.values())
-        tmp.replace(self.csv_path)
 
     def report(self, images: Iterable[str] | None = None, worst: int = 6) -> Path:
         """Write ``report.md``, ``age_plot.png`` and ``worst_cases.png`` for the CSV rows of ``images`` (default:
@@ -172,10 +172,8 @@ class Evaluator:
 
 
 def _save(img: Image.Image, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".partial.png")
-    img.save(tmp, format="PNG")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="PNG")
 
 
 # --------------------------------------------------------------------------------------------- statistics

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from .atomic import atomic_path
 from .config import OPTS_FIELDS, TINY_CONFIG, SAMConfig
 from .encoders import GradualStyleEncoder
 from .precision import FP32, Precision, fast_encoder
@@ -153,10 +153,8 @@ class SAM(nn.Module):
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the checkpoint atomically (a temporary file renamed into place)."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(self.checkpoint_dict(), tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            torch.save(self.checkpoint_dict(), tmp)
 
 
 # --------------------------------------------------------------------------------------------------------------

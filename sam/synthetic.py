@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from .atomic import atomic_path
 from .checkpoint import published_layout
 
 __all__ = ["synthetic_tensor", "synthetic_latent_avg", "iter_tensors", "build", "save"]
@@ -91,11 +92,9 @@ def build(seed: int = 0) -> dict[str, Any]:
 
 def save(path: str | Path, seed: int = 0) -> Path:
     """Write :func:`build` to ``path`` (through a temporary name, so an interrupted run leaves no checkpoint)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(build(seed), tmp)
-    tmp.replace(path)
-    return path
+    with atomic_path(path) as tmp:
+        torch.save(build(seed), tmp)
+    return Path(path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,6 +22,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from .ages import KEY_AGES, key_ages
+from .atomic import atomic_path
 from .pipeline import AgingPipeline, EncodedFace, ImageLike, ShouldStop, check_stop, to_pil
 
 __all__ = [
@@ -126,27 +127,20 @@ def write_mp4(frames: Iterable[Image.Image], path: str | os.PathLike, fps: float
     """Write H.264 / yuv420p MP4 (fast start, browser-playable). Returns the number of frames written."""
     import imageio.v2 as imageio
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".partial" + path.suffix)
     n = 0
-    writer = imageio.get_writer(
-        tmp, format="FFMPEG", mode="I", fps=fps, codec="libx264", pixelformat="yuv420p", quality=8,
-        macro_block_size=16, output_params=["-movflags", "+faststart"], ffmpeg_log_level="error",
-    )
-    try:
-        for frame in frames:
-            writer.append_data(np.asarray(frame.convert("RGB")))
-            n += 1
-    except BaseException:
-        writer.close()
-        tmp.unlink(missing_ok=True)
-        raise
-    writer.close()
-    if n == 0:
-        tmp.unlink(missing_ok=True)
-        raise ValueError("no frames to write")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        writer = imageio.get_writer(
+            tmp, format="FFMPEG", mode="I", fps=fps, codec="libx264", pixelformat="yuv420p", quality=8,
+            macro_block_size=16, output_params=["-movflags", "+faststart"], ffmpeg_log_level="error",
+        )
+        try:
+            for frame in frames:
+                writer.append_data(np.asarray(frame.convert("RGB")))
+                n += 1
+        finally:
+            writer.close()
+        if n == 0:
+            raise ValueError("no frames to write")
     return n
 
 
@@ -154,16 +148,10 @@ def write_gif(frames: Sequence[Image.Image], path: str | os.PathLike, fps: float
     """Write a looping GIF with Pillow. Returns the number of frames written."""
     if not frames:
         raise ValueError("no frames to write")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".partial" + path.suffix)
     first, *rest = [f.convert("RGB") for f in frames]
-    try:
+    with atomic_path(path) as tmp:
         first.save(tmp, format="GIF", save_all=True, append_images=rest, duration=round(1000 / fps), loop=0,
                    optimize=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return len(frames)
 
 
