@@ -1,0 +1,108 @@
+"""The documentation names real things: every ``python -m sam ...`` / ``python -m train ...`` command in README.md,
+docs/ and the other READMEs names a real command and real flags (the argparse parsers are asked), and every
+relative link points to a file that exists."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from sam.cli import build_parser as sam_parser
+from train.options import build_parser as train_parser
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = sorted([ROOT / "README.md", ROOT / "train" / "README.md", ROOT / "weights" / "README.md",
+               *(ROOT / "docs").glob("**/*.md")])
+COMMAND = re.compile(r"python3? -m (sam|train)\b([^`\n]*(?:\\\n[^`\n]*)*)")
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def _code(text: str) -> str:
+    """Fenced blocks and inline code spans of a Markdown text (where commands are written)."""
+    fenced = re.findall(r"```[^\n]*\n(.*?)```", text, flags=re.S)
+    outside = re.sub(r"```.*?```", "", text, flags=re.S)
+    return "\n".join(fenced + re.findall(r"`([^`\n]+)`", outside))
+
+
+def commands(text: str) -> list[tuple[str, list[str]]]:
+    """``(program, argument tokens)`` of every command in the code of ``text`` (comments and pipes cut off)."""
+    found = []
+    for program, rest in COMMAND.findall(_code(text)):
+        rest = rest.replace("\\\n", " ").split("  #")[0].split(" # ")[0].split("|")[0].split("&&")[0]
+        try:
+            tokens = shlex.split(rest, comments=True)
+        except ValueError:
+            tokens = rest.split()
+        found.append((program, tokens))
+    return found
+
+
+def _flags(parser: argparse.ArgumentParser) -> set[str]:
+    return {s for action in parser._actions for s in action.option_strings}
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+def problems(program: str, tokens: list[str]) -> list[str]:
+    """What is wrong with one documented command ('' list when it names only real things)."""
+    if program == "train":
+        parser, words = train_parser(), tokens
+    else:
+        subs = _subcommands(sam_parser())
+        if tokens and (tokens[0].startswith("<") or tokens[0] == "..."):
+            return []  # a placeholder ("python -m sam <command> --help"): no command to check
+        if not tokens or tokens[0].startswith("-"):
+            return [] if not tokens or tokens[0] in ("-h", "--help") else [f"no command before {tokens[0]}"]
+        if tokens[0] not in subs:
+            return [f"unknown command {tokens[0]!r} (known: {', '.join(sorted(subs))})"]
+        parser, words = subs[tokens[0]], tokens[1:]
+    known = _flags(parser)
+    flags = {w.split("=", 1)[0] for w in words if w.startswith("--")}
+    return [f"unknown flag {f} for {program} {'' if program == 'train' else tokens[0]}".rstrip()
+            for f in sorted(flags - known)]
+
+
+def _documented() -> list[tuple[str, str, list[str]]]:
+    return [(f"{doc.relative_to(ROOT)}", program, tokens)
+            for doc in DOCS for program, tokens in commands(doc.read_text(encoding="utf-8"))]
+
+
+def test_the_docs_show_commands_at_all():
+    documented = _documented()
+    assert {p for _, p, _ in documented} == {"sam", "train"}
+    assert len(documented) >= 10
+
+
+@pytest.mark.parametrize(("doc", "program", "tokens"), _documented(),
+                         ids=lambda v: v if isinstance(v, str) else None)
+def test_every_documented_command_is_real(doc, program, tokens):
+    assert problems(program, tokens) == [], f"{doc}: python -m {program} {' '.join(tokens)}"
+
+
+def test_a_made_up_flag_or_command_is_caught():
+    text = "```\npython -m sam inference --data_path x/ --exp_dir y/ --made_up_flag 3\npython -m sam ageify\n```"
+    (inference, args), (ageify, args2) = commands(text)
+    assert problems(inference, args) == ["unknown flag --made_up_flag for sam inference"]
+    assert problems(ageify, args2)[0].startswith("unknown command 'ageify'")
+    assert problems("train", ["--exp_dir", "x", "--learning_rat", "1"]) == ["unknown flag --learning_rat for train"]
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_relative_links_resolve(doc):
+    missing = []
+    for target in LINK.findall(doc.read_text(encoding="utf-8")):
+        if re.match(r"[a-z]+:", target) or target.startswith("#"):
+            continue  # a web address or an anchor on the same page
+        path = (doc.parent / target.split("#", 1)[0]).resolve()
+        if not path.exists():
+            missing.append(target)
+    assert missing == []
