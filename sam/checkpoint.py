@@ -37,6 +37,7 @@ from typing import Any
 
 import torch
 
+from . import settings
 from .config import OPTS_FIELDS, SAMConfig
 from .model import SAM
 from .precision import Precision, apply_precision, precision_for, resolve_precision
@@ -78,23 +79,18 @@ class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
 # ------------------------------------------------------------------------------------------------------- where
 
 
-def _env_path(name: str) -> Path | None:
-    value = os.environ.get(name, "").strip()
-    return Path(value).expanduser() if value else None
-
-
 def hf_repo() -> str:
     """The Hugging Face model repository configured as a mirror (``$SAM_HF_REPO``), or ``""``: no default, since
     the authors publish no Hub copy and any unverified name could be taken by anyone."""
-    return os.environ.get("SAM_HF_REPO", "").strip()
+    return settings.text("SAM_HF_REPO")
 
 
 def hf_filename() -> str:
-    return os.environ.get("SAM_HF_FILENAME", "").strip() or CHECKPOINT_NAME
+    return settings.text("SAM_HF_FILENAME") or CHECKPOINT_NAME
 
 
 def hf_revision() -> str | None:
-    return os.environ.get("SAM_HF_REVISION", "").strip() or None
+    return settings.text("SAM_HF_REVISION") or None
 
 
 def checkout_weights_dir() -> Path | None:
@@ -105,10 +101,11 @@ def checkout_weights_dir() -> Path | None:
 
 def cache_dir() -> Path:
     """The per-user folder for downloaded checkpoints when there is no ``weights/`` folder."""
-    explicit = _env_path("SAM_CACHE_DIR")
+    explicit = settings.path("SAM_CACHE_DIR")
     if explicit:
         return explicit
-    base = _env_path("XDG_CACHE_HOME") or Path.home() / ".cache"
+    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()  # the freedesktop convention, not one of ours
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
     return base / "sam-age"
 
 
@@ -127,7 +124,7 @@ def locate(path: str | os.PathLike | None = None) -> Path:
     """Where the checkpoint is, or where it goes when it is fetched (see the module docstring for the order).
 
     A folder (argument or ``$SAM_CHECKPOINT``) means ``<folder>/sam_ffhq_aging.pt``. Touches no network."""
-    explicit = Path(path).expanduser() if path else _env_path("SAM_CHECKPOINT")
+    explicit = Path(path).expanduser() if path else settings.path("SAM_CHECKPOINT")
     if explicit is not None:
         return explicit / CHECKPOINT_NAME if explicit.is_dir() else explicit
     weights = checkout_weights_dir()
@@ -163,7 +160,7 @@ def _not_found(target: Path) -> CheckpointNotFoundError:
 
 
 def _downloads_disabled() -> bool:
-    return os.environ.get("SAM_NO_DOWNLOAD", "").strip() not in ("", "0")
+    return settings.flag("SAM_NO_DOWNLOAD")
 
 
 def ensure(path: str | os.PathLike | None = None, download: bool = True, quiet: bool = False) -> Path:

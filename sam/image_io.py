@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from . import settings
+
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "MAX_INPUT_BYTES",
@@ -64,14 +66,7 @@ class ImageTooLargeError(ImageLoadError):
 
 def default_max_pixels() -> int:
     """The pixel limit in force: ``$SAM_MAX_PIXELS`` if set (``0`` disables the limit), else 120 megapixels."""
-    raw = os.environ.get(_ENV_MAX_PIXELS, "").strip()
-    if not raw:
-        return DEFAULT_MAX_PIXELS
-    try:
-        value = int(float(raw))
-    except ValueError as exc:
-        raise ValueError(f"{_ENV_MAX_PIXELS}={raw!r} is not a number of pixels") from exc
-    return value
+    return settings.integer(_ENV_MAX_PIXELS, DEFAULT_MAX_PIXELS)
 
 
 def _check_pixels(width: int, height: int, max_pixels: int, what: str) -> None:

@@ -9,7 +9,7 @@ attributes while the aging of the other rows is kept.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -68,9 +68,11 @@ def parse_latent_mask(spec: str | Sequence[int] | None, n_styles: int) -> list[i
 
 
 @torch.inference_mode()
-def random_w_codes(model: SAM, n: int, seed: int = 0) -> torch.Tensor:
-    """``n`` random W vectors (z ~ N(0, I) through the mapping network), repeated over the W+ rows."""
+def random_w_codes(model: SAM, n: int, seed: int = 0,
+                   mapping: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """``n`` random W vectors (z ~ N(0, I) through the mapping network), repeated over the W+ rows. ``mapping``:
+    how to call the mapping network (default ``model.decoder.style``; the pipeline passes its ZeroGPU door)."""
     g = torch.Generator().manual_seed(int(seed))
     z = torch.randn(n, model.config.style_dim, generator=g).to(model.latent_avg.device)
-    w = model.decoder.style(z)
+    w = (mapping or model.decoder.style)(z)
     return w[:, None, :].expand(-1, model.config.n_styles, -1).contiguous()

@@ -7,6 +7,8 @@ import importlib.util
 import os
 from pathlib import Path
 
+from . import settings
+
 __all__ = ["package_dirs", "find_model_file"]
 
 
@@ -47,7 +49,7 @@ def find_model_file(
         if found is None:
             raise error(f"{filename} not found at {os.fspath(path)!r}; {hint}")
         return found
-    value = os.environ.get(env, "").strip()
+    value = settings.text(env)
     if value:
         found = resolve(Path(value))
         if found is None:

@@ -14,7 +14,6 @@ backward passes are expressed with the same ops, so gradients (and gradients of 
 from __future__ import annotations
 
 import math
-import os
 import threading
 import warnings
 from pathlib import Path
@@ -22,6 +21,8 @@ from types import ModuleType
 
 import torch
 import torch.nn.functional as F
+
+from . import settings
 
 __all__ = [
     "upfirdn2d",
@@ -161,7 +162,7 @@ def _load_cuda_ext() -> ModuleType | None:
         if not torch.cuda.is_available():
             _ext_error = "no CUDA device"
             return None
-        if os.environ.get("SAM_DISABLE_CUDA_OPS", "") not in ("", "0"):
+        if settings.flag("SAM_DISABLE_CUDA_OPS"):
             _ext_error = "disabled by SAM_DISABLE_CUDA_OPS"
             return None
         try:

@@ -205,10 +205,14 @@ class AgingPipeline:
         face = self.encode(image)
         return face.pretrained_codes + self.model.latent_avg
 
+    @torch.inference_mode()
     def random_styles(self, n: int, seed: int = 0) -> torch.Tensor:
         """``n`` random W+ codes from the generator's mapping network (for random style mixing)."""
+        def mapping(z: torch.Tensor) -> torch.Tensor:
+            return zerogpu.call(self.model.decoder, "style", z, device=self.device)
+
         with self.lock:
-            return random_w_codes(self.model, n, seed)
+            return random_w_codes(self.model, n, seed, mapping)
 
     @torch.inference_mode()
     def latents(self, image: ImageLike | EncodedFace, target_ages: Sequence[float],

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import os
 import platform
 import re
 import warnings
@@ -41,6 +40,8 @@ from pathlib import Path
 
 import torch
 from torch import nn
+
+from . import settings
 
 __all__ = [
     "PRECISIONS",
@@ -90,7 +91,7 @@ def cpu_has_native_bf16(flags: frozenset[str] | set[str] | None = None) -> bool:
     """Whether the CPU multiplies bfloat16 natively: ``avx512_bf16`` (AVX-512 dot products, e.g. AMD Zen 4,
     Intel Cooper Lake and later) or ``amx_bf16`` (Intel AMX tiles, Sapphire Rapids and later). Read from the
     kernel's CPU flags, not guessed from the model name. ``SAM_CPU_BF16=0/1`` overrides (for tests and odd VMs)."""
-    env = os.environ.get("SAM_CPU_BF16", "")
+    env = settings.text("SAM_CPU_BF16")
     if env in ("0", "1"):
         return env == "1"
     flags = cpu_flags() if flags is None else flags

@@ -11,20 +11,21 @@ pipeline's caches (codes per face and age) live in the main process and survive 
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
+from . import settings
+
 __all__ = ["active", "call", "GPU_SECONDS"]
 
-GPU_SECONDS = int(os.environ.get("SAM_ZEROGPU_SECONDS", "60"))  # the longest one model call may hold the GPU
+GPU_SECONDS = settings.integer("SAM_ZEROGPU_SECONDS", 60)  # the longest one model call may hold the GPU
 
 
 def active() -> bool:
     """True on ZeroGPU hardware with the ``spaces`` package importable."""
-    if os.environ.get("SPACES_ZERO_GPU", "").strip().lower() not in ("1", "true", "yes"):
+    if settings.text("SPACES_ZERO_GPU").lower() not in ("1", "true", "yes"):
         return False
     try:
         import spaces  # noqa: F401

@@ -68,3 +68,23 @@ def test_no_import_cycle_among_sam_modules():
 def test_the_cycle_finder_finds_a_cycle():
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_every_sam_environment_variable_is_read_through_sam_settings():
+    """One place reads the package's settings: no module but sam/settings.py names a SAM_* variable in an
+    os.environ / os.getenv call, and every SAM_* name the code mentions is listed in sam.settings.SETTINGS."""
+    import re
+
+    from sam import settings
+
+    root = Path(__file__).resolve().parents[1]
+    mentioned, direct = set(), []
+    for path in [*(root / "sam").glob("*.py"), root / "app.py"]:
+        if path.name == "settings.py":
+            continue
+        text = path.read_text(encoding="utf-8")
+        mentioned |= set(re.findall(r"\b((?:SAM|SPACES)_[A-Z0-9_]+)\b", text))
+        if re.search(r"(environ\.get|getenv|environ\[)\(?\s*[\"']SAM_", text):
+            direct.append(path.name)
+    assert direct == []
+    assert mentioned == set(settings.SETTINGS)  # none read elsewhere, none listed that nothing reads

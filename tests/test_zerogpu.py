@@ -58,3 +58,11 @@ def test_pipeline_model_calls_get_a_gpu_on_zerogpu(fake_spaces, monkeypatch, tin
     torch.testing.assert_close(images, plain)
     zero.latents(image, [20, 60])
     assert len(fake_spaces) == 4  # the codes stayed cached in this process
+
+
+def test_random_styles_go_through_the_door_too(fake_spaces, monkeypatch, tiny_model):
+    plain = AgingPipeline(tiny_model).random_styles(3, seed=5)
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
+    zero = AgingPipeline(tiny_model).random_styles(3, seed=5)
+    assert fake_spaces == ["style"]
+    torch.testing.assert_close(zero, plain)
