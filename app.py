@@ -68,8 +68,10 @@ from sam.scheduler import (
 from sam.session import (
     MAX_FRAMES_BETWEEN,
     FaceSession,
+    GroupSession,
     RequestError,
     SessionCache,
+    is_best,
     read_flag,
     read_number,
     read_size,
@@ -436,11 +438,28 @@ class AgeApp:
     # ------------------------------------------------------------------------------------------ API (named)
 
     def age(self, image: Any, target_age: Any, size: Any = None, already_aligned: Any = False, face_index: Any = 0,
-            paste_back: Any = False) -> Image.Image:
-        """One aged image: the face at ``size`` px (default full resolution), or the whole photo with paste-back."""
-        s = self.session(image, already_aligned, face_index)
-        return s.render(to_age(target_age), size=read_size(size, s.pipe.output_size),
-                        paste=read_flag(paste_back, "paste_back"))
+            paste_back: Any = False, faces: Any = "best", ages: Any = None) -> Image.Image:
+        """One aged image: the face at ``size`` px (default full resolution), or the whole photo with paste-back.
+        ``faces`` other than ``"best"`` (``"all"``, ``"1,3"``): the whole photo with each of those faces aged, to
+        ``target_age`` or to its own age of ``ages`` (``"60,25"``, in the order of ``faces``)."""
+        if is_best(faces):
+            if ages not in (None, "") and not (isinstance(ages, (list, tuple)) and not ages):
+                raise RequestError("per-face ages need faces: \"all\" or face numbers such as \"1,3\"")
+            s = self.session(image, already_aligned, face_index)
+            return s.render(to_age(target_age), size=read_size(size, s.pipe.output_size),
+                            paste=read_flag(paste_back, "paste_back"))
+        g = self.group(image, faces, already_aligned, face_index)
+        return g.render(g.ages(target_age, ages), size=read_size(size, g.pipe.output_size))
+
+    def group(self, image: Any, faces: Any, already_aligned: Any = False, face_index: Any = 0) -> GroupSession:
+        """Several faces of a photo, aged together (:meth:`SessionCache.group`)."""
+        readable_upload(image)
+        if self.pipe is None:
+            raise gr.Error(self.problem_for_people(), print_exception=False)
+        if read_flag(already_aligned, "already_aligned"):
+            raise RequestError("an aligned face crop has one face: several faces need a photo with \"already "
+                               "aligned\" off")
+        return self.sessions.group(image, faces, face_index)
 
     def mix(self, image: Any, reference: Any, target_age: Any, latent_mask: Any = "fine", alpha: Any = 1.0,
             size: Any = None, already_aligned: Any = False, reference_aligned: Any = False) -> Image.Image:
@@ -452,20 +471,33 @@ class AgeApp:
         return s.mix(ref, target_age, latent_mask, alpha, size=read_size(size, s.pipe.output_size))[0]
 
     def lifespan(self, image: Any, start_age: Any = 0, end_age: Any = 100, frames_between: Any = 10, fps: Any = 20,
-                 size: Any = 256, boomerang: Any = False, already_aligned: Any = False, face_index: Any = 0, *,
-                 progress: Callable | None = None, should_stop: Callable | None = None,
+                 size: Any = 256, boomerang: Any = False, already_aligned: Any = False, face_index: Any = 0,
+                 faces: Any = "best", *, progress: Callable | None = None, should_stop: Callable | None = None,
                  owner: str | None = None) -> str:
-        """The lifespan MP4's path."""
+        """The lifespan MP4's path; with ``faces`` other than ``"best"``, the group video of the whole photo."""
         return str(self.lifespan_job(image, start_age, end_age, frames_between, fps, size, boomerang,
-                                      already_aligned=already_aligned, face_index=face_index, progress=progress,
-                                      should_stop=should_stop, owner=owner).mp4)
+                                      already_aligned=already_aligned, face_index=face_index, faces=faces,
+                                      progress=progress, should_stop=should_stop, owner=owner).mp4)
 
     def lifespan_job(self, image: Any, start_age: Any = 0, end_age: Any = 100, frames_between: Any = 10,
                       fps: Any = 20, size: Any = 256, boomerang: Any = False, label: bool = False,
-                      gif: bool = False, already_aligned: Any = False, face_index: Any = 0, *,
+                      gif: bool = False, already_aligned: Any = False, face_index: Any = 0, faces: Any = "best", *,
                       progress: Callable | None = None, should_stop: Callable | None = None,
                       owner: str | None = None) -> Any:
-        """The lifespan job (its :class:`sam.video.LifespanResult`), after its turn in the long-job line."""
+        """The lifespan job (its :class:`sam.video.LifespanResult`), after its turn in the long-job line: one face,
+        or with ``faces`` (``"all"``, ``"1,3"``) the whole photo with those faces aging together."""
+        if not is_best(faces):
+            g = self.group(image, faces, already_aligned, face_index)
+            keys = key_ages(start_age, end_age)
+            between = read_number(frames_between, "frames between key ages", 0, MAX_FRAMES_BETWEEN, integer=True,
+                                  default=10)
+            flag = read_flag(boomerang, "boomerang")
+            mp4 = self.new_path(".mp4")
+            frames = (len(keys) - 1) * (between + 1) + 1  # the kind's own rate: seconds per group frame
+            with self.long_turn(owner, "group lifespan", frames, should_stop, progress) as step:
+                return g.lifespan(mp4, start_age, end_age, between, fps, size, flag, label,
+                                  gif_path=mp4.with_suffix(".gif") if gif else None, progress=step,
+                                  should_stop=should_stop)
         s = self.session(image, already_aligned, face_index)
         keys = key_ages(start_age, end_age)
         between = read_number(frames_between, "frames between key ages", 0, MAX_FRAMES_BETWEEN, integer=True,
@@ -834,6 +866,8 @@ def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None =
             a_ref_aligned = gr.Checkbox(False, label="reference_aligned")
             a_face = gr.Number(0, label="face_index")
             a_paste = gr.Checkbox(False, label="paste_back")
+            a_who = gr.Textbox("best", label="faces")  # /age, /lifespan: "best", "all" or "1,3" (sam.session)
+            a_ages = gr.Textbox("", label="ages")  # /age: per-face ages, in the order of faces
             a_mask = gr.Textbox("fine", label="latent_mask")
             a_alpha = gr.Number(1.0, label="alpha")
             a_start = gr.Number(0, label="start_age")
@@ -853,14 +887,16 @@ def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None =
             a_btn = gr.Button("api")
             a_cancel = gr.Button("cancel")
         api_events = [
-            a_btn.click(job(app.age), [a_img, a_age, a_size, a_aligned, a_face, a_paste], a_out,
-                        api_name="age", api_description="Age the face in a photo: (image, target_age) -> image",
-                        **QUICK),
+            a_btn.click(job(app.age), [a_img, a_age, a_size, a_aligned, a_face, a_paste, a_who, a_ages], a_out,
+                        api_name="age", api_description="Age the face in a photo: (image, target_age) -> image; "
+                        "faces=\"all\" or \"1,3\" (and per-face ages \"60,25\"): the whole photo with those faces "
+                        "aged", **QUICK),
             a_btn.click(job(app.mix), [a_img, a_ref, a_age, a_mask, a_alpha, a_size, a_aligned, a_ref_aligned], a_out,
                         api_name="mix", api_description="Age a face and mix in a reference face's styles", **QUICK),
             a_btn.click(job(app.lifespan, desc="rendering frames", level=LONG),
-                        [a_img, a_start, a_end, a_between, a_fps, a_vsize, a_boom, a_aligned, a_face], a_video,
-                        api_name="lifespan", api_description="Lifespan MP4 from start_age to end_age", **SLOW),
+                        [a_img, a_start, a_end, a_between, a_fps, a_vsize, a_boom, a_aligned, a_face, a_who],
+                        a_video, api_name="lifespan", api_description="Lifespan MP4 from start_age to end_age; "
+                        "faces=\"all\" or \"1,3\": the whole photo with those faces aging together", **SLOW),
             a_btn.click(job(app.video, desc="ageing frames", unit="frames", level=LONG),
                         [a_clip, a_age, a_faces, a_csize, a_cstart, a_cend, a_preview], a_video, api_name="video",
                         api_description="Age the people in a video clip (sound kept): (video, target_age) -> MP4",
