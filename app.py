@@ -913,7 +913,7 @@ def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None =
             app.cleanup()
 
     demo.close = close_and_clean
-    return guard_file_references(demo)
+    return accept_older_requests(guard_file_references(demo))
 
 
 def limit_queue(demo: gr.Blocks, max_size: int = MAX_QUEUE) -> gr.Blocks:
@@ -951,6 +951,25 @@ def guard_file_references(demo: gr.Blocks) -> gr.Blocks:
             raise gr.Error(readable(RequestError(NOT_UPLOADED), markup=False), print_exception=False) from None
 
     demo.preprocess_data = checked
+    return demo
+
+
+GROWN_ENDPOINTS = ("age", "lifespan")  # endpoints that gained trailing inputs (faces, ages) after their first release
+
+
+def accept_older_requests(demo: gr.Blocks) -> gr.Blocks:
+    """A raw HTTP request to an endpoint that gained inputs since (``/age``'s ``faces`` and ``ages``, ``/lifespan``'s
+    ``faces``) and sends only the older ones gets the new inputs' defaults, as ``gradio_client`` does, instead of
+    Gradio's "didn't receive enough input values"."""
+    validate = demo.validate_inputs
+
+    def padded(block_fn: Any, inputs: list[Any]) -> Any:
+        wanted = block_fn.inputs
+        if getattr(block_fn, "api_name", None) in GROWN_ENDPOINTS and len(inputs) < len(wanted):
+            inputs.extend(getattr(block, "value", None) for block in wanted[len(inputs):])
+        return validate(block_fn, inputs)
+
+    demo.validate_inputs = padded
     return demo
 
 
