@@ -613,9 +613,14 @@ def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None =
             with gr.Column(scale=1):
                 photo = photo_input(sources=["upload", "webcam", "clipboard"], label="Your photo", height=320)
                 already = gr.Checkbox(False, label="already aligned (an FFHQ-style face crop: skip face detection)")
-                picker = gr.Gallery(label="Faces found (left to right): click the one to age", visible=False,
+                picker = gr.Gallery(label="Faces found (numbered best first): click the one to age", visible=False,
                                     columns=6, height="auto", allow_preview=False, format="png", object_fit="contain",
                                     show_label=True, elem_id="face-picker")
+                with gr.Group(visible=False, elem_id="group-pick") as group_pick:
+                    everyone = gr.Checkbox(False, label="everyone: age every face of the photo",
+                                           elem_id="everyone")
+                    chosen = gr.CheckboxGroup([], label="or the faces to age together (numbers as on the "
+                                              "thumbnails, best first)", elem_id="group-faces")
                 if EXAMPLES:
                     gr.Examples(EXAMPLES, inputs=photo, label="Examples")
             with gr.Column(scale=1):
@@ -631,6 +636,19 @@ def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None =
                 paste = gr.Checkbox(False, label="paste back into my photo")
                 full_btn = gr.Button(full_label, elem_id="full-button")
                 full_file = gr.File(label="Download", interactive=False, elem_id="full-file")
+        group_ages = gr.State({})  # face number -> age, for the faces aged together
+        with gr.Group(visible=False, elem_id="group-box") as group_box:
+            gr.Markdown("### Everyone in the picture\nThe age slider above sets the age of everyone chosen, or of one "
+                        "face: click its thumbnail (or pick it here) to give it its own age.")
+            with gr.Row():
+                g_who = gr.Radio([("everyone", "all")], value="all", label="The age slider sets the age of",
+                                 elem_id="group-who")
+                g_info = gr.Markdown("", elem_id="group-ages")
+            g_view = gr.ImageSlider(label="Before / after: drag the line", type="pil", format="png",
+                                    interactive=False, elem_id="group-slider", max_height=640)
+            with gr.Row():
+                g_full_btn = gr.Button("Full resolution (whole photo)", elem_id="group-full-button")
+                g_full_file = gr.File(label="Download", interactive=False, elem_id="group-full-file")
         with gr.Tab("Ages side by side"):
             strip_ages = gr.CheckboxGroup([str(a) for a in STRIP_AGES], value=[str(a) for a in STRIP_AGES],
                                           label="Ages")
@@ -814,6 +832,84 @@ def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None =
                     status_line: f"Video ready: {res.frames} frames at {float(res.fps):.3g} fps, {people} "
                                  f"{'person' if people == 1 else 'people'} aged, sound {res.audio}."}
 
+        # ---- several faces together (sam.session.GroupSession): the whole photo, each face its own age
+        def group_ages_text(faces: list[int], ages: dict) -> str:
+            return "Ages: " + ", ".join(f"face {i} → **{ages[i]}**" for i in faces)
+
+        def on_group_photo(image: Any, aligned: bool) -> dict:
+            """A new photo: the group choice offered when it has several faces (nothing chosen yet)."""
+            hide = {group_pick: gr.update(visible=False), chosen: gr.update(choices=[], value=[]), everyone: False,
+                    group_box: gr.update(visible=False), group_ages: {}, g_view: None, g_full_file: None}
+            if image is None or aligned or app.pipe is None or isinstance(image, UnreadableUpload):
+                return hide
+            try:
+                found = app.sessions.photo(image).faces
+            except (ValueError, OSError):
+                return hide  # the single-face flow says what is wrong
+            if len(found) < 2:
+                return hide
+            names = [(f"{i} (best)" if i == 0 else str(i), i) for i in range(len(found))]
+            return {**hide, group_pick: gr.update(visible=True), chosen: gr.update(choices=names, value=[])}
+
+        def on_everyone(flag: bool, image: Any) -> dict:
+            if image is None or app.pipe is None:
+                return {chosen: []}
+            return {chosen: list(range(len(app.sessions.photo(image).faces))) if flag else []}
+
+        def group_update(image: Any, faces: list[int], ages: dict, first: bool = False):
+            """The interpolated preview when every face has one, then the exact preview (both: the whole photo)."""
+            g = app.group(image, faces)
+            wanted = [ages[i] for i in faces]
+            info = group_ages_text(faces, ages)
+            quick = None if first else g.preview(wanted, quick=True)
+            if quick is not None:
+                yield {g_view: (g.photo.image, quick), g_info: info + " (interpolated preview; exact follows…)",
+                       g_full_file: None, status_line: ""}
+            yield {g_view: (g.photo.image, g.preview(wanted, first=first)), g_info: info, g_full_file: None,
+                   status_line: ""}
+            g.start_warm_up()
+
+        def on_chosen(image: Any, faces: list[int], target: Any, ages: dict, who: str):
+            faces = sorted(int(i) for i in faces or [])
+            if not faces or image is None:
+                yield {group_box: gr.update(visible=False), g_view: None, group_ages: {}}
+                return
+            a = to_age(target)
+            ages = {i: ages.get(i, a) for i in faces}
+            who = who if who == "all" or (who is not None and int(who) in faces) else "all"
+            choices = [("everyone", "all"), *[(f"face {i}", str(i)) for i in faces]]
+            yield {group_box: gr.update(visible=True), group_ages: ages, g_who: gr.update(choices=choices, value=who),
+                   g_info: group_ages_text(faces, ages)}
+            yield from group_update(image, faces, ages, first=True)
+
+        def on_group_pick(faces: list[int], evt: gr.SelectData) -> dict:
+            idx = int(evt.index) if evt is not None and evt.index is not None else None
+            if idx is None or idx not in [int(i) for i in faces or []]:
+                return {g_who: gr.skip()}
+            return {g_who: str(idx)}
+
+        def on_group_age(image: Any, faces: list[int], target: Any, ages: dict, who: str):
+            faces = sorted(int(i) for i in faces or [])
+            if not faces or image is None:
+                yield {status_line: gr.skip()}
+                return
+            a = to_age(target)
+            ages = {i: ages.get(i, a) for i in faces}
+            for i in faces if who in (None, "all") else [int(who)]:
+                ages[i] = a
+            yield {group_ages: ages}
+            yield from group_update(image, faces, ages)
+
+        def on_group_full(image: Any, faces: list[int], ages: dict) -> dict:
+            faces = sorted(int(i) for i in faces or [])
+            if not faces:
+                raise RequestError("choose the faces to age first")
+            g = app.group(image, faces)
+            out = g.render([ages.get(i, ages.get(str(i), 60)) for i in faces])
+            path = app.new_path("-group.png")
+            out.save(path)
+            return {g_full_file: str(path), status_line: ""}
+
         def on_preset(chosen: str) -> dict:
             return gr.update(visible=LAYER_PRESETS.get(chosen, chosen) == "custom")
 
@@ -837,6 +933,21 @@ def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None =
          .then(job(on_full, page=status_line, desc="rendering"), sel, {full_file, status_line}, **QUICK, **hidden,
                show_progress_on=[full_file])
          .then(full_button, [paste, already], full_btn, queue=False, **hidden))
+        # several faces: previews and Full resolution are interactive work, like the single face's
+        for trigger in (photo.change, already.change):
+            trigger(on_group_photo, [photo, already],
+                    {group_pick, chosen, everyone, group_box, group_ages, g_view, g_full_file}, **QUICK, **hidden)
+        everyone.input(on_everyone, [everyone, photo], chosen, **QUICK, **hidden)
+        group_in = [photo, chosen, age, group_ages, g_who]
+        group_out = {group_box, group_ages, g_who, g_info, g_view, g_full_file, status_line}
+        chosen.change(stream(on_chosen, status_line), group_in, group_out, trigger_mode="always_last", **QUICK,
+                      **hidden, show_progress_on=[g_view])
+        picker.select(on_group_pick, chosen, g_who, queue=False, **hidden)
+        age.release(stream(on_group_age, status_line), group_in, group_out, trigger_mode="always_last",
+                    show_progress="minimal", **QUICK, **hidden)
+        g_full_btn.click(job(on_group_full, page=status_line, desc="rendering every face"),
+                         [photo, chosen, group_ages], {g_full_file, status_line}, **QUICK, **hidden,
+                         show_progress_on=[g_full_file])
         strip_btn.click(job(on_strip, page=status_line, desc="rendering ages", level=LONG),
                         [photo, strip_ages, already, face_index], {strip, strip_info, status_line}, **SLOW, **hidden,
                         show_progress_on=[strip])

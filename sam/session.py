@@ -305,18 +305,33 @@ class Photo:
         """FFHQ-align the face at ``index`` to ``size`` pixels."""
         return align_face(self.image, output_size=size, face=self.face(index))
 
-    def thumbnails(self, size: int = 128) -> list[Image.Image]:
-        """One uncropped thumbnail per face (the face box with a margin), for a face picker."""
+    def thumbnails(self, size: int = 128, numbered: bool = True) -> list[Image.Image]:
+        """One uncropped thumbnail per face (the face box with a margin), for a face picker; ``numbered``: each with
+        its face number (best first, 0 = the best: the numbers ``face_index`` and ``faces`` take) in a corner."""
         out = []
-        for face in self.faces:
+        for number, face in enumerate(self.faces):
             left, top, right, bottom = face.box
             m = 0.25 * max(right - left, bottom - top)
             box = (max(0, int(left - m)), max(0, int(top - m)),
                    min(self.image.width, int(right + m)), min(self.image.height, int(bottom + m)))
             crop = self.image.crop(box)
             crop.thumbnail((size, size))
-            out.append(crop)
+            out.append(_numbered(crop, number) if numbered else crop)
         return out
+
+
+def _numbered(image: Image.Image, number: int) -> Image.Image:
+    """``image`` with ``number`` in white on a dark box in its top left corner."""
+    from PIL import ImageDraw, ImageFont
+
+    image = image.convert("RGB")
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=max(12, image.height // 5))
+    left, top, right, bottom = draw.textbbox((0, 0), str(number), font=font)
+    pad = max(2, (bottom - top) // 4)
+    draw.rectangle([0, 0, right - left + 2 * pad, bottom - top + 2 * pad], fill=(0, 0, 0))
+    draw.text((pad - left, pad - top), str(number), fill=(255, 255, 255), font=font)
+    return image
 
 
 def _without_paths(message: str, src: Any, what: str) -> str:
