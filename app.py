@@ -804,9 +804,11 @@ def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None =
                     plain_info: f"Age {a}: {lines[1]}" if lines[1] else "", status_line: ""}
 
         def on_video(image: Any, start: Any, end: Any, between: Any, rate: Any, side: Any, boom: bool, gif: bool,
-                     label: bool, aligned: bool, idx: int, *, progress=None, should_stop=None, owner=None) -> dict:
+                     label: bool, aligned: bool, idx: int, together: list, *, progress=None, should_stop=None,
+                     owner=None) -> dict:
+            faces = sorted(int(i) for i in together or []) if not aligned else []
             res = app.lifespan_job(image, start, end, between, rate, side, boom, label, gif, aligned, idx,
-                                    progress=progress, should_stop=should_stop, owner=owner)
+                                    faces=faces or "best", progress=progress, should_stop=should_stop, owner=owner)
             files = [str(res.mp4)] + ([str(res.gif)] if res.gif else [])
             return {video: str(res.mp4), v_files: files, status_line: f"Video ready: {res.frames} frames."}
 
@@ -958,7 +960,7 @@ def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None =
                       show_progress_on=[mixed_out])
         v_event = v_btn.click(job(on_video, page=status_line, desc="rendering frames", level=LONG),
                               [photo, v_start, v_end, v_between, v_fps, v_size, v_boom, v_gif, v_label, already,
-                               face_index], {video, v_files, status_line}, **SLOW, **hidden,
+                               face_index, chosen], {video, v_files, status_line}, **SLOW, **hidden,
                               show_progress_on=[video], trigger_mode="multiple")
         v_cancel.click(lambda: "Video cancelled.", None, status_line, cancels=[v_event], queue=False, **hidden)
         c_event = c_btn.click(job(on_clip, page=status_line, desc="ageing frames", unit="frames", level=LONG),
