@@ -728,13 +728,18 @@ def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None =
                 return
             try:
                 readable_upload(image)
-                gallery = gr.update(value=None, visible=False)
+                hidden = gr.update(value=None, visible=False)
+                steps = show_face(image, aligned, 0, target, pasted, {picker: hidden, face_index: 0})
+                yield next(steps)  # the first preview, from the best face of a quick look
                 if not aligned and app.pipe is not None:
                     photo_ = app.sessions.photo(image)
-                    if len(photo_.faces) > 1:
-                        gallery = gr.update(value=photo_.thumbnails(), visible=True, selected_index=0)
+                    if len(photo_.faces) > 1:  # the full look, for the face picker
                         gr.Info(f"{len(photo_.faces)} faces found; showing the best one. Click a face to switch.")
-                yield from show_face(image, aligned, 0, target, pasted, {picker: gallery, face_index: 0})
+                        yield {picker: gr.update(value=photo_.thumbnails(), visible=True, selected_index=0)}
+                    if not photo_.best_face_confirmed():  # rare: the full look ranks another face first
+                        steps.close()
+                        steps = show_face(image, aligned, 0, target, pasted, {face_index: 0})
+                yield from steps
             finally:
                 app._repeat(str(image), bool(aligned))  # the window counts from the end of this one
 

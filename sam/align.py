@@ -55,6 +55,7 @@ __all__ = [
     "align_face",
     "detect_faces",
     "face_rank",
+    "box_iou",
     "ffhq_align",
     "ffhq_quad",
     "find_landmarks_model",
@@ -244,6 +245,17 @@ def _as_rgb(img: Any) -> Image.Image:
             raise ImageLoadError(f"the PIL image could not be decoded (corrupt or truncated): {exc}") from exc
         return img if img.mode == "RGB" else to_rgb(img)
     return load_image(img)
+
+
+def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """Intersection over union of two ``(left, top, right, bottom)`` boxes (0 when they do not overlap)."""
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    if w <= 0 or h <= 0:
+        return 0.0
+    inter = w * h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
 
 
 def face_rank(area: float, score: float) -> float:
