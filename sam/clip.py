@@ -584,6 +584,7 @@ class _Face:
     box: np.ndarray
     pre: torch.Tensor | None = None  # the smoothed frozen code
     code: torch.Tensor | None = None  # the smoothed W+ code rendered
+    key: bool = False  # went through the encoders
 
     @property
     def side(self) -> float:
@@ -688,6 +689,7 @@ class KeyFrameCoder:
                     x = r + f.pre + avg
                 f.code = tr.code(fr.t, x)
         for i, f in enumerate(last.faces):
+            f.key = True
             f.track.key = _Key(t=last.t, pre=pre[i : i + 1], residual=residual[i], sig=f.sig)
         self.key_faces += len(images)
         self.key_frames += bool(images)
@@ -791,7 +793,8 @@ class _Output:
             if self.records is not None:
                 self.records.append(FaceFrame(frame=fr.index, face=tr.id, raw=f.raw, smooth=f.smooth,
                                               matrix=f.aligned.matrix.copy(), align_size=f.aligned.output_size,
-                                              box=f.box, code=None if f.code is None else f.code.float().cpu()))
+                                              box=f.box, code=None if f.code is None else f.code.float().cpu(),
+                                              key=f.key))
         t1 = time.perf_counter()
         self.seconds["paste"] += t1 - t0
         if self.writer is None:
@@ -850,6 +853,7 @@ class FaceFrame:
     align_size: int
     box: np.ndarray
     code: torch.Tensor | None = None  # the W+ code rendered (after smoothing)
+    key: bool = False  # a key frame for this person: the encoders ran on it
 
 
 @dataclass
@@ -981,7 +985,8 @@ def age_clip(
     lo = 0.0 if start is None else float(start)
     hi = info.duration if end is None else float(end)
     if not (math.isfinite(lo) and math.isfinite(hi)) or lo < 0:
-        raise RequestError(f"start and end must be numbers with 0 <= start < end, got start={lo:g}, end={hi:g}")
+        raise RequestError(f"start and end must be numbers of seconds, start not negative; got start={lo:g}, "
+                           f"end={hi:g}")
     if lo >= info.duration:
         raise RequestError(f"start ({lo:g} s) is past the end of the video ({info.duration:.2f} s)")
     if hi <= lo:

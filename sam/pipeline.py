@@ -81,6 +81,11 @@ def to_pil(images: torch.Tensor) -> list[Image.Image]:
     return [Image.fromarray(a.permute(1, 2, 0).numpy()) for a in arr]
 
 
+def _batch(images: list[torch.Tensor]) -> torch.Tensor:
+    """``to_tensor`` outputs as one batch; a single one keeps its memory layout (the same numbers as a photo's pass)."""
+    return images[0][None] if len(images) == 1 else torch.stack(images)
+
+
 @dataclass
 class EncodedFace:
     """The age-independent part of a face: its network input and the frozen encoder's W+ code."""
@@ -203,10 +208,9 @@ class AgingPipeline:
     def encode_frames(self, images: Sequence[ImageLike], batch: int = 1) -> torch.Tensor:
         """The frozen encoder's codes of several aligned faces (``N x n_styles x style_dim``), never cached (video
         frames: the photos' faces stay in the cache), ``batch`` faces per network pass."""
-        rgb = torch.stack([to_tensor(im, self.input_size) for im in images]) if images else None
         out = []
         for i in range(0, len(images), max(1, int(batch))):
-            x = rgb[i : i + max(1, int(batch))].to(self.device)
+            x = _batch([to_tensor(im, self.input_size) for im in images[i : i + max(1, int(batch))]]).to(self.device)
             with self.lock:
                 out.append(zerogpu.call(self.model, "encode_pretrained", x, device=self.device))
         if not out:
@@ -224,7 +228,7 @@ class AgingPipeline:
         step = max(1, int(batch))
         out = []
         for i in range(0, len(images), step):
-            rgb = torch.stack([to_tensor(im, self.input_size) for im in images[i : i + step]]).to(self.device)
+            rgb = _batch([to_tensor(im, self.input_size) for im in images[i : i + step]]).to(self.device)
             x4 = add_age_channel(rgb, [age] * rgb.shape[0])
             with self.lock:
                 out.append(zerogpu.call(self.model, "encode", x4, pretrained_codes=pretrained_codes[i : i + step],
