@@ -478,7 +478,7 @@ class AgeApp:
                               should_stop=should_stop)
 
     def video(self, clip: Any, target_age: Any = 70, faces: Any = "largest", output_size: Any = 256,
-              start: Any = None, end: Any = None, preview: Any = False, key_frames: Any = "auto", *,
+              start: Any = None, end: Any = None, preview: Any = False, *, key_frames: Any = "auto",
               progress: Callable | None = None, should_stop: Callable | None = None, owner: str | None = None) -> str:
         """Age the people in a clip (``sam.clip``: tracked, steady, the sound kept); the MP4's path."""
         return str(self.age_video(clip, target_age, faces, output_size, start, end, preview, key_frames,
