@@ -554,10 +554,14 @@ KEY_CHANGE = 4.0  # ``auto``: how much the aligned face may change (mean grey le
 _SIG_SIDE = 32
 
 
+_SIG_WEIGHTS = _face_weights(_SIG_SIDE) / _face_weights(_SIG_SIDE).mean()
+
+
 def _signature(image: Image.Image) -> np.ndarray:
-    """A small grey copy of an aligned face: what its key-frame change is measured on."""
+    """A small grey copy of an aligned face, weighted to its centre (the face, not the background at the crop's
+    edges): what its key-frame change is measured on."""
     small = image.convert("L").resize((_SIG_SIDE, _SIG_SIDE), Image.Resampling.BILINEAR)
-    return np.asarray(small, dtype=np.float32)
+    return np.asarray(small, dtype=np.float32) * _SIG_WEIGHTS.astype(np.float32)
 
 
 @dataclass
