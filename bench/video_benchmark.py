@@ -1,19 +1,22 @@
 """Speed and accuracy of the video job (``sam/clip.py``): before/after in one run, on the same clip.
 
     python bench/video_benchmark.py [--checkpoint PATH | --full] [--seconds 2.4] [--size 640x480] [--threads 2]
-                                    [--output_size 256] [--key_frames auto] [--before 920ea10] [--device cpu]
+                                    [--output_size 256] [--key_frames auto] [--before every-frame|COMMIT]
+                                    [--device cpu]
 
 The clip is the tests' one (``tests/clipmaker.py``: the astronaut photo still for 40 % of the time, then moved,
 scaled and tilted, with noise and a sine-tone sound track). Without ``--checkpoint`` the tiny random-weights model
 is used (it measures the plumbing, not the networks); ``--full`` builds the full-size seed-0 synthetic checkpoint
 (2.3 GB, the published layout and cost) in a temporary folder.
 
-Three runs of the same clip, same threads, same precision (``auto``):
+Runs of the same clip, same threads, same precision (``auto``), one after the other in one process:
 
-* **before**: the landed code at ``--before`` (default 920ea10: every frame through both encoders), run from a
-  temporary ``git worktree`` of that commit in a subprocess (model load not timed);
-* **every frame**: this code with ``key_frames=1`` and no threads (its codes are the accuracy reference; its
-  output is compared with *before*'s to show it is the same algorithm);
+* **every frame**: this code with ``key_frames=1`` and no threads: the landed algorithm of commit 920ea10 (both
+  encoders on every frame, one stage after another); ``tests/test_clip.py`` checks that its codes are those of
+  920ea10's per-frame loop bit for bit. It is **before** (default ``--before every-frame``), and its codes are the
+  accuracy reference;
+* with ``--before COMMIT`` *before* is that commit itself, run from a temporary ``git worktree`` in a subprocess
+  (model load not timed; a third run, and the every-frame output is compared with it);
 * **after**: this code as shipped (``key_frames=auto``, threads).
 
 Reported: frames/s (frames / wall time of ``age_clip``), ms per frame per stage (time spent in each; with threads
@@ -124,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     ap.add_argument("--output_size", type=int, default=256, help="face render size (capped at the model's)")
     ap.add_argument("--key_frames", default="auto", help="the after run's key frames: auto or N (default auto)")
-    ap.add_argument("--before", default="920ea10", help="the commit measured as 'before' (default 920ea10)")
+    ap.add_argument("--before", default="every-frame",
+                    help="every-frame (default: this code with key_frames=1, no threads) or a commit, e.g. 920ea10")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--no-save", action="store_true", help="print only")
     args = ap.parse_args(argv)
@@ -146,14 +150,19 @@ def main(argv: list[str] | None = None) -> int:
         src = make_clip(tmp / "clip.mp4", seconds=args.seconds, fps=args.fps, size=(w, h), still=still)
         info = probe_clip(src)
 
-        print(f"before ({args.before}) ...", file=sys.stderr, flush=True)
-        before = run_before(args.before, ckpt, src, tmp / "before.mp4", args.threads, args.device, args.output_size)
+        if args.before != "every-frame":
+            print(f"before ({args.before}) ...", file=sys.stderr, flush=True)
+            before = run_before(args.before, ckpt, src, tmp / "before.mp4", args.threads, args.device,
+                                args.output_size)
         pipe = AgingPipeline.from_pretrained(ckpt, download=False, device=args.device)
         print("every frame (key_frames=1, no threads) ...", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
         ref = age_clip(pipe, info, tmp / "ref.mp4", 70, output_size=args.output_size, key_frames=1, overlap=False,
                        trace=True)
         ref_wall = time.perf_counter() - t0
+        if args.before == "every-frame":
+            before = {"wall": ref_wall, "frames": ref.frames, "seconds": ref.seconds}
+            (tmp / "before.mp4").write_bytes(ref.path.read_bytes())
         print(f"after (key_frames={args.key_frames}, threads) ...", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
         new = age_clip(pipe, info, tmp / "new.mp4", 70, output_size=args.output_size, key_frames=args.key_frames,
@@ -177,7 +186,9 @@ def main(argv: list[str] | None = None) -> int:
         "cpu": cpu_name(), "device": args.device, "threads": args.threads, "model": model_name,
         "precision": str(pipe.precision), "model_output_size": pipe.output_size, "face_render_size": args.output_size,
         "clip": f"{w}x{h}, {n} frames, {float(info.fps):g} fps ({still:g} s still, then moving)",
-        "before": {"commit": args.before, "frames_per_second": before["frames"] / before["wall"],
+        "before": {"what": args.before if args.before != "every-frame" else
+                   "this code, key_frames=1, no threads (920ea10's algorithm, bit-exact codes)",
+                   "frames_per_second": before["frames"] / before["wall"],
                    "wall_s": before["wall"], "ms_per_frame": {k: v / before["frames"] * 1000
                                                               for k, v in before["seconds"].items()}},
         "every_frame": {"frames_per_second": ref.frames / ref_wall, "wall_s": ref_wall,
@@ -202,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         f"CPU: {row['cpu']} ({args.threads} torch threads), device {args.device}; model: {model_name} "
         f"({pipe.output_size} px generator, faces rendered at {args.output_size} px, precision {row['precision']}); "
         f"clip {row['clip']}.", "",
-        f"**before ({args.before}, every frame encoded): {b['frames_per_second']:.2f} frames/s; after "
+        f"**before ({b['what']}): {b['frames_per_second']:.2f} frames/s; after "
         f"(key_frames={args.key_frames}, threads): {af['frames_per_second']:.2f} frames/s: "
         f"{row['speedup']:.2f}x** ({af['key_frames']} key frames of {n})", "",
         "| stage (ms per frame) | before | after |", "|---|---:|---:|",
