@@ -32,6 +32,7 @@ through. Per-stage time (read, detect, align, encode, render, paste, write) is m
 
 from __future__ import annotations
 
+import contextvars
 import math
 import os
 import queue
@@ -770,7 +771,9 @@ class _Output:
         self.q: queue.Queue[Any] | None = queue.Queue(maxsize=16) if threaded else None
         self.thread: threading.Thread | None = None
         if self.q is not None:
-            self.thread = threading.Thread(target=self._run, name="clip-writer", daemon=True)
+            # in the caller's context: progress callbacks (e.g. Gradio's) find their request there
+            self.thread = threading.Thread(target=contextvars.copy_context().run, args=(self._run,),
+                                           name="clip-writer", daemon=True)
             self.thread.start()
 
     def _run(self) -> None:
