@@ -68,8 +68,10 @@ from sam.scheduler import (
 from sam.session import (
     MAX_FRAMES_BETWEEN,
     FaceSession,
+    GroupSession,
     RequestError,
     SessionCache,
+    is_best,
     read_flag,
     read_number,
     read_size,
@@ -436,11 +438,28 @@ class AgeApp:
     # ------------------------------------------------------------------------------------------ API (named)
 
     def age(self, image: Any, target_age: Any, size: Any = None, already_aligned: Any = False, face_index: Any = 0,
-            paste_back: Any = False) -> Image.Image:
-        """One aged image: the face at ``size`` px (default full resolution), or the whole photo with paste-back."""
-        s = self.session(image, already_aligned, face_index)
-        return s.render(to_age(target_age), size=read_size(size, s.pipe.output_size),
-                        paste=read_flag(paste_back, "paste_back"))
+            paste_back: Any = False, faces: Any = "best", ages: Any = None) -> Image.Image:
+        """One aged image: the face at ``size`` px (default full resolution), or the whole photo with paste-back.
+        ``faces`` other than ``"best"`` (``"all"``, ``"1,3"``): the whole photo with each of those faces aged, to
+        ``target_age`` or to its own age of ``ages`` (``"60,25"``, in the order of ``faces``)."""
+        if is_best(faces):
+            if ages not in (None, "") and not (isinstance(ages, (list, tuple)) and not ages):
+                raise RequestError("per-face ages need faces: \"all\" or face numbers such as \"1,3\"")
+            s = self.session(image, already_aligned, face_index)
+            return s.render(to_age(target_age), size=read_size(size, s.pipe.output_size),
+                            paste=read_flag(paste_back, "paste_back"))
+        g = self.group(image, faces, already_aligned, face_index)
+        return g.render(g.ages(target_age, ages), size=read_size(size, g.pipe.output_size))
+
+    def group(self, image: Any, faces: Any, already_aligned: Any = False, face_index: Any = 0) -> GroupSession:
+        """Several faces of a photo, aged together (:meth:`SessionCache.group`)."""
+        readable_upload(image)
+        if self.pipe is None:
+            raise gr.Error(self.problem_for_people(), print_exception=False)
+        if read_flag(already_aligned, "already_aligned"):
+            raise RequestError("an aligned face crop has one face: several faces need a photo with \"already "
+                               "aligned\" off")
+        return self.sessions.group(image, faces, face_index)
 
     def mix(self, image: Any, reference: Any, target_age: Any, latent_mask: Any = "fine", alpha: Any = 1.0,
             size: Any = None, already_aligned: Any = False, reference_aligned: Any = False) -> Image.Image:
@@ -452,20 +471,33 @@ class AgeApp:
         return s.mix(ref, target_age, latent_mask, alpha, size=read_size(size, s.pipe.output_size))[0]
 
     def lifespan(self, image: Any, start_age: Any = 0, end_age: Any = 100, frames_between: Any = 10, fps: Any = 20,
-                 size: Any = 256, boomerang: Any = False, already_aligned: Any = False, face_index: Any = 0, *,
-                 progress: Callable | None = None, should_stop: Callable | None = None,
+                 size: Any = 256, boomerang: Any = False, already_aligned: Any = False, face_index: Any = 0,
+                 faces: Any = "best", *, progress: Callable | None = None, should_stop: Callable | None = None,
                  owner: str | None = None) -> str:
-        """The lifespan MP4's path."""
+        """The lifespan MP4's path; with ``faces`` other than ``"best"``, the group video of the whole photo."""
         return str(self.lifespan_job(image, start_age, end_age, frames_between, fps, size, boomerang,
-                                      already_aligned=already_aligned, face_index=face_index, progress=progress,
-                                      should_stop=should_stop, owner=owner).mp4)
+                                      already_aligned=already_aligned, face_index=face_index, faces=faces,
+                                      progress=progress, should_stop=should_stop, owner=owner).mp4)
 
     def lifespan_job(self, image: Any, start_age: Any = 0, end_age: Any = 100, frames_between: Any = 10,
                       fps: Any = 20, size: Any = 256, boomerang: Any = False, label: bool = False,
-                      gif: bool = False, already_aligned: Any = False, face_index: Any = 0, *,
+                      gif: bool = False, already_aligned: Any = False, face_index: Any = 0, faces: Any = "best", *,
                       progress: Callable | None = None, should_stop: Callable | None = None,
                       owner: str | None = None) -> Any:
-        """The lifespan job (its :class:`sam.video.LifespanResult`), after its turn in the long-job line."""
+        """The lifespan job (its :class:`sam.video.LifespanResult`), after its turn in the long-job line: one face,
+        or with ``faces`` (``"all"``, ``"1,3"``) the whole photo with those faces aging together."""
+        if not is_best(faces):
+            g = self.group(image, faces, already_aligned, face_index)
+            keys = key_ages(start_age, end_age)
+            between = read_number(frames_between, "frames between key ages", 0, MAX_FRAMES_BETWEEN, integer=True,
+                                  default=10)
+            flag = read_flag(boomerang, "boomerang")
+            mp4 = self.new_path(".mp4")
+            frames = (len(keys) - 1) * (between + 1) + 1  # the kind's own rate: seconds per group frame
+            with self.long_turn(owner, "group lifespan", frames, should_stop, progress) as step:
+                return g.lifespan(mp4, start_age, end_age, between, fps, size, flag, label,
+                                  gif_path=mp4.with_suffix(".gif") if gif else None, progress=step,
+                                  should_stop=should_stop)
         s = self.session(image, already_aligned, face_index)
         keys = key_ages(start_age, end_age)
         between = read_number(frames_between, "frames between key ages", 0, MAX_FRAMES_BETWEEN, integer=True,
@@ -586,9 +618,14 @@ def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None =
             with gr.Column(scale=1):
                 photo = photo_input(sources=["upload", "webcam", "clipboard"], label="Your photo", height=320)
                 already = gr.Checkbox(False, label="already aligned (an FFHQ-style face crop: skip face detection)")
-                picker = gr.Gallery(label="Faces found (left to right): click the one to age", visible=False,
+                picker = gr.Gallery(label="Faces found (numbered best first): click the one to age", visible=False,
                                     columns=6, height="auto", allow_preview=False, format="png", object_fit="contain",
                                     show_label=True, elem_id="face-picker")
+                with gr.Group(visible=False, elem_id="group-pick") as group_pick:
+                    everyone = gr.Checkbox(False, label="everyone: age every face of the photo",
+                                           elem_id="everyone")
+                    chosen = gr.CheckboxGroup([], label="or the faces to age together (numbers as on the "
+                                              "thumbnails, best first)", elem_id="group-faces")
                 if EXAMPLES:
                     gr.Examples(EXAMPLES, inputs=photo, label="Examples")
             with gr.Column(scale=1):
@@ -604,6 +641,19 @@ def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None =
                 paste = gr.Checkbox(False, label="paste back into my photo")
                 full_btn = gr.Button(full_label, elem_id="full-button")
                 full_file = gr.File(label="Download", interactive=False, elem_id="full-file")
+        group_ages = gr.State({})  # face number -> age, for the faces aged together
+        with gr.Group(visible=False, elem_id="group-box") as group_box:
+            gr.Markdown("### Everyone in the picture\nThe age slider above sets the age of everyone chosen, or of one "
+                        "face: click its thumbnail (or pick it here) to give it its own age.")
+            with gr.Row():
+                g_who = gr.Radio([("everyone", "all")], value="all", label="The age slider sets the age of",
+                                 elem_id="group-who")
+                g_info = gr.Markdown("", elem_id="group-ages")
+            g_view = gr.ImageSlider(label="Before / after: drag the line", type="pil", format="png",
+                                    interactive=False, elem_id="group-slider", max_height=640)
+            with gr.Row():
+                g_full_btn = gr.Button("Full resolution (whole photo)", elem_id="group-full-button")
+                g_full_file = gr.File(label="Download", interactive=False, elem_id="group-full-file")
         with gr.Tab("Ages side by side"):
             strip_ages = gr.CheckboxGroup([str(a) for a in STRIP_AGES], value=[str(a) for a in STRIP_AGES],
                                           label="Ages")
@@ -685,13 +735,18 @@ def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None =
                 return
             try:
                 readable_upload(image)
-                gallery = gr.update(value=None, visible=False)
+                hidden = gr.update(value=None, visible=False)
+                steps = show_face(image, aligned, 0, target, pasted, {picker: hidden, face_index: 0})
+                yield next(steps)  # the first preview, from the best face of a quick look
                 if not aligned and app.pipe is not None:
                     photo_ = app.sessions.photo(image)
-                    if len(photo_.faces) > 1:
-                        gallery = gr.update(value=photo_.thumbnails(), visible=True, selected_index=0)
+                    if len(photo_.faces) > 1:  # the full look, for the face picker
                         gr.Info(f"{len(photo_.faces)} faces found; showing the best one. Click a face to switch.")
-                yield from show_face(image, aligned, 0, target, pasted, {picker: gallery, face_index: 0})
+                        yield {picker: gr.update(value=photo_.thumbnails(), visible=True, selected_index=0)}
+                    if not photo_.best_face_confirmed():  # rare: the full look ranks another face first
+                        steps.close()
+                        steps = show_face(image, aligned, 0, target, pasted, {face_index: 0})
+                yield from steps
             finally:
                 app._repeat(str(image), bool(aligned))  # the window counts from the end of this one
 
@@ -761,9 +816,11 @@ def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None =
                     plain_info: f"Age {a}: {lines[1]}" if lines[1] else "", status_line: ""}
 
         def on_video(image: Any, start: Any, end: Any, between: Any, rate: Any, side: Any, boom: bool, gif: bool,
-                     label: bool, aligned: bool, idx: int, *, progress=None, should_stop=None, owner=None) -> dict:
+                     label: bool, aligned: bool, idx: int, together: list, *, progress=None, should_stop=None,
+                     owner=None) -> dict:
+            faces = sorted(int(i) for i in together or []) if not aligned else []
             res = app.lifespan_job(image, start, end, between, rate, side, boom, label, gif, aligned, idx,
-                                    progress=progress, should_stop=should_stop, owner=owner)
+                                    faces=faces or "best", progress=progress, should_stop=should_stop, owner=owner)
             files = [str(res.mp4)] + ([str(res.gif)] if res.gif else [])
             return {video: str(res.mp4), v_files: files, status_line: f"Video ready: {res.frames} frames."}
 
@@ -789,6 +846,84 @@ def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None =
                     status_line: f"Video ready: {res.frames} frames at {float(res.fps):.3g} fps, {people} "
                                  f"{'person' if people == 1 else 'people'} aged, sound {res.audio}."}
 
+        # ---- several faces together (sam.session.GroupSession): the whole photo, each face its own age
+        def group_ages_text(faces: list[int], ages: dict) -> str:
+            return "Ages: " + ", ".join(f"face {i} → **{ages[i]}**" for i in faces)
+
+        def on_group_photo(image: Any, aligned: bool) -> dict:
+            """A new photo: the group choice offered when it has several faces (nothing chosen yet)."""
+            hide = {group_pick: gr.update(visible=False), chosen: gr.update(choices=[], value=[]), everyone: False,
+                    group_box: gr.update(visible=False), group_ages: {}, g_view: None, g_full_file: None}
+            if image is None or aligned or app.pipe is None or isinstance(image, UnreadableUpload):
+                return hide
+            try:
+                found = app.sessions.photo(image).faces
+            except (ValueError, OSError):
+                return hide  # the single-face flow says what is wrong
+            if len(found) < 2:
+                return hide
+            names = [(f"{i} (best)" if i == 0 else str(i), i) for i in range(len(found))]
+            return {**hide, group_pick: gr.update(visible=True), chosen: gr.update(choices=names, value=[])}
+
+        def on_everyone(flag: bool, image: Any) -> dict:
+            if image is None or app.pipe is None:
+                return {chosen: []}
+            return {chosen: list(range(len(app.sessions.photo(image).faces))) if flag else []}
+
+        def group_update(image: Any, faces: list[int], ages: dict, first: bool = False):
+            """The interpolated preview when every face has one, then the exact preview (both: the whole photo)."""
+            g = app.group(image, faces)
+            wanted = [ages[i] for i in faces]
+            info = group_ages_text(faces, ages)
+            quick = None if first else g.preview(wanted, quick=True)
+            if quick is not None:
+                yield {g_view: (g.photo.image, quick), g_info: info + " (interpolated preview; exact follows…)",
+                       g_full_file: None, status_line: ""}
+            yield {g_view: (g.photo.image, g.preview(wanted, first=first)), g_info: info, g_full_file: None,
+                   status_line: ""}
+            g.start_warm_up()
+
+        def on_chosen(image: Any, faces: list[int], target: Any, ages: dict, who: str):
+            faces = sorted(int(i) for i in faces or [])
+            if not faces or image is None:
+                yield {group_box: gr.update(visible=False), g_view: None, group_ages: {}}
+                return
+            a = to_age(target)
+            ages = {i: ages.get(i, a) for i in faces}
+            who = who if who == "all" or (who is not None and int(who) in faces) else "all"
+            choices = [("everyone", "all"), *[(f"face {i}", str(i)) for i in faces]]
+            yield {group_box: gr.update(visible=True), group_ages: ages, g_who: gr.update(choices=choices, value=who),
+                   g_info: group_ages_text(faces, ages)}
+            yield from group_update(image, faces, ages, first=True)
+
+        def on_group_pick(faces: list[int], evt: gr.SelectData) -> dict:
+            idx = int(evt.index) if evt is not None and evt.index is not None else None
+            if idx is None or idx not in [int(i) for i in faces or []]:
+                return {g_who: gr.skip()}
+            return {g_who: str(idx)}
+
+        def on_group_age(image: Any, faces: list[int], target: Any, ages: dict, who: str):
+            faces = sorted(int(i) for i in faces or [])
+            if not faces or image is None:
+                yield {status_line: gr.skip()}
+                return
+            a = to_age(target)
+            ages = {i: ages.get(i, a) for i in faces}
+            for i in faces if who in (None, "all") else [int(who)]:
+                ages[i] = a
+            yield {group_ages: ages}
+            yield from group_update(image, faces, ages)
+
+        def on_group_full(image: Any, faces: list[int], ages: dict) -> dict:
+            faces = sorted(int(i) for i in faces or [])
+            if not faces:
+                raise RequestError("choose the faces to age first")
+            g = app.group(image, faces)
+            out = g.render([ages.get(i, ages.get(str(i), 60)) for i in faces])
+            path = app.new_path("-group.png")
+            out.save(path)
+            return {g_full_file: str(path), status_line: ""}
+
         def on_preset(chosen: str) -> dict:
             return gr.update(visible=LAYER_PRESETS.get(chosen, chosen) == "custom")
 
@@ -812,6 +947,21 @@ def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None =
          .then(job(on_full, page=status_line, desc="rendering"), sel, {full_file, status_line}, **QUICK, **hidden,
                show_progress_on=[full_file])
          .then(full_button, [paste, already], full_btn, queue=False, **hidden))
+        # several faces: previews and Full resolution are interactive work, like the single face's
+        for trigger in (photo.change, already.change):
+            trigger(on_group_photo, [photo, already],
+                    {group_pick, chosen, everyone, group_box, group_ages, g_view, g_full_file}, **QUICK, **hidden)
+        everyone.input(on_everyone, [everyone, photo], chosen, **QUICK, **hidden)
+        group_in = [photo, chosen, age, group_ages, g_who]
+        group_out = {group_box, group_ages, g_who, g_info, g_view, g_full_file, status_line}
+        chosen.change(stream(on_chosen, status_line), group_in, group_out, trigger_mode="always_last", **QUICK,
+                      **hidden, show_progress_on=[g_view])
+        picker.select(on_group_pick, chosen, g_who, queue=False, **hidden)
+        age.release(stream(on_group_age, status_line), group_in, group_out, trigger_mode="always_last",
+                    show_progress="minimal", **QUICK, **hidden)
+        g_full_btn.click(job(on_group_full, page=status_line, desc="rendering every face"),
+                         [photo, chosen, group_ages], {g_full_file, status_line}, **QUICK, **hidden,
+                         show_progress_on=[g_full_file])
         strip_btn.click(job(on_strip, page=status_line, desc="rendering ages", level=LONG),
                         [photo, strip_ages, already, face_index], {strip, strip_info, status_line}, **SLOW, **hidden,
                         show_progress_on=[strip])
@@ -822,7 +972,7 @@ def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None =
                       show_progress_on=[mixed_out])
         v_event = v_btn.click(job(on_video, page=status_line, desc="rendering frames", level=LONG),
                               [photo, v_start, v_end, v_between, v_fps, v_size, v_boom, v_gif, v_label, already,
-                               face_index], {video, v_files, status_line}, **SLOW, **hidden,
+                               face_index, chosen], {video, v_files, status_line}, **SLOW, **hidden,
                               show_progress_on=[video], trigger_mode="multiple")
         v_cancel.click(lambda: "Video cancelled.", None, status_line, cancels=[v_event], queue=False, **hidden)
         c_event = c_btn.click(job(on_clip, page=status_line, desc="ageing frames", unit="frames", level=LONG),
@@ -842,6 +992,8 @@ def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None =
             a_ref_aligned = gr.Checkbox(False, label="reference_aligned")
             a_face = gr.Number(0, label="face_index")
             a_paste = gr.Checkbox(False, label="paste_back")
+            a_who = gr.Textbox("best", label="faces")  # /age, /lifespan: "best", "all" or "1,3" (sam.session)
+            a_ages = gr.Textbox("", label="ages")  # /age: per-face ages, in the order of faces
             a_mask = gr.Textbox("fine", label="latent_mask")
             a_alpha = gr.Number(1.0, label="alpha")
             a_start = gr.Number(0, label="start_age")
@@ -861,14 +1013,16 @@ def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None =
             a_btn = gr.Button("api")
             a_cancel = gr.Button("cancel")
         api_events = [
-            a_btn.click(job(app.age), [a_img, a_age, a_size, a_aligned, a_face, a_paste], a_out,
-                        api_name="age", api_description="Age the face in a photo: (image, target_age) -> image",
-                        **QUICK),
+            a_btn.click(job(app.age), [a_img, a_age, a_size, a_aligned, a_face, a_paste, a_who, a_ages], a_out,
+                        api_name="age", api_description="Age the face in a photo: (image, target_age) -> image; "
+                        "faces=\"all\" or \"1,3\" (and per-face ages \"60,25\"): the whole photo with those faces "
+                        "aged", **QUICK),
             a_btn.click(job(app.mix), [a_img, a_ref, a_age, a_mask, a_alpha, a_size, a_aligned, a_ref_aligned], a_out,
                         api_name="mix", api_description="Age a face and mix in a reference face's styles", **QUICK),
             a_btn.click(job(app.lifespan, desc="rendering frames", level=LONG),
-                        [a_img, a_start, a_end, a_between, a_fps, a_vsize, a_boom, a_aligned, a_face], a_video,
-                        api_name="lifespan", api_description="Lifespan MP4 from start_age to end_age", **SLOW),
+                        [a_img, a_start, a_end, a_between, a_fps, a_vsize, a_boom, a_aligned, a_face, a_who],
+                        a_video, api_name="lifespan", api_description="Lifespan MP4 from start_age to end_age; "
+                        "faces=\"all\" or \"1,3\": the whole photo with those faces aging together", **SLOW),
             a_btn.click(job(app.video, desc="ageing frames", unit="frames", level=LONG),
                         [a_clip, a_age, a_faces, a_csize, a_cstart, a_cend, a_preview], a_video, api_name="video",
                         api_description="Age the people in a video clip (sound kept): (video, target_age) -> MP4",
@@ -885,7 +1039,7 @@ def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None =
             app.cleanup()
 
     demo.close = close_and_clean
-    return guard_file_references(demo)
+    return accept_older_requests(guard_file_references(demo))
 
 
 def limit_queue(demo: gr.Blocks, max_size: int = MAX_QUEUE) -> gr.Blocks:
@@ -923,6 +1077,25 @@ def guard_file_references(demo: gr.Blocks) -> gr.Blocks:
             raise gr.Error(readable(RequestError(NOT_UPLOADED), markup=False), print_exception=False) from None
 
     demo.preprocess_data = checked
+    return demo
+
+
+GROWN_ENDPOINTS = ("age", "lifespan")  # endpoints that gained trailing inputs (faces, ages) after their first release
+
+
+def accept_older_requests(demo: gr.Blocks) -> gr.Blocks:
+    """A raw HTTP request to an endpoint that gained inputs since (``/age``'s ``faces`` and ``ages``, ``/lifespan``'s
+    ``faces``) and sends only the older ones gets the new inputs' defaults, as ``gradio_client`` does, instead of
+    Gradio's "didn't receive enough input values"."""
+    validate = demo.validate_inputs
+
+    def padded(block_fn: Any, inputs: list[Any]) -> Any:
+        wanted = block_fn.inputs
+        if getattr(block_fn, "api_name", None) in GROWN_ENDPOINTS and len(inputs) < len(wanted):
+            inputs.extend(getattr(block, "value", None) for block in wanted[len(inputs):])
+        return validate(block_fn, inputs)
+
+    demo.validate_inputs = padded
     return demo
 
 

@@ -6,6 +6,8 @@ Starts ``app.py`` on a free loopback port (a fresh server: it waits for the star
 a minute after start would find it), then for each photo opens a new page in headless Chromium (Debian's
 ``/usr/bin/chromium`` driven by Playwright; nothing is downloaded), drops the photo on the upload box and measures
 the time until the first preview is shown, until the aligned face is shown, and until the age readout is there.
+Before each photo it waits until the server is idle (the previous photo's exact preview and key-age warm-up done),
+so each row is one visitor arriving at a quiet server; the browser runs on the same cores as the server.
 Without ``--photos`` it uses four different photos made from ``assets/astronaut.png`` (300, 512, 1024 and 2048 px;
 mirrored, cropped). Prints a table and writes ``bench/results/<date>-first-preview-<cpu>.md`` / ``.json``.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import sys
 import tempfile
 import time
@@ -46,6 +49,22 @@ def default_photos(folder: Path) -> list[Path]:
     return out
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_idle(pid: int, timeout: float = 180.0) -> None:
+    """Until the process uses under 5 % of a core over a second (bounded by ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        before = cpu_seconds(pid)
+        time.sleep(1.0)
+        if cpu_seconds(pid) - before < 0.05:
+            return
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", required=True, help="SAM checkpoint (e.g. the full-size synthetic one)")
@@ -62,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         with sync_api.sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             for photo in photos:
+                wait_idle(proc.pid)
                 page = browser.new_page(viewport={"width": 1400, "height": 1100})
                 page.goto(url, wait_until="load")
                 upload = page.locator("input[type=file]").first

@@ -23,7 +23,7 @@ from pathlib import Path
 from PIL import Image
 
 from .ages import AgeError, to_ages
-from .session import FaceSession, Photo
+from .session import ALL, FaceSession, GroupSession, Photo, RequestError, read_face_ages, read_faces
 from .shard import Shard, current_shard
 
 __all__ = ["main", "build_parser"]
@@ -45,6 +45,7 @@ class Item:
     photo: Photo
     face_index: int = 0
     already_aligned: bool = False
+    faces: list[int] | None = None  # several faces aged together into the whole photo (--faces with --paste_back)
     _session: FaceSession | None = field(default=None, repr=False)
 
     def session(self, pipe) -> FaceSession:
@@ -52,6 +53,11 @@ class Item:
         if self._session is None:
             self._session = FaceSession(pipe, self.photo, self.face_index, self.already_aligned)
         return self._session
+
+    def group(self, pipe) -> GroupSession:
+        """The chosen faces (:attr:`faces`, or the one face) aged together into the whole photo."""
+        faces = self.faces if self.faces is not None else [self.face_index]
+        return GroupSession(self.photo, [FaceSession(pipe, self.photo, i) for i in faces])
 
 
 @dataclass
@@ -104,8 +110,30 @@ def list_inputs(data_path: Path, n_images: int | None = None, shard: Shard | Non
     return shard.take(files) if shard is not None else files
 
 
+def parse_faces(spec: str) -> str:
+    """``--faces``: ``best``, ``all`` or face numbers such as ``1,3`` (checked now; against each photo later)."""
+    text = str(spec).strip()
+    if text.lower() in ("all", "everyone"):
+        return ALL
+    try:
+        read_faces(text)
+    except RequestError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text or "best"
+
+
+def parse_face_ages(spec: str) -> str:
+    """``--face_ages``: one age per chosen face, e.g. ``60,,25`` (blank: the target age); checked now."""
+    try:
+        read_face_ages(spec, list(range(len(str(spec).split(",")))), 0)
+    except RequestError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return spec
+
+
 def iter_items(args, summary: Summary, all_faces: bool = False) -> Iterator[Item]:
-    """Load every input (and find its faces), recording skips with their reason."""
+    """Load every input (and find its faces), recording skips with their reason. ``--faces`` (``all``, ``1,3``):
+    with ``--paste_back`` one item per photo holding those faces, else one item per face (``name_face1.png``)."""
     for path in list_inputs(Path(args.data_path), getattr(args, "n_images", None), current_shard()):
         name = path.name
         if path.suffix.lower() not in IMAGE_SUFFIXES:
@@ -124,11 +152,21 @@ def iter_items(args, summary: Summary, all_faces: bool = False) -> Iterator[Item
         except ValueError as exc:
             summary.skipped.append((name, str(exc)))
             continue
-        if all_faces:
-            for i in range(len(photo.faces)):
-                yield Item(path, f"{path.stem}_face{i}.png", photo, i)
-        else:
+        spec = getattr(args, "faces", "best")
+        try:
+            chosen = list(range(len(photo.faces))) if all_faces else read_faces(spec, len(photo.faces))
+            if chosen is not None and getattr(args, "face_ages", None):
+                read_face_ages(args.face_ages, chosen, 0)
+        except RequestError as exc:
+            summary.failed.append((name, str(exc)))
+            continue
+        if chosen is None:
             yield Item(path, name, photo, 0)
+        elif getattr(args, "paste_back", False):
+            yield Item(path, name, photo, chosen[0], faces=chosen)
+        else:
+            for i in chosen:
+                yield Item(path, f"{path.stem}_face{i}.png", photo, i)
 
 
 def complete(path: Path) -> bool:
@@ -219,7 +257,10 @@ def cmd_inference(args) -> int:
     size = min(size, pipe.output_size)
     summary = Summary()
 
-    def outs_for(item: Item, age: int) -> list[Path]:
+    # --face_ages: one whole photo per input, each chosen face at its own age (the rest at the first --target_age)
+    ages_out = ["face_ages"] if args.face_ages and args.faces != "best" and args.paste_back else args.target_age
+
+    def outs_for(item: Item, age: int | str) -> list[Path]:
         n = _png_name(item.name)
         outs = [exp / "inference_results" / str(age) / n]
         if args.couple_outputs:
@@ -227,12 +268,22 @@ def cmd_inference(args) -> int:
         return outs
 
     def outputs(item: Item) -> list[Path]:
-        return [p for age in args.target_age for p in outs_for(item, age)]
+        return [p for age in ages_out for p in outs_for(item, age)]
 
     def work(item: Item) -> None:
         from .grid import hstack
 
-        missing = [a for a in args.target_age if args.overwrite or not all(complete(p) for p in outs_for(item, a))]
+        missing = [a for a in ages_out if args.overwrite or not all(complete(p) for p in outs_for(item, a))]
+        if item.faces is not None or args.paste_back:  # whole photos: every chosen face aged and pasted back
+            g = item.group(pipe)
+            for age in missing:
+                wanted = g.ages(args.target_age[0], args.face_ages) if age == "face_ages" else g.ages(age)
+                img = g.render(wanted, size=size)
+                result, *coupled = outs_for(item, age)
+                save(img, result)
+                if coupled:
+                    save(hstack([item.photo.image, img], max(img.size)), coupled[0])
+            return
         s = item.session(pipe)
         for age, img in zip(missing, s.renders(missing, size=size)):
             result, *coupled = outs_for(item, age)
@@ -406,7 +457,8 @@ def cmd_lifespan(args) -> int:
                 bar.n = done
                 bar.refresh()
 
-            item.session(pipe).lifespan(exp / f"{stem}.mp4", keys=args.target_age,
+            whole = item.group(pipe) if item.faces is not None else item.session(pipe)
+            whole.lifespan(exp / f"{stem}.mp4", keys=args.target_age,
                                         frames_between=args.frames_per_step, fps=args.fps, size=args.output_size,
                                         boomerang=args.boomerang, label=args.label,
                                         gif_path=exp / f"{stem}.gif" if args.gif else None, progress=progress)
@@ -617,6 +669,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func, **defaults)
         return p
 
+    def faces_args(p) -> None:
+        p.add_argument("--faces", type=parse_faces, default="best",
+                       help="whom to age: best (the best face, default), all, or face numbers such as 1,3 (best "
+                            "first: 0 is the best face, as `align --all_faces` numbers them)")
+
     def ages(p, default=DEFAULT_AGES, help="target ages, comma-separated"):
         p.add_argument("--target_age", type=parse_ages, default=parse_ages(default), help=f"{help} (default {default})")
 
@@ -624,6 +681,12 @@ def build_parser() -> argparse.ArgumentParser:
     ages(p)
     p.add_argument("--couple_outputs", action="store_true", help="also write input|output pairs")
     p.add_argument("--resize_outputs", action="store_true", help="256 px outputs instead of 1024")
+    faces_args(p)
+    p.add_argument("--paste_back", action="store_true",
+                   help="write the whole photo with the face (or every face of --faces) aged and pasted back")
+    p.add_argument("--face_ages", type=parse_face_ages, default=None,
+                   help="with --faces and --paste_back: one age per chosen face, in their order, e.g. 60,25,,70 "
+                        "(blank: the first --target_age); writes inference_results/face_ages/")
 
     p = add("side-by-side", cmd_side_by_side, "one strip per photo: input, then every target age", [model, data])
     ages(p)
@@ -653,6 +716,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--boomerang", action="store_true", help="play forward then backward")
     p.add_argument("--gif", action="store_true", help="also write a GIF")
     p.add_argument("--label", action="store_true", help="burn the age into each frame")
+    faces_args(p)
+    p.set_defaults(paste_back=True)  # several faces: one video of the whole photo
 
     p = add("video", cmd_video, "age the faces of a video clip (MP4, MOV, WebM, GIF): tracked, steady, the sound "
             "kept; writes H.264 MP4", [model])

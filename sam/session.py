@@ -8,9 +8,12 @@ front ends, the Gradio app and the CLI. Neither of them holds model flow of its 
 * :class:`FaceSession`: one chosen face of a photo: aligned (FFHQ, Sec. 4), encoded once, then codes per age,
   interpolated and exact previews, renders, the lifespan video, style mixing (Sec. 4.4), paste-back into the
   photo, apparent age and identity (:class:`FaceMeasures`), and the key-age warm-up;
+* :class:`GroupSession`: several faces of one photo aged together, each to its own age, pasted back into the one
+  photo (previews, full resolution, the group lifespan video);
 * :class:`SessionCache`: a small LRU of photos and sessions (the app's per-user caching);
-* :func:`read_number` / :func:`read_flag` / :func:`read_size`: request values checked the same way for the page,
-  the HTTP API and the CLI (NaN, infinities, strings, out-of-range values: a :class:`RequestError` in words).
+* :func:`read_number` / :func:`read_flag` / :func:`read_size` / :func:`read_faces` / :func:`read_face_ages`:
+  request values checked the same way for the page, the HTTP API and the CLI (NaN, infinities, strings,
+  out-of-range values, unknown or repeated face numbers: a :class:`RequestError` in words).
 
 Ages follow :func:`sam.ages.to_age` everywhere (round half up; every label shows the age rendered). Long work
 takes ``progress(done, total)`` callbacks and ``should_stop()`` for cooperative cancellation (it raises
@@ -27,26 +30,37 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 
-from .ages import KEY_AGES, key_ages, to_age
-from .align import MIN_EXTRA_FACE_SCORE, AlignedFace, Face, NoFaceError, align_face, detect_faces, paste_back
+from .ages import KEY_AGES, AgeError, key_ages, to_age
+from .align import (
+    MIN_EXTRA_FACE_SCORE,
+    AlignedFace,
+    Face,
+    NoFaceError,
+    align_face,
+    box_iou,
+    detect_faces,
+    paste_back,
+    paste_faces,
+)
 from .image_io import ImageLoadError, load_image
 from .mixing import parse_latent_mask
 from .pipeline import AgingPipeline, EncodedFace, JobCancelledError, Progress, ShouldStop, check_stop, to_pil
 from .scheduler import BACKGROUND, priority, stopping
-from .video import LifespanResult, make_lifespan
+from .video import LifespanResult, draw_age_label, interpolate_codes, make_lifespan, write_gif, write_mp4
 
 __all__ = [
     "WORKING_SIDE", "PREVIEW_SIZE", "MAX_FACES", "MAX_FRAMES_BETWEEN", "RequestError", "JobCancelledError", "Photo",
-    "FaceSession", "FaceMeasures", "SessionCache", "read_number", "read_flag", "read_size", "warm_up",
-    "stop_background_work",
+    "FaceSession", "GroupSession", "FaceMeasures", "SessionCache", "read_number", "read_flag", "read_size",
+    "is_best", "read_faces", "read_face_ages", "warm_up", "stop_background_work",
 ]
 
 log = logging.getLogger("sam.session")
@@ -57,6 +71,9 @@ PREVIEW_SIZE = 256  # slider previews, the ages strip and videos by default: the
 MAX_FACES = 12
 MAX_FRAMES_BETWEEN = 60
 MIN_SIZE = 8
+QUICK_MATCH_IOU = 0.5  # a quick-look face and a full-look face overlapping this much are the same face
+GROUP_VIDEO_SIDE = 1280  # a group lifespan video shows the whole photo with at most this long side
+BEST, ALL = "best", "all"  # the words of ``faces`` (read_faces)
 
 
 class RequestError(ValueError):
@@ -151,6 +168,90 @@ def read_size(value: Any, full: int, default: int | None = None) -> int:
     return min(int(s), full)
 
 
+def _items(value: Any) -> list[Any]:
+    """A list from ``"1, 3"``, ``[1, 3]``, ``(1, 3)`` or a single value (blank entries of a text kept as ``""``)."""
+    if isinstance(value, str):
+        text = value.strip().strip("[]")
+        return [] if not text else [part.strip() for part in text.replace(";", ",").split(",")]
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    return [value]
+
+
+def is_best(faces: Any) -> bool:
+    """Whether ``faces`` asks for the single-face flow (``"best"``, ``None`` or ``""``; see :func:`read_faces`)."""
+    return faces is None or (isinstance(faces, str) and faces.strip().lower() in ("", BEST))
+
+
+def read_faces(value: Any, count: int | None = None) -> list[int] | None:
+    """Which faces of a photo to age, by the face numbers of :attr:`Photo.faces` (best first, 0 = the best).
+
+    ``"best"``, ``None`` or ``""``: ``None``, meaning the one face of the single-face flow (``face_index``);
+    ``"all"`` (or ``"everyone"``): every face found (``count`` of them); ``"1,3"``, ``[1, 3]`` or ``2``: those
+    faces, in that order. With ``count`` the numbers are checked against it. Unknown, repeated, negative or
+    fractional numbers and other words are a :class:`RequestError` in words.
+    """
+    if is_best(value):
+        return None
+    if isinstance(value, str) and value.strip().lower() in (ALL, "everyone", "every face"):
+        if count is None:
+            raise RequestError("\"all\" faces needs the photo's faces to be found first")
+        return list(range(count))
+    chosen: list[int] = []
+    for item in _items(value):
+        if isinstance(item, str) and not item:
+            continue
+        if isinstance(item, str):
+            try:
+                item = int(item) if item.lstrip("+-").isdigit() else float(item)
+            except ValueError:
+                pass
+        if isinstance(item, (str, bool)):
+            raise RequestError(f"faces must be \"best\", \"all\" or face numbers such as \"1,3\", got "
+                               f"{str(value)[:40]!r}")
+        n = read_number(item, "a face number", -math.inf, integer=True)
+        if n < 0:
+            raise RequestError(f"face numbers start at 0 (the best face), got {n}")
+        if n in chosen:
+            raise RequestError(f"face {n} is listed twice in faces={str(value)[:40]!r}")
+        chosen.append(int(n))
+    if not chosen:
+        raise RequestError("choose at least one face (\"all\", or face numbers such as \"1,3\")")
+    if count is not None:
+        unknown = [n for n in chosen if n >= count]
+        if unknown:
+            raise RequestError(f"face {unknown[0]} was asked for, but the photo has {count} face(s) "
+                               f"(numbered 0 to {count - 1}, best first)")
+    return chosen
+
+
+def read_face_ages(ages: Any, faces: Sequence[int], target_age: Any = None) -> list[int]:
+    """One age per chosen face (``faces``: their numbers): ``target_age`` for every face, or a per-face list
+    (``"60,25"``, ``[60, 25]``) in the order of ``faces``; a blank entry or a shorter list leaves the remaining
+    faces at ``target_age``.
+
+    More ages than faces, or an age that is not a number from 0 to 100 (NaN, text), is a :class:`RequestError`.
+    """
+    n_faces = len(faces)
+    listed = _items(ages) if ages is not None else []
+    if len(listed) > n_faces:
+        raise RequestError(f"{len(listed)} ages were given for {n_faces} face(s): give at most one age per face")
+    out = []
+    for i in range(n_faces):
+        value = listed[i] if i < len(listed) else None
+        blank = value is None or (isinstance(value, str) and not value.strip())
+        try:
+            if blank:
+                if target_age is None or (isinstance(target_age, str) and not target_age.strip()):
+                    raise RequestError(f"no age for face {faces[i]}: give a target age")
+                out.append(to_age(target_age))
+            else:
+                out.append(to_age(value, f"the age of face {faces[i]}"))
+        except AgeError as exc:
+            raise RequestError(str(exc)) from None
+    return out
+
+
 # --------------------------------------------------------------------------------------------- photos
 
 
@@ -161,7 +262,8 @@ class Photo:
     image: Image.Image
     key: str  # content hash: equal files give equal keys
     _faces: list[Face] | None = field(default=None, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _quick: Face | None = field(default=None, repr=False)  # the best face of the quick look (first preview)
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     @classmethod
     def load(cls, src: Any, what: str = "photo") -> Photo:
@@ -180,12 +282,46 @@ class Photo:
 
     @property
     def faces(self) -> list[Face]:
-        """Faces found in the photo, best first (at most ``MAX_FACES``; doubtful extra detections left out)."""
+        """Faces found in the photo, best first (at most ``MAX_FACES``; doubtful extra detections left out).
+
+        The full look (dlib upsampling once: faces down to about 40 px in the detection copy). When
+        :meth:`best_face` looked quickly before, its face object takes the place of the same face here (same
+        landmarks, so the same aligned crop and cached codes)."""
         with self._lock:
             if self._faces is None:
                 found = detect_faces(self.image, max_side=DETECT_SIDE)
-                self._faces = (found[:1] + [f for f in found[1:] if f.score >= MIN_EXTRA_FACE_SCORE])[:MAX_FACES]
+                found = (found[:1] + [f for f in found[1:] if f.score >= MIN_EXTRA_FACE_SCORE])[:MAX_FACES]
+                if self._quick is not None:
+                    overlaps = [box_iou(f.box, self._quick.box) for f in found]
+                    if overlaps and max(overlaps) >= QUICK_MATCH_IOU:
+                        found[overlaps.index(max(overlaps))] = self._quick
+                self._faces = found
             return self._faces
+
+    @property
+    def faces_known(self) -> bool:
+        """Whether the full look (:attr:`faces`) has been done."""
+        with self._lock:
+            return self._faces is not None
+
+    def best_face(self, what: str = "photo") -> Face:
+        """The best face, as soon as possible (for a new photo's first preview): face 0 of :attr:`faces` once that
+        is known; before, the best face of a quick look without dlib's upsampling (about 4x cheaper; it finds faces
+        from about 80 px in the detection copy, so the best face of nearly every photo). :attr:`faces` then
+        confirms it (:meth:`best_face_confirmed`); when the quick look finds nothing, the full look is done."""
+        with self._lock:
+            if self._faces is None and self._quick is None:
+                found = detect_faces(self.image, upsample=0, max_side=DETECT_SIDE)
+                self._quick = found[0] if found else None
+            if self._faces is None and self._quick is not None:
+                return self._quick
+        return self.face(0, what)
+
+    def best_face_confirmed(self) -> bool:
+        """After the full look: whether its best face is the one :meth:`best_face` gave before it (usually)."""
+        found = self.faces
+        with self._lock:
+            return self._quick is None or (bool(found) and found[0] is self._quick)
 
     def face(self, index: Any, what: str = "photo") -> Face:
         """The face at ``index`` (0 = the best); :class:`NoFaceError` / :class:`RequestError` in words."""
@@ -206,18 +342,33 @@ class Photo:
         """FFHQ-align the face at ``index`` to ``size`` pixels."""
         return align_face(self.image, output_size=size, face=self.face(index))
 
-    def thumbnails(self, size: int = 128) -> list[Image.Image]:
-        """One uncropped thumbnail per face (the face box with a margin), for a face picker."""
+    def thumbnails(self, size: int = 128, numbered: bool = True) -> list[Image.Image]:
+        """One uncropped thumbnail per face (the face box with a margin), for a face picker; ``numbered``: each with
+        its face number (best first, 0 = the best: the numbers ``face_index`` and ``faces`` take) in a corner."""
         out = []
-        for face in self.faces:
+        for number, face in enumerate(self.faces):
             left, top, right, bottom = face.box
             m = 0.25 * max(right - left, bottom - top)
             box = (max(0, int(left - m)), max(0, int(top - m)),
                    min(self.image.width, int(right + m)), min(self.image.height, int(bottom + m)))
             crop = self.image.crop(box)
             crop.thumbnail((size, size))
-            out.append(crop)
+            out.append(_numbered(crop, number) if numbered else crop)
         return out
+
+
+def _numbered(image: Image.Image, number: int) -> Image.Image:
+    """``image`` with ``number`` in white on a dark box in its top left corner."""
+    from PIL import ImageDraw, ImageFont
+
+    image = image.convert("RGB")
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=max(12, image.height // 5))
+    left, top, right, bottom = draw.textbbox((0, 0), str(number), font=font)
+    pad = max(2, (bottom - top) // 4)
+    draw.rectangle([0, 0, right - left + 2 * pad, bottom - top + 2 * pad], fill=(0, 0, 0))
+    draw.text((pad - left, pad - top), str(number), fill=(255, 255, 255), font=font)
+    return image
 
 
 def _without_paths(message: str, src: Any, what: str) -> str:
@@ -304,11 +455,12 @@ class FaceSession:
         self.face_index = 0 if already_aligned else int(read_number(face_index, "face index", 0, integer=True,
                                                                     default=0))
         self.aligned: AlignedFace | None = None
+        self.face: Face | None = None  # the detected face (None for an aligned input)
         if self.already_aligned:
             self.face_image = photo.image
         else:
-            self.aligned = align_face(photo.image, output_size=pipe.input_size,
-                                      face=photo.face(self.face_index, what))
+            self.face = photo.best_face(what) if self.face_index == 0 else photo.face(self.face_index, what)
+            self.aligned = align_face(photo.image, output_size=pipe.input_size, face=self.face)
             self.face_image = self.aligned.image
         self._encoded: EncodedFace | None = None
         self._lock = threading.Lock()
@@ -426,6 +578,23 @@ class FaceSession:
         code, _ = self.pipe.preview_latent(self.encoded, to_age(age), fast=True)
         return self.finish(to_pil(self.pipe.render(code, size=self.preview_size, fast=True))[0], paste)
 
+    def preview_code(self, age: Any, quick: bool = False, first: bool = False) -> torch.Tensor | None:
+        """The W+ code (``1 x n_styles x style_dim``) a preview of ``age`` is rendered from, for a caller that renders
+        several faces together (:class:`GroupSession`). ``quick``: a known or interpolated code only (no encoder
+        pass; ``None`` when there is none yet). ``first``: while the exact encoding is not done, the quick fast-dtype
+        encoding of :meth:`first_preview`. Otherwise the exact preview code of :meth:`preview`."""
+        a = to_age(age)
+        if quick:
+            if not self.has_exact_encoding:
+                return None
+            known = self.pipe.cached_ages(self.encoded, fast=True)
+            if a in known or self.can_interpolate(a):
+                return self.pipe.preview_latent(self.encoded, a, fast=True)[0]
+            return None
+        if first and not self.has_exact_encoding and self.pipe.precision.fast != self.pipe.precision.exact:
+            return self.pipe.latents(self.pipe.encode_fast(self.face_image), [a], fast=True)
+        return self.pipe.latents(self.encoded, [a], fast=True)
+
     def strip(self, ages: Sequence[Any], progress: Progress | None = None,
               should_stop: ShouldStop | None = None) -> list[tuple[int, Image.Image]]:
         """Previews at several ages (sorted, each once): ``[(age, image), ...]``."""
@@ -508,6 +677,150 @@ class FaceSession:
         return "" if age is None else f"Estimated age of this face: **{age:.0f}**"
 
 
+# --------------------------------------------------------------------------------------------- several faces
+
+
+class GroupSession:
+    """Several faces of one photo aged together, each to its own age, pasted back into the one photo
+    (:func:`sam.align.paste_faces`: feathered, each face's colour matched, close faces handed over smoothly).
+
+    >>> g = GroupSession(photo, [FaceSession(pipe, photo, i) for i in range(len(photo.faces))])
+    >>> g.render(g.ages(70)).save("everyone_at_70.png")
+    """
+
+    def __init__(self, photo: Photo, sessions: Sequence[FaceSession]):
+        if not sessions:
+            raise RequestError("choose at least one face")
+        if any(s.aligned is None for s in sessions):
+            raise RequestError("an aligned face crop has one face: several faces need a photo (untick \"already "
+                               "aligned\")")
+        self.photo = photo
+        self.sessions = list(sessions)
+        self.pipe = self.sessions[0].pipe
+
+    @property
+    def faces(self) -> list[int]:
+        """The face numbers (best first numbering of :attr:`Photo.faces`), in the order of :attr:`sessions`."""
+        return [s.face_index for s in self.sessions]
+
+    @property
+    def preview_size(self) -> int:
+        return min(PREVIEW_SIZE, self.pipe.output_size)
+
+    def ages(self, target_age: Any, ages: Any = None) -> list[int]:
+        """One age per face (:func:`read_face_ages`)."""
+        return read_face_ages(ages, self.faces, target_age)
+
+    def _ages(self, ages: Sequence[Any]) -> list[int]:
+        if len(ages) != len(self.sessions):
+            raise RequestError(f"{len(ages)} ages for {len(self.sessions)} faces")
+        return [to_age(a) for a in ages]
+
+    def paste(self, faces: Sequence[Image.Image], base: Image.Image | None = None) -> Image.Image:
+        """The photo (or ``base``, the photo scaled) with each face of :attr:`sessions` replaced by ``faces``."""
+        base = base if base is not None else self.photo.image
+        sx, sy = base.width / self.photo.image.width, base.height / self.photo.image.height
+        pairs = []
+        for s, face in zip(self.sessions, faces, strict=True):
+            aligned = s.aligned
+            if (sx, sy) != (1.0, 1.0):
+                matrix = np.diag([sx, sy]) @ aligned.matrix
+                aligned = replace(aligned, matrix=matrix, source_size=base.size)
+            pairs.append((aligned, face))
+        return paste_faces(base, pairs, color_match=True)
+
+    def preview(self, ages: Sequence[Any], quick: bool = False, first: bool = False) -> Image.Image | None:
+        """The whole photo with every face at its age, from slider previews (``min(256, output)`` px, the generator
+        stopped early, the fast dtype), the faces rendered in one batch. ``quick``: from known or interpolated codes
+        only (no encoder pass), ``None`` while some face has none; ``first``: see :meth:`FaceSession.preview_code`."""
+        wanted = self._ages(ages)
+        codes = [s.preview_code(a, quick=quick, first=first) for s, a in zip(self.sessions, wanted)]
+        if any(c is None for c in codes):
+            return None
+        images = to_pil(self.pipe.render(torch.cat(codes), size=self.preview_size, fast=True))
+        return self.paste(images)
+
+    def render(self, ages: Sequence[Any], size: int | None = None, progress: Progress | None = None,
+               should_stop: ShouldStop | None = None) -> Image.Image:
+        """The whole photo with every face at its age, each rendered from its exact code at ``size`` px (default:
+        the model's full resolution) and pasted back."""
+        wanted = self._ages(ages)
+        codes = []
+        for s, a in zip(self.sessions, wanted):
+            check_stop(should_stop)
+            codes.append(s.code(a))
+        images = to_pil(self.pipe.render(torch.cat(codes), size=size, progress=progress, should_stop=should_stop))
+        return self.paste(images)
+
+    def start_warm_up(self, should_stop: ShouldStop | None = None) -> None:
+        """The key-age codes of every face, in the background (interpolated previews for each)."""
+        for s in self.sessions:
+            s.start_warm_up(should_stop)
+
+    def lifespan(self, mp4_path: str | os.PathLike, start_age: Any = 0, end_age: Any = 100,
+                 frames_between: Any = 10, fps: Any = 20, size: Any = PREVIEW_SIZE, boomerang: bool = False,
+                 label: bool = False, gif_path: str | os.PathLike | None = None, progress: Progress | None = None,
+                 should_stop: ShouldStop | None = None, keys: Sequence[Any] | None = None,
+                 max_side: int = GROUP_VIDEO_SIDE) -> LifespanResult:
+        """The group lifespan video: the whole photo (long side at most ``max_side``) with every face aging together
+        from ``start_age`` to ``end_age`` (codes interpolated between key ages as in :meth:`FaceSession.lifespan`;
+        faces rendered at ``size`` px). A cancelled job leaves no file behind."""
+        keys = [to_age(a) for a in keys] if keys else key_ages(start_age, end_age)
+        n_between = int(read_number(frames_between, "frames between key ages", 0, MAX_FRAMES_BETWEEN, integer=True,
+                                    default=10))
+        rate = read_number(fps, "fps", 1, 60, default=20)
+        side = read_size(size, self.pipe.output_size, PREVIEW_SIZE)
+        per_face = []
+        for s in self.sessions:
+            check_stop(should_stop)
+            per_face.append(self.pipe.latents(s.encoded, keys, should_stop=should_stop, fast=True))
+        codes = [interpolate_codes(c, keys, n_between)[0] for c in per_face]
+        ages = interpolate_codes(per_face[0], keys, n_between)[1]
+        base = _video_frame(self.photo.image, max_side)
+        frames: list[Image.Image] = []
+        keep = bool(boomerang) or gif_path is not None
+        total = len(ages)
+
+        def forward() -> Iterator[Image.Image]:
+            for j in range(total):
+                check_stop(should_stop)
+                faces = to_pil(self.pipe.render(torch.stack([c[j] for c in codes]), size=side, fast=True,
+                                                should_stop=should_stop))
+                frame = self.paste(faces, base)
+                if label:
+                    frame = draw_age_label(frame, ages[j])
+                if keep:
+                    frames.append(frame)
+                if progress is not None:
+                    progress(j + 1, total)
+                yield frame
+
+        def sequence() -> Iterator[Image.Image]:
+            yield from forward()
+            if boomerang:
+                yield from reversed(frames[:-1])
+
+        n = write_mp4(sequence(), mp4_path, rate)
+        gif = None
+        if gif_path is not None:
+            try:
+                check_stop(should_stop)
+                write_gif(frames + frames[-2::-1] if boomerang else frames, gif_path, rate)
+            except BaseException:
+                Path(mp4_path).unlink(missing_ok=True)
+                raise
+            gif = Path(gif_path)
+        return LifespanResult(mp4=Path(mp4_path), gif=gif, frames=n,
+                              ages=ages + ages[-2::-1] if boomerang else ages)
+
+
+def _video_frame(image: Image.Image, max_side: int) -> Image.Image:
+    """The photo as a video frame: long side at most ``max_side``, both sides multiples of 16 (H.264 macroblocks)."""
+    k = min(1.0, max_side / max(image.size))
+    w, h = (max(16, int(image.width * k) // 16 * 16), max(16, int(image.height * k) // 16 * 16))
+    return image if (w, h) == image.size else image.resize((w, h), Image.Resampling.LANCZOS, reducing_gap=3.0)
+
+
 # --------------------------------------------------------------------------------------------- the cache
 
 
@@ -551,6 +864,10 @@ class SessionCache:
         key = (photo.key, aligned, idx)
         with self._lock:
             cached = self._sessions.get(key)
+            if cached is not None and idx == 0 and cached.face is not None and photo.faces_known \
+                    and cached.face is not photo.face(0, what):
+                cached = None  # made from the quick look, whose best face the full look did not confirm
+                del self._sessions[key]
             if cached is not None:
                 self._sessions.move_to_end(key)
                 return cached
@@ -560,6 +877,18 @@ class SessionCache:
             self._sessions.move_to_end(key)
             _trim(self._sessions, self.size)
             return made
+
+
+    def group(self, src: Any, faces: Any, face_index: Any = 0, what: str = "photo") -> GroupSession:
+        """The faces ``faces`` (:func:`read_faces`; ``"best"``: the one face ``face_index``) of a photo, aged together;
+        each face's session comes from the cache."""
+        photo = self.photo(src, what)
+        photo.face(0, what)  # NoFaceError in words when there is none
+        chosen = read_faces(faces, len(photo.faces))
+        if chosen is None:
+            chosen = [int(read_number(face_index, "face index", 0, integer=True, default=0))]
+            photo.face(chosen[0], what)
+        return GroupSession(photo, [self.session(src, False, i, what) for i in chosen])
 
 
 def _file_key(src: Any) -> str | None:
