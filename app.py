@@ -510,15 +510,16 @@ class AgeApp:
                               should_stop=should_stop)
 
     def video(self, clip: Any, target_age: Any = 70, faces: Any = "largest", output_size: Any = 256,
-              start: Any = None, end: Any = None, preview: Any = False, *, progress: Callable | None = None,
-              should_stop: Callable | None = None, owner: str | None = None) -> str:
+              start: Any = None, end: Any = None, preview: Any = False, *, key_frames: Any = "auto",
+              progress: Callable | None = None, should_stop: Callable | None = None, owner: str | None = None) -> str:
         """Age the people in a clip (``sam.clip``: tracked, steady, the sound kept); the MP4's path."""
-        return str(self.age_video(clip, target_age, faces, output_size, start, end, preview, progress=progress,
-                                  should_stop=should_stop, owner=owner).path)
+        return str(self.age_video(clip, target_age, faces, output_size, start, end, preview, key_frames,
+                                  progress=progress, should_stop=should_stop, owner=owner).path)
 
     def age_video(self, clip: Any, target_age: Any = 70, faces: Any = "largest", output_size: Any = 256,
-                  start: Any = None, end: Any = None, preview: Any = False, *, progress: Callable | None = None,
-                  should_stop: Callable | None = None, owner: str | None = None) -> Any:
+                  start: Any = None, end: Any = None, preview: Any = False, key_frames: Any = "auto", *,
+                  progress: Callable | None = None, should_stop: Callable | None = None,
+                  owner: str | None = None) -> Any:
         """The video job's :class:`sam.clip.ClipResult`. The clip must be at most ``CLIP_MAX_MB`` and
         ``CLIP_MAX_SECONDS`` long; frames are worked on with the long side at most ``CLIP_MAX_SIDE``."""
         path = self.clip_path(clip)
@@ -532,6 +533,8 @@ class AgeApp:
         first = read_number(start, "start", 0, CLIP_MAX_SECONDS, default=0)
         last = read_number(end, "end", 0, CLIP_MAX_SECONDS, default=0) or None  # 0: to the end
         quick = read_flag(preview, "preview")
+        keys = "auto" if key_frames in (None, "") or str(key_frames).strip().lower() == "auto" else read_number(
+            key_frames, "key frames", 1, 100, integer=True, default=1)
         limits = ClipLimits(seconds=CLIP_MAX_SECONDS, frames=CLIP_MAX_FRAMES, fps=CLIP_MAX_FPS, pixels=CLIP_MAX_PIXELS)
         info = probe_clip(path, limits=limits, should_stop=should_stop)
         if first >= info.duration:
@@ -539,9 +542,11 @@ class AgeApp:
         if last is not None and last <= first:
             raise RequestError(f"the end ({last:g} s) must come after the start ({first:g} s)")
         mp4 = self.new_path(".mp4")
-        with self.long_turn(owner, "video", info.frames, should_stop, progress) as step:
+        kind = "video" if keys == "auto" else f"video, faces encoded every {keys} frames"  # its own speed
+        with self.long_turn(owner, kind, info.frames, should_stop, progress) as step:
             return age_clip(self.pipe, info, mp4, age, faces=who, output_size=side, start=first, end=last,
-                            preview=quick, max_side=CLIP_MAX_SIDE, progress=step, should_stop=should_stop)
+                            preview=quick, max_side=CLIP_MAX_SIDE, key_frames=keys, progress=step,
+                            should_stop=should_stop)
 
     @staticmethod
     def clip_path(clip: Any) -> Path:
@@ -556,8 +561,8 @@ class AgeApp:
             raise RequestError(f"this file ({path.suffix or 'no extension'}) is not a video the page takes. Please "
                                "upload an MP4, MOV, WebM or GIF clip")
         size = path.stat().st_size if path.is_file() else 0
-        if size > CLIP_MAX_MB * 1e6:
-            raise RequestError(f"the video is {size / 1e6:.1f} MB; this page takes clips of at most {CLIP_MAX_MB} MB")
+        if size > CLIP_MAX_MB * 2**20:  # MB as the upload limit counts them (Gradio's "30mb": 30 x 2**20 bytes)
+            raise RequestError(f"the video is {size / 2**20:.1f} MB; this page takes clips of at most {CLIP_MAX_MB} MB")
         return path
 
     # ------------------------------------------------------------------------------------------ the page
@@ -710,6 +715,8 @@ def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None =
                         c_start = gr.Number(0, label="From second", minimum=0)
                         c_end = gr.Number(0, label="To second (0: the end)", minimum=0)
                     c_preview = gr.Checkbox(False, label="quick preview (480 px)")
+                    c_keys = gr.Dropdown([("auto (fast, as steady)", "auto"), ("every frame (slow)", "1")],
+                                         value="auto", label="Faces encoded on", elem_id="clip-keys")
                     with gr.Row():
                         c_btn = gr.Button("Age the video", variant="primary", elem_id="clip-button")
                         c_cancel = gr.Button("Cancel", variant="stop", elem_id="clip-cancel")
@@ -817,8 +824,8 @@ def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None =
             files = [str(res.mp4)] + ([str(res.gif)] if res.gif else [])
             return {video: str(res.mp4), v_files: files, status_line: f"Video ready: {res.frames} frames."}
 
-        def on_clip(clip: Any, target: Any, who: str, side: Any, start: Any, end: Any, preview: bool, *,
-                    progress=None, should_stop=None, owner=None) -> dict:
+        def on_clip(clip: Any, target: Any, who: str, side: Any, start: Any, end: Any, preview: bool,
+                    keys: Any = "auto", *, progress=None, should_stop=None, owner=None) -> dict:
             began = [0.0, 0]  # when and at which frame the ageing started (after any wait in line)
 
             def frames_done(done: int, total: int, note: str | None = None) -> None:  # frames done and time left
@@ -832,7 +839,7 @@ def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None =
                 left = (time.monotonic() - began[0]) / max(made, 1) * (total - done)
                 progress(done, total, f"ageing frames, about {left:.0f} s left" if made >= 3 else None)
 
-            res = app.age_video(clip, target, who, side, start, end, preview, progress=frames_done,
+            res = app.age_video(clip, target, who, side, start, end, preview, keys, progress=frames_done,
                                 should_stop=should_stop, owner=owner)
             people = len(res.faces)
             return {c_out: str(res.path), c_file: str(res.path),
@@ -969,7 +976,8 @@ def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None =
                               show_progress_on=[video], trigger_mode="multiple")
         v_cancel.click(lambda: "Video cancelled.", None, status_line, cancels=[v_event], queue=False, **hidden)
         c_event = c_btn.click(job(on_clip, page=status_line, desc="ageing frames", unit="frames", level=LONG),
-                              [c_in, c_age, c_faces, c_size, c_start, c_end, c_preview], {c_out, c_file, status_line},
+                              [c_in, c_age, c_faces, c_size, c_start, c_end, c_preview, c_keys],
+                              {c_out, c_file, status_line},
                               **SLOW, **hidden, show_progress_on=[c_out], trigger_mode="multiple")
         c_cancel.click(lambda: "Video cancelled.", None, status_line, cancels=[c_event], queue=False, **hidden)
 

@@ -11,8 +11,10 @@ every run. The exit code is non-zero only when nothing could be processed.
 from __future__ import annotations
 
 import argparse
+import signal
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -466,13 +468,30 @@ def cmd_video(args) -> int:
     """Age the faces of one video clip (``sam.clip``): tracked, steadily aligned, the sound kept."""
     from tqdm import tqdm
 
+    from .ages import to_age
     from .align import NoFaceError
     from .clip import age_clip, probe_clip
     from .session import RequestError
 
     out = Path(args.output)
+    if out.suffix.lower() not in (".mp4", ".m4v", ".mov"):
+        raise SystemExit(f"error: --output {out.name}: the video is written as H.264 MP4; give a name ending in .mp4")
+    try:
+        to_age(args.target_age)
+    except ValueError as exc:
+        raise SystemExit(f"error: --target_age: {exc}") from None
+    if str(args.key_frames).strip().lower() != "auto" and not str(args.key_frames).strip().isdigit() \
+            or str(args.key_frames).strip() == "0":
+        raise SystemExit(f"error: --key_frames must be auto or a whole number >= 1, got {args.key_frames!r}")
     if complete(out) and not args.overwrite:
         raise SystemExit(f"error: {out} exists (use --overwrite)")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        probe = out.with_name(out.stem + ".partial-check")
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise SystemExit(f"error: cannot write {out}: {exc.strerror or exc}") from None
     try:
         info = probe_clip(args.input)
     except RequestError as exc:
@@ -487,12 +506,23 @@ def cmd_video(args) -> int:
             bar.n = done
             bar.refresh()
 
+        def terminated(signum: int, frame: object) -> None:
+            raise KeyboardInterrupt  # the job's cleanup runs: no partial files left
+
+        main_thread = threading.current_thread() is threading.main_thread()
+        before = signal.signal(signal.SIGTERM, terminated) if main_thread else None
         try:
+            key = args.key_frames if str(args.key_frames).strip().lower() == "auto" else int(args.key_frames)
             res = age_clip(pipe, info, out, args.target_age, faces=args.faces, output_size=args.output_size,
-                           start=args.start, end=args.end, preview=args.preview, progress=progress)
+                           start=args.start, end=args.end, preview=args.preview, key_frames=key, progress=progress)
         except (RequestError, NoFaceError) as exc:
             summary.failed.append((Path(args.input).name, str(exc)))
             res = None
+        except OSError as exc:
+            raise SystemExit(f"error: {out}: {exc.strerror or exc}") from None
+        finally:
+            if main_thread:
+                signal.signal(signal.SIGTERM, before)
     if res is not None:
         summary.done.append(out.name)
         cost = ", ".join(f"{k} {v / max(res.frames, 1) * 1000:.0f}" for k, v in res.seconds.items())
@@ -696,6 +726,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start", type=float, default=None, help="age from this second on (earlier frames: unchanged)")
     p.add_argument("--end", type=float, default=None, help="age until this second (later frames: unchanged)")
     p.add_argument("--preview", action="store_true", help="quick low-resolution pass (long side 480 px)")
+    p.add_argument("--key_frames", default="auto",
+                   help="frames whose faces go through the encoders: auto (default: when the face changes, at least "
+                        "every 0.4 s; codes in between interpolated) or N (every N frames; 1: every frame)")
     p.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
 
     p = add("align", cmd_align, "FFHQ-align the faces of a folder of photos", [data])

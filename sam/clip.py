@@ -32,8 +32,10 @@ through. Per-stage time (read, detect, align, encode, render, paste, write) is m
 
 from __future__ import annotations
 
+import contextvars
 import math
 import os
+import queue
 import re
 import subprocess
 import threading
@@ -60,7 +62,7 @@ from .align import (
     paste_back,
     predict_landmarks,
 )
-from .pipeline import AgingPipeline, EncodedFace, JobCancelledError, ShouldStop, check_stop, to_pil
+from .pipeline import AgingPipeline, JobCancelledError, ShouldStop, check_stop, to_pil
 from .session import RequestError
 
 __all__ = [
@@ -385,6 +387,8 @@ class Track:
     pretrained: CodeSmoother = field(default_factory=CodeSmoother)
     code: CodeSmoother = field(default_factory=CodeSmoother)
     colour: CodeSmoother = field(default_factory=CodeSmoother)
+    cut: bool = False  # jumped (a cut, or back elsewhere): its next frame is a key frame for the codes
+    key: Any = None  # the codes of its last key frame (:class:`_Key`)
 
     def set_box(self, box: np.ndarray, lm: np.ndarray) -> None:
         centre, size = _landmark_frame(lm)
@@ -473,6 +477,7 @@ class FaceTracker:
     def _take(self, tr: Track, face: Face, reset: bool) -> None:
         if reset or not tr.active:
             tr.landmark_filter.reset()  # a jump (came back elsewhere): no glide from the old place
+            tr.cut = True
         tr.raw = face.landmarks.copy()
         tr.set_box(np.asarray(face.box), face.landmarks)
         tr.missed = 0
@@ -543,6 +548,303 @@ class FaceTracker:
         return out
 
 
+# --------------------------------------------------------------------------------------------- key frames
+
+KEY_MAX_SECONDS = 0.4  # ``key_frames="auto"``: the longest gap between key frames (twice the codes' 0.2 s smoothing)
+KEY_CHANGE = 4.0  # ``auto``: how much the aligned face may change (mean grey levels, 32 px) before a new key frame
+_SIG_SIDE = 32
+
+
+_SIG_WEIGHTS = _face_weights(_SIG_SIDE) / _face_weights(_SIG_SIDE).mean()
+
+
+def _signature(image: Image.Image) -> np.ndarray:
+    """A small grey copy of an aligned face, weighted to its centre (the face, not the background at the crop's
+    edges): what its key-frame change is measured on."""
+    small = image.convert("L").resize((_SIG_SIDE, _SIG_SIDE), Image.Resampling.BILINEAR)
+    return np.asarray(small, dtype=np.float32) * _SIG_WEIGHTS.astype(np.float32)
+
+
+@dataclass
+class _Key:
+    """A person's codes on their last key frame: the frozen encoder's (as computed) and the SAM code's residual
+    (the SAM code less the smoothed frozen code and ``latent_avg``), the two things interpolated between keys."""
+
+    t: float
+    pre: torch.Tensor
+    residual: torch.Tensor
+    sig: np.ndarray
+
+
+@dataclass(eq=False)
+class _Face:
+    """One person in one frame, from tracking and alignment to the code it is rendered from."""
+
+    track: Track
+    aligned: AlignedFace
+    sig: np.ndarray
+    cut: bool  # the track jumped here: a key frame
+    raw: np.ndarray
+    smooth: np.ndarray
+    box: np.ndarray
+    pre: torch.Tensor | None = None  # the smoothed frozen code
+    code: torch.Tensor | None = None  # the smoothed W+ code rendered
+    key: bool = False  # went through the encoders
+
+    @property
+    def side(self) -> float:
+        """The face's side in the frame (pixels): the aligned crop's size mapped back."""
+        m = self.aligned.matrix
+        return float(self.aligned.output_size * math.sqrt(abs(np.linalg.det(m[:, :2]))))
+
+
+@dataclass(eq=False)
+class _Frame:
+    index: int
+    t: float
+    image: Image.Image
+    faces: list[_Face]
+    in_span: bool
+
+
+class KeyFrameCoder:
+    """The codes of every face in every frame from encoder passes on key frames only.
+
+    On a key frame both encoders run (the frozen one, then SAM's on the smoothed frozen code); between key frames
+    the frozen code and the SAM residual are interpolated linearly in time, then smoothed per frame exactly as
+    every-frame codes would be (:class:`CodeSmoother`), so with ``key_frames=1`` this is every-frame encoding.
+    ``key_frames="auto"``: a key frame when the aligned face has changed by :data:`KEY_CHANGE` since the person's
+    last one (a head turn, an open mouth, a cut), for a new person or one who jumped, and at least every
+    :data:`KEY_MAX_SECONDS`; ``N``: every N frames (and for new people). Frames are held until the next key frame
+    (at most the longest gap) and given back in order with each face's ``code`` set.
+    """
+
+    def __init__(self, pipe: AgingPipeline, age: int, fps: float, key_frames: int | str | None = "auto",
+                 fast: bool = True, batch: int = 1):
+        auto = key_frames is None or str(key_frames).strip().lower() == "auto"
+        if not auto:
+            try:
+                n = int(key_frames)  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                n = 0
+            if isinstance(key_frames, float) and key_frames != n or n < 1:
+                raise RequestError(f"key frames must be 'auto' or a whole number >= 1, got {str(key_frames)[:20]!r}")
+        self.max_gap = max(1, round(KEY_MAX_SECONDS * fps)) if auto else n
+        self.change = KEY_CHANGE if auto else math.inf
+        self.pipe, self.age, self.fast, self.batch = pipe, age, fast, max(1, int(batch))
+        self.held: list[_Frame] = []
+        self.key_faces = 0  # faces encoded
+        self.key_frames = 0
+        self.seconds = 0.0
+
+    def _is_key(self, fr: _Frame) -> bool:
+        if len(self.held) + 1 >= self.max_gap:
+            return True
+        return any(f.cut or f.track.key is None or float(np.abs(f.sig - f.track.key.sig).mean()) >= self.change
+                   for f in fr.faces)
+
+    def push(self, fr: _Frame) -> list[_Frame]:
+        """Take the next frame; returns the frames whose codes are now known (in order, maybe none)."""
+        if not fr.faces and not self.held:
+            return [fr]
+        key = self._is_key(fr)
+        self.held.append(fr)
+        return self._resolve() if key else []
+
+    def flush(self) -> list[_Frame]:
+        """The end of the clip: the last held frame becomes a key frame."""
+        return self._resolve() if self.held else []
+
+    @staticmethod
+    def _lerp(left: torch.Tensor, t0: float, right: torch.Tensor | None, t1: float, t: float) -> torch.Tensor:
+        if right is None or t1 <= t0:
+            return left
+        return torch.lerp(left, right, (t - t0) / (t1 - t0))
+
+    @torch.inference_mode()
+    def _resolve(self) -> list[_Frame]:
+        frames, self.held = self.held, []
+        last = frames[-1]
+        t0 = time.perf_counter()
+        pipe = self.pipe
+        images = [f.aligned.image for f in last.faces]
+        pre = pipe.encode_frames(images, batch=self.batch)
+        ends: dict[int, int] = {id(f.track): i for i, f in enumerate(last.faces)}
+        for fr in frames:  # the frozen codes, interpolated, then smoothed in time order
+            for f in fr.faces:
+                tr = f.track
+                i = ends.get(id(tr))
+                if fr is last:
+                    raw = pre[i : i + 1]
+                else:
+                    raw = self._lerp(tr.key.pre, tr.key.t, None if i is None else pre[i : i + 1], last.t, fr.t)
+                f.pre = tr.pretrained(fr.t, raw)
+        full = pipe.codes_at(images, torch.cat([f.pre for f in last.faces]) if images else pre, self.age,
+                             fast=self.fast, batch=self.batch)
+        avg = pipe.model.latent_avg
+        residual = [full[i : i + 1] - f.pre - avg for i, f in enumerate(last.faces)]
+        for fr in frames:  # the SAM codes: the residual interpolated, then smoothed
+            for f in fr.faces:
+                tr = f.track
+                i = ends.get(id(tr))
+                if fr is last:
+                    x = full[i : i + 1]
+                else:
+                    r = self._lerp(tr.key.residual, tr.key.t, None if i is None else residual[i], last.t, fr.t)
+                    x = r + f.pre + avg
+                f.code = tr.code(fr.t, x)
+        for i, f in enumerate(last.faces):
+            f.key = True
+            f.track.key = _Key(t=last.t, pre=pre[i : i + 1], residual=residual[i], sig=f.sig)
+        self.key_faces += len(images)
+        self.key_frames += bool(images)
+        self.seconds += time.perf_counter() - t0
+        return frames
+
+
+# --------------------------------------------------------------------------------------------- threads
+
+
+class _Failed:
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+
+_END = object()
+
+
+def _ahead(items: Iterator[Any], depth: int) -> Iterator[Any]:
+    """``items`` produced in a thread of their own, up to ``depth`` ahead of the consumer (errors raised here).
+    Closing this generator stops the thread (and closes ``items`` there)."""
+    q: queue.Queue[Any] = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+
+    def put(x: Any) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(x, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run() -> None:
+        try:
+            for x in items:
+                if not put(x):
+                    return
+            put(_END)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            put(_Failed(exc))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=run, name="clip-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            x = q.get()
+            if x is _END:
+                return
+            if isinstance(x, _Failed):
+                raise x.exc
+            yield x
+    finally:
+        stop.set()
+        thread.join()
+
+
+class _Output:
+    """Colour matching, paste-back and H.264 writing of finished frames, in order; in a thread of its own when
+    ``threaded`` (the networks never wait for it). Errors (a cancel included) surface at the next :meth:`put`."""
+
+    def __init__(self, path: Path, fps: Fraction, total: int, seconds: dict[str, float],
+                 progress: Progress | None, should_stop: ShouldStop | None, records: list[FaceFrame] | None,
+                 threaded: bool):
+        self.path, self.fps, self.total, self.seconds = path, fps, total, seconds
+        self.progress, self.should_stop, self.records = progress, should_stop, records
+        self.writer: Any = None
+        self.n = 0
+        self.error: BaseException | None = None
+        self.q: queue.Queue[Any] | None = queue.Queue(maxsize=16) if threaded else None
+        self.thread: threading.Thread | None = None
+        if self.q is not None:
+            # in the caller's context: progress callbacks (e.g. Gradio's) find their request there
+            self.thread = threading.Thread(target=contextvars.copy_context().run, args=(self._run,),
+                                           name="clip-writer", daemon=True)
+            self.thread.start()
+
+    def _run(self) -> None:
+        assert self.q is not None
+        while True:
+            item = self.q.get()
+            if item is _END:
+                return
+            if self.error is None:
+                try:
+                    self._write(*item)
+                except BaseException as exc:  # noqa: BLE001 - handed to the producer
+                    self.error = exc
+
+    def _write(self, fr: _Frame, faces: list[Image.Image]) -> None:
+        check_stop(self.should_stop)
+        t0 = time.perf_counter()
+        out = fr.image
+        for f, face in zip(fr.faces, faces, strict=True):
+            tr = f.track
+            face = _shift_colour(face, tr.colour(fr.t, _colour_shift(face, f.aligned.image)))
+            out = paste_back(out, f.aligned, face)
+            tr.frames += 1
+            if self.records is not None:
+                self.records.append(FaceFrame(frame=fr.index, face=tr.id, raw=f.raw, smooth=f.smooth,
+                                              matrix=f.aligned.matrix.copy(), align_size=f.aligned.output_size,
+                                              box=f.box, code=None if f.code is None else f.code.float().cpu(),
+                                              key=f.key))
+        t1 = time.perf_counter()
+        self.seconds["paste"] += t1 - t0
+        if self.writer is None:
+            self.writer = _open_writer(self.path, out.size, self.fps)
+        self.writer.send(np.ascontiguousarray(np.asarray(out)))
+        self.seconds["write"] += time.perf_counter() - t1
+        self.n += 1
+        if self.progress is not None:
+            self.progress(self.n, max(self.total, self.n))
+
+    def put(self, fr: _Frame, faces: list[Image.Image]) -> None:
+        if self.error is not None:
+            raise self.error
+        if self.q is None:
+            self._write(fr, faces)
+            return
+        while True:
+            try:
+                self.q.put((fr, faces), timeout=0.05)
+                return
+            except queue.Full:
+                if self.error is not None:
+                    raise self.error from None
+
+    def finish(self, ok: bool = True) -> None:
+        """Wait for the frames put (``ok``) or drop them, and close the writer; raises a failure of the thread."""
+        if self.thread is not None and self.q is not None:
+            if not ok:
+                self.error = self.error or JobCancelledError("stopped")
+            self.q.put(_END)
+            self.thread.join()
+            self.thread = None
+        writer, self.writer = self.writer, None
+        if writer is not None:
+            try:
+                writer.close()
+            except Exception:  # noqa: BLE001
+                if ok and self.error is None:
+                    raise
+        if ok and self.error is not None:
+            raise self.error
+
+
 # --------------------------------------------------------------------------------------------- the job
 
 
@@ -557,6 +859,8 @@ class FaceFrame:
     matrix: np.ndarray  # aligned (continuous, ``align_size``) -> source map
     align_size: int
     box: np.ndarray
+    code: torch.Tensor | None = None  # the W+ code rendered (after smoothing)
+    key: bool = False  # a key frame for this person: the encoders ran on it
 
 
 @dataclass
@@ -568,12 +872,14 @@ class ClipResult:
     size: tuple[int, int]
     audio: str  # "copied", "re-encoded (<codec> does not fit in MP4)", or "none"
     faces: dict[int, int]  # person number -> frames aged
-    seconds: dict[str, float]  # per stage
+    seconds: dict[str, float]  # per stage (time spent in it; stages overlap when they run in threads)
     trace: list[FaceFrame] = field(default_factory=list)
+    wall: float = 0.0  # seconds from start to finish
+    key_frames: int = 0  # frames whose faces went through the encoders
 
     @property
     def frames_per_second(self) -> float:
-        total = sum(self.seconds.values())
+        total = self.wall or sum(self.seconds.values())
         return self.frames / total if total > 0 else 0.0
 
 
@@ -603,11 +909,13 @@ def _open_writer(path: Path, size: tuple[int, int], fps: Fraction) -> Any:
 
 
 def _mux_audio(video: Path, source: ClipInfo, out: Path) -> str:
-    """``video`` with ``source``'s audio stream copied unchanged into ``out``; returns what happened to the audio."""
+    """``video`` with ``source``'s audio stream into ``out``; returns what happened to the audio. Copied when MP4
+    holds its codec; else AAC; else AAC downmixed to stereo (e.g. 16-channel PCM); if the sound still cannot be
+    added the video is kept without it (a finished job is never lost) and the result says so."""
     if source.audio_codec is None:
         os.replace(video, out)
         return "none"
-    base = [_ffmpeg(), "-y", "-v", "error", "-i", str(video), "-i", str(source.path), "-map", "0:v", "-map", "1:a?",
+    base = [_ffmpeg(), "-y", "-v", "error", "-i", str(video), "-i", str(source.path), "-map", "0:v", "-map", "1:a:0?",
             "-c:v", "copy"]
     tail = ["-movflags", "+faststart", "-f", "mp4", str(out)]
     if source.audio_codec.lower() in MP4_AUDIO:
@@ -615,9 +923,22 @@ def _mux_audio(video: Path, source: ClipInfo, out: Path) -> str:
         if done.returncode == 0:
             return "copied"
     done = subprocess.run(base + ["-c:a", "aac", "-b:a", "192k"] + tail, capture_output=True)
-    if done.returncode != 0:
-        raise RuntimeError("ffmpeg could not add the sound: " + done.stderr.decode(errors="replace")[-300:])
-    return f"re-encoded to AAC ({source.audio_codec} does not fit in MP4)"
+    if done.returncode == 0:
+        return f"re-encoded to AAC ({source.audio_codec} does not fit in MP4)"
+    done = subprocess.run(base + ["-c:a", "aac", "-b:a", "192k", "-ac", "2"] + tail, capture_output=True)
+    if done.returncode == 0:
+        return f"downmixed to stereo AAC ({source.audio_codec} in that channel layout does not fit in MP4)"
+    os.replace(video, out)
+    return f"none: the sound ({source.audio_codec}) could not be added, the video is kept without it"
+
+
+def _render_side(requested: int, face_side: float, full: int) -> int:
+    """The side a face is rendered at: the requested one, or for a face smaller than that in the frame the
+    smallest power of two at least the face's side, never below 256 (nor the request, when that is smaller)."""
+    if requested <= 256:
+        return requested
+    need = 1 << max(0, math.ceil(face_side) - 1).bit_length()
+    return int(min(requested, full, max(256, need)))
 
 
 def age_clip(
@@ -635,6 +956,9 @@ def age_clip(
     smooth: bool = True,
     smooth_codes: bool = True,
     key_every: int = 5,
+    key_frames: int | str = "auto",
+    overlap: bool = True,
+    batch: int | None = None,
     trace: bool = False,
     progress: Progress | None = None,
     should_stop: ShouldStop | None = None,
@@ -644,18 +968,22 @@ def age_clip(
 
     Args:
         faces: ``"largest"`` (one person, the best face) or ``"all"``.
-        output_size: side the face is rendered at before paste-back (256 or 1024; capped at the model's).
+        output_size: side the face is rendered at before paste-back (256 or 1024; capped at the model's). Above
+            256, a face smaller than that in the frame is rendered at the smallest power of two >= its size.
         start, end: seconds: only frames in ``[start, end)`` are aged; the others are copied unchanged.
         preview: a quick pass: frames worked on with the long side at most :data:`PREVIEW_SIDE`, faces rendered
             at 256 px or less with the generator stopped early.
         max_side: frames with a longer side are scaled down to it (read, aged and written at that size).
         smooth, smooth_codes: the landmark filter and the code smoothing (off only to measure what they do).
         key_every: frames between detector runs.
+        key_frames: ``"auto"`` or N: frames whose faces go through the encoders (:class:`KeyFrameCoder`; 1: all).
+        overlap: decoding/tracking and paste-back/writing in threads of their own, alongside the networks.
+        batch: faces per network pass (default: the pipeline's batch size on a GPU, 1 on a CPU).
         progress: ``progress(frames done, frames total)`` after each frame.
         should_stop: polled before each frame: :class:`~sam.pipeline.JobCancelledError`, nothing left behind.
 
     Raises:
-        RequestError: not a readable video, no frames, bad ``start``/``end``.
+        RequestError: not a readable video, no frames, bad ``start``/``end``, no frame between them.
         NoFaceError: no face anywhere in the aged span (nothing written).
     """
     t_all = time.perf_counter()
@@ -663,20 +991,26 @@ def age_clip(
     age = to_age(target_age)
     lo = 0.0 if start is None else float(start)
     hi = info.duration if end is None else float(end)
-    if not (math.isfinite(lo) and math.isfinite(hi)) or lo < 0 or hi <= lo:
-        raise RequestError(f"start and end must satisfy 0 <= start < end, got start={lo:g}, end={hi:g}")
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo < 0:
+        raise RequestError(f"start and end must be numbers of seconds, start not negative; got start={lo:g}, "
+                           f"end={hi:g}")
     if lo >= info.duration:
         raise RequestError(f"start ({lo:g} s) is past the end of the video ({info.duration:.2f} s)")
+    if hi <= lo:
+        raise RequestError(f"the end ({hi:g} s) must come after the start ({lo:g} s)")
     size = info.size
     side = min(PREVIEW_SIDE if preview else math.inf, max_side or math.inf)
     if max(size) > side:
         k = side / max(size)
         size = (max(2, round(size[0] * k / 2) * 2), max(2, round(size[1] * k / 2) * 2))
-    render_size = min(int(output_size), pipe.output_size, 256 if preview else pipe.output_size)
-    if render_size < 8:
+    requested = min(int(output_size), pipe.output_size, 256 if preview else pipe.output_size)
+    if requested < 8:
         raise RequestError(f"output size must be at least 8, got {output_size}")
-    align_size = pipe.input_size
+    quick = preview or requested < pipe.output_size  # a video is a preview: the fast dtype where there is one
     tracker = FaceTracker(faces, key_every=key_every, smooth=smooth, code_tau=0.2 if smooth_codes else 0.0)
+    if batch is None:
+        batch = pipe.batch_size if pipe.device.type != "cpu" else 1
+    coder = KeyFrameCoder(pipe, age, float(info.fps), key_frames, fast=quick, batch=batch)
     seconds = dict.fromkeys(("read", "detect", "align", "encode", "render", "paste", "write"), 0.0)
     records: list[FaceFrame] = []
 
@@ -684,93 +1018,107 @@ def age_clip(
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp_video = dst.with_name(dst.stem + ".partial-video.mp4")
     tmp_out = dst.with_name(dst.stem + ".partial.mp4")
-    writer = None
-    n = 0
-    frames = read_frames(info, size)
-    try:
-        while True:
-            check_stop(should_stop)
-            t0 = time.perf_counter()
-            arr = next(frames, None)
-            seconds["read"] += time.perf_counter() - t0
-            if arr is None:
-                break
-            t = n / float(info.fps)
-            frame = Image.fromarray(arr)
-            if lo <= t < hi:
-                frame = _age_frame(pipe, tracker, frame, t, n, age, render_size, align_size, preview, seconds,
-                                   records if trace else None)
-            t0 = time.perf_counter()
-            if writer is None:
-                writer = _open_writer(tmp_video, frame.size, info.fps)
-            writer.send(np.ascontiguousarray(np.asarray(frame)))
-            seconds["write"] += time.perf_counter() - t0
-            n += 1
-            if progress is not None:
-                progress(n, max(info.frames, n))
-        if writer is None:
-            raise RequestError("the video has no frames")
+    frames: Iterator[_Frame] = _prepare(info, size, tracker, lo, hi, pipe.input_size, seconds)
+    if overlap:
+        frames = _ahead(frames, depth=coder.max_gap + 2)
+    output = _Output(tmp_video, info.fps, info.frames, seconds, progress, should_stop, records if trace else None,
+                     threaded=overlap)
+    in_span = 0
+
+    def render(done: list[_Frame]) -> None:
         t0 = time.perf_counter()
-        writer.close()
-        writer = None
+        todo = [(fr, f) for fr in done for f in fr.faces]
+        faces_out: dict[int, Image.Image] = {}
+        by_side: dict[int, list[_Face]] = {}
+        for _, f in todo:
+            by_side.setdefault(_render_side(requested, f.side, pipe.output_size), []).append(f)
+        for s, group in by_side.items():
+            codes = torch.cat([f.code for f in group])
+            images = pipe.render(codes, size=s, fast=quick, early=quick or s < pipe.output_size,
+                                 should_stop=should_stop)
+            for f, im in zip(group, to_pil(images), strict=True):
+                faces_out[id(f)] = im
+        seconds["render"] += time.perf_counter() - t0
+        for fr in done:
+            output.put(fr, [faces_out[id(f)] for f in fr.faces])
+
+    ok = False
+    try:
+        for fr in frames:
+            check_stop(should_stop)
+            in_span += fr.in_span
+            render(coder.push(fr))
+        render(coder.flush())
+        ok = True
+    finally:
+        close = getattr(frames, "close", None)
+        if close is not None:
+            close()  # the ffmpeg reader ends on every way out (a cancel, a closed page, an error)
+        try:
+            output.finish(ok)
+        finally:
+            if not ok:
+                tmp_video.unlink(missing_ok=True)
+                tmp_out.unlink(missing_ok=True)
+    try:
+        n = output.n
+        if n == 0:
+            raise RequestError("the video has no frames")
+        if not in_span:
+            raise RequestError(f"no frame of the video lies between {lo:g} s and {hi:g} s (its last frame starts at "
+                               f"{(n - 1) / float(info.fps):.2f} s); nothing was written")
         if not tracker.tracks:
             raise NoFaceError(f"no face found in the video{' between the chosen times' if start or end else ''}; "
                               "use a clip with a clearly visible, roughly frontal face at least about 40 pixels "
                               "wide (nothing was written)")
         check_stop(should_stop)
+        t0 = time.perf_counter()
         audio = _mux_audio(tmp_video, info, tmp_out)
         os.replace(tmp_out, dst)
         seconds["write"] += time.perf_counter() - t0
-    except BaseException:
-        if writer is not None:
-            try:
-                writer.close()
-            except Exception:  # noqa: BLE001 - already failing: the partial file goes anyway
-                pass
-        raise
     finally:
-        frames.close()  # the ffmpeg reader ends on every way out (a cancel, a closed page, an error)
         tmp_video.unlink(missing_ok=True)
         tmp_out.unlink(missing_ok=True)
     seconds["detect"] = tracker.detect_seconds
     seconds["align"] += tracker.landmark_seconds
-    seconds["other"] = max(0.0, time.perf_counter() - t_all - sum(seconds.values()))
+    seconds["encode"] = coder.seconds
+    wall = time.perf_counter() - t_all
     return ClipResult(path=dst, frames=n, fps=info.fps, duration=n / float(info.fps), size=size, audio=audio,
-                      faces={tr.id: tr.frames for tr in tracker.tracks}, seconds=seconds, trace=records)
+                      faces={tr.id: tr.frames for tr in tracker.tracks}, seconds=seconds, trace=records, wall=wall,
+                      key_frames=coder.key_frames)
 
 
-@torch.inference_mode()
-def _age_frame(pipe: AgingPipeline, tracker: FaceTracker, frame: Image.Image, t: float, index: int, age: int,
-               render_size: int, align_size: int, fast: bool, seconds: dict[str, float],
-               records: list[FaceFrame] | None) -> Image.Image:
-    """One frame: track, align (smoothed landmarks), encode (smoothed codes), render, paste every face."""
-    tracks = tracker.step(frame, t)
-    out = frame
-    for tr in tracks:
-        t0 = time.perf_counter()
-        image, _, matrix, _ = ffhq_align(frame, tr.smooth, align_size)
-        aligned = AlignedFace(image=image, quad=np.zeros((4, 2)), face=Face(tuple(tr.box), 1.0, tr.smooth),
-                              source_size=frame.size, output_size=align_size, transform_size=align_size,
-                              matrix=matrix)
-        t1 = time.perf_counter()
-        seconds["align"] += t1 - t0
-        enc = pipe.encode(image)
-        smoothed = EncodedFace(rgb=enc.rgb, pretrained_codes=tr.pretrained(t, enc.pretrained_codes))
-        quick = fast or render_size < pipe.output_size  # a video is a preview: the fast dtype where there is one
-        code = tr.code(t, pipe.latents(smoothed, [age], fast=quick))
-        t2 = time.perf_counter()
-        seconds["encode"] += t2 - t1
-        face = to_pil(pipe.render(code, size=render_size, fast=quick))[0]
-        t3 = time.perf_counter()
-        seconds["render"] += t3 - t2
-        face = _shift_colour(face, tr.colour(t, _colour_shift(face, image)))
-        out = paste_back(out, aligned, face)
-        seconds["paste"] += time.perf_counter() - t3
-        tr.frames += 1
-        if records is not None:
-            records.append(FaceFrame(frame=index, face=tr.id, raw=tr.raw.copy(), smooth=tr.smooth.copy(),
-                                     matrix=matrix.copy(), align_size=align_size, box=tr.box.copy()))
-    return out
+def _prepare(info: ClipInfo, size: tuple[int, int], tracker: FaceTracker, lo: float, hi: float, align_size: int,
+             seconds: dict[str, float]) -> Iterator[_Frame]:
+    """Decode, track and align (smoothed landmarks) each frame: the work that does not need the networks."""
+    frames = read_frames(info, size)
+    n = 0
+    try:
+        while True:
+            t0 = time.perf_counter()
+            arr = next(frames, None)
+            seconds["read"] += time.perf_counter() - t0
+            if arr is None:
+                return
+            t = n / float(info.fps)
+            image = Image.fromarray(arr)
+            faces: list[_Face] = []
+            inside = lo <= t < hi
+            if inside:
+                for tr in tracker.step(image, t):
+                    t0 = time.perf_counter()
+                    crop, _, matrix, _ = ffhq_align(image, tr.smooth, align_size)
+                    aligned = AlignedFace(image=crop, quad=np.zeros((4, 2)),
+                                          face=Face(tuple(tr.box), 1.0, tr.smooth.copy()), source_size=image.size,
+                                          output_size=align_size, transform_size=align_size, matrix=matrix)
+                    faces.append(_Face(track=tr, aligned=aligned, sig=_signature(crop), cut=tr.cut,
+                                       raw=tr.raw.copy(), smooth=tr.smooth.copy(), box=tr.box.copy()))
+                    tr.cut = False
+                    seconds["align"] += time.perf_counter() - t0
+            yield _Frame(index=n, t=t, image=image, faces=faces, in_span=inside)
+            n += 1
+    finally:
+        frames.close()
 
 
-__all__ += ["FaceFrame", "JobCancelledError", "NoFaceError"]
+__all__ += ["FaceFrame", "JobCancelledError", "KeyFrameCoder", "NoFaceError", "KEY_MAX_SECONDS", "KEY_CHANGE"]

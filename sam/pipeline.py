@@ -81,6 +81,11 @@ def to_pil(images: torch.Tensor) -> list[Image.Image]:
     return [Image.fromarray(a.permute(1, 2, 0).numpy()) for a in arr]
 
 
+def _batch(images: list[torch.Tensor]) -> torch.Tensor:
+    """``to_tensor`` outputs as one batch; a single one keeps its memory layout (the same numbers as a photo's pass)."""
+    return images[0][None] if len(images) == 1 else torch.stack(images)
+
+
 @dataclass
 class EncodedFace:
     """The age-independent part of a face: its network input and the frozen encoder's W+ code."""
@@ -200,6 +205,39 @@ class AgingPipeline:
         return EncodedFace(rgb=rgb, pretrained_codes=codes)
 
     @torch.inference_mode()
+    def encode_frames(self, images: Sequence[ImageLike], batch: int = 1) -> torch.Tensor:
+        """The frozen encoder's codes of several aligned faces (``N x n_styles x style_dim``), never cached (video
+        frames: the photos' faces stay in the cache), ``batch`` faces per network pass."""
+        out = []
+        for i in range(0, len(images), max(1, int(batch))):
+            x = _batch([to_tensor(im, self.input_size) for im in images[i : i + max(1, int(batch))]]).to(self.device)
+            with self.lock:
+                out.append(zerogpu.call(self.model, "encode_pretrained", x, device=self.device))
+        if not out:
+            return torch.empty(0, self.n_styles, self.model.config.style_dim, device=self.device)
+        return torch.cat(out)
+
+    @torch.inference_mode()
+    def codes_at(self, images: Sequence[ImageLike], pretrained_codes: torch.Tensor, target_age: float,
+                 fast: bool = False, batch: int = 1) -> torch.Tensor:
+        """W+ codes of several faces at one age, each with its own frozen-encoder code (e.g. smoothed over time):
+        ``E([x, age]) + pretrained_codes + latent_avg``, not cached, ``batch`` faces per pass (as :meth:`latents`
+        for one face)."""
+        age = to_age(target_age)
+        approx = fast and self.precision.fast != self.precision.exact
+        step = max(1, int(batch))
+        out = []
+        for i in range(0, len(images), step):
+            rgb = _batch([to_tensor(im, self.input_size) for im in images[i : i + step]]).to(self.device)
+            x4 = add_age_channel(rgb, [age] * rgb.shape[0])
+            with self.lock:
+                out.append(zerogpu.call(self.model, "encode", x4, pretrained_codes=pretrained_codes[i : i + step],
+                                        fast=approx, device=self.device))
+        if not out:
+            return torch.empty(0, self.n_styles, self.model.config.style_dim, device=self.device)
+        return torch.cat(out)
+
+    @torch.inference_mode()
     def reference_code(self, image: ImageLike | EncodedFace) -> torch.Tensor:
         """W+ of a face without aging (``pretrained_encoder + latent_avg``): the code a reference image injects."""
         face = self.encode(image)
@@ -291,20 +329,22 @@ class AgingPipeline:
         randomize_noise: bool = False,
         progress: Progress | None = None,
         should_stop: ShouldStop | None = None,
+        early: bool | None = None,
     ) -> torch.Tensor:
         """Decode W+ codes to ``N x 3 x size x size`` images in [-1, 1] (the public decoder of the pipeline).
 
         ``size`` defaults to the generator's resolution. A smaller size is the full image average-pooled down
         (the published ``resize`` pixels), or, with ``fast``, the generator stopped at that resolution. ``fast``
         also runs the generator's feature maps in the fast dtype of :attr:`precision` (e.g. bfloat16).
-        ``should_stop`` is polled before each batch (:class:`JobCancelledError` when it returns true).
+        ``should_stop`` is polled before each batch (:class:`JobCancelledError` when it returns true). ``early``
+        (default: as ``fast``) stops the generator at the smallest power of two >= ``size`` whatever the dtype.
         """
         full = self.output_size
         size = int(size or full)
         if size > full or size < 4:
             raise ValueError(f"size must be between 4 and {full}, got {size}")
         stop_at = None
-        if fast and size < full:
+        if (fast if early is None else early) and size < full:
             stop_at = 1 << (size - 1).bit_length()  # smallest power of two >= size
         out = []
         total = codes.shape[0]

@@ -418,3 +418,164 @@ def test_clip_from_webm(pipe, short_clip, tmp_path, audio, expected):
     out = clip.age_clip(pipe, info, tmp_path / "out.mp4", 40, end=0.2)
     assert out.audio.startswith(expected) and out.frames == info.frames == 30
     assert clip.probe_clip(out.path).audio_codec == ("opus" if audio == "libopus" else "aac")
+
+
+# --------------------------------------------------------------------------------------------- key frames
+
+
+def every_frame_codes(pipe: AgingPipeline, info: clip.ClipInfo, age: int) -> dict[tuple[int, int], torch.Tensor]:
+    """The codes of the landed per-frame loop (commit 920ea10): both encoders on every frame, smoothed per person."""
+    from sam.pipeline import EncodedFace
+
+    quick = min(256, pipe.output_size) < pipe.output_size
+    tracker = clip.FaceTracker()
+    out = {}
+    for i, arr in enumerate(clip.read_frames(info)):
+        frame, t = Image.fromarray(arr), i / float(info.fps)
+        for tr in tracker.step(frame, t):
+            image = ffhq_align(frame, tr.smooth, pipe.input_size)[0]
+            enc = pipe.encode(image, cache=False)
+            smoothed = EncodedFace(rgb=enc.rgb, pretrained_codes=tr.pretrained(t, enc.pretrained_codes))
+            out[i, tr.id] = tr.code(t, pipe.latents(smoothed, [age], fast=quick)).float().cpu()
+    return out
+
+
+def test_key_frames_1_is_every_frame_encoding(pipe, short_clip, tmp_path):
+    """With a key frame on every frame the codes are exactly the old every-frame ones, threads or not."""
+    info = clip.probe_clip(short_clip)
+    want = every_frame_codes(pipe, info, 60)
+    for overlap in (False, True):
+        res = clip.age_clip(pipe, info, tmp_path / f"{overlap}.mp4", 60, key_frames=1, overlap=overlap, trace=True)
+        got = {(f.frame, f.face): f.code for f in res.trace}
+        assert res.key_frames == info.frames and all(f.key for f in res.trace)
+        assert got.keys() == want.keys()
+        assert all(torch.equal(got[k], want[k]) for k in want)
+
+
+def test_auto_key_frames_are_few_and_close_to_every_frame(aged, pipe, source):
+    """The 5 s clip (auto): under a third of the frames encoded, never more than KEY_MAX_SECONDS apart, and the
+    codes within 2 % of the every-frame codes' range."""
+    keys = [f.frame for f in aged.trace if f.key]
+    gaps = np.diff(keys)
+    want = every_frame_codes(pipe, clip.probe_clip(source), 70)
+    diff = max((f.code - want[f.frame, f.face]).abs().max().item() for f in aged.trace)
+    scale = max(c.abs().max().item() for c in want.values())
+    print(f"\nauto: {len(keys)} key frames of {aged.frames}, gaps {gaps.min()}-{gaps.max()}; largest code difference "
+          f"{diff:.4f} (codes up to {scale:.2f})")
+    assert keys[0] == 0 and aged.key_frames == len(keys) < aged.frames / 3
+    assert gaps.max() <= round(clip.KEY_MAX_SECONDS * FPS)
+    assert keys[-1] == aged.frames - 1  # the end: the last held frames get their own key frame
+    assert diff < 0.02 * scale
+
+
+def test_key_frame_at_a_cut(pipe, tmp_path):
+    """A cut to a different face at the same place (same person number): a key frame right there."""
+    photo = Image.open(ASTRONAUT).convert("RGB").resize((220, 220))
+    frames = []
+    for i in range(24):
+        canvas = Image.new("RGB", (320, 240), (40, 40, 40))
+        canvas.paste(photo if i < 12 else photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT).point(
+            lambda v: min(255, int(v * 0.6 + 60))), (50, 10))
+        frames.append(np.asarray(canvas))
+    path = tmp_path / "cut.mp4"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
+                    "-s", "320x240", "-r", str(FPS), "-i", "-", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", "16",
+                    str(path)], input=b"".join(f.tobytes() for f in frames), check=True)
+    res = clip.age_clip(pipe, path, tmp_path / "out.mp4", 40, trace=True)
+    keys = [f.frame for f in res.trace if f.key]
+    print(f"\nkey frames around a cut at frame 12: {keys}")
+    assert any(12 <= k <= 13 for k in keys)
+    with pytest.raises(RequestError, match="key frames must be"):
+        clip.age_clip(pipe, path, tmp_path / "x.mp4", 40, key_frames=0)
+
+
+def test_batched_encoders_match_one_at_a_time(pipe):
+    """Key frames go through the encoders in batches on a GPU: the same codes as one by one (checked on CPU)."""
+    photo = Image.open(ASTRONAUT).convert("RGB")
+    images = [photo.rotate(a).resize((pipe.input_size,) * 2) for a in (0, 5, -5)]
+    one, three = pipe.encode_frames(images, batch=1), pipe.encode_frames(images, batch=3)
+    assert one.shape[0] == 3 and torch.allclose(one, three, atol=1e-4)
+    a, b = pipe.codes_at(images, one, 50, batch=1), pipe.codes_at(images, one, 50, batch=2)
+    assert torch.allclose(a, b, atol=1e-4)
+    assert not torch.allclose(a[0], a[1])
+
+
+def test_clip_batched_and_sized_like_the_face(pipe, short_clip, tmp_path):
+    """A batch of 2 faces per pass on CPU runs the whole job; above 256 px faces render at the size they need."""
+    res = clip.age_clip(pipe, short_clip, tmp_path / "b.mp4", 50, faces="all", batch=2)
+    assert res.faces == {0: 30}
+    assert clip._render_side(256, 40, 1024) == 256  # never below what was asked for
+    assert clip._render_side(1024, 180, 1024) == 256 and clip._render_side(1024, 300, 1024) == 512
+    assert clip._render_side(1024, 900, 1024) == 1024 and clip._render_side(512, 900, 1024) == 512
+
+
+def test_video_leaves_the_photo_cache_alone(pipe, short_clip, tmp_path):
+    """Video frames never go through the pipeline's per-face cache: a photo's face stays cached."""
+    photo = Image.open(ASTRONAUT).convert("RGB").resize((pipe.input_size,) * 2)
+    pipe.encode(photo)
+    cached = list(pipe._cache)
+    clip.age_clip(pipe, short_clip, tmp_path / "v.mp4", 50)
+    assert list(pipe._cache) == cached and len(cached) >= 1
+
+
+def test_clip_span_without_frames_says_so(pipe, source, tmp_path):
+    """A start after the last frame (but before the clip's end) holds no frames: said so, not "no face"."""
+    with pytest.raises(RequestError, match="no frame of the video lies between 4.99 s"):
+        clip.age_clip(pipe, source, tmp_path / "x.mp4", 70, start=4.99)
+    with pytest.raises(RequestError, match="past the end"):
+        clip.age_clip(pipe, source, tmp_path / "x.mp4", 70, start=10, end=0)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_clip_with_16_channel_sound_keeps_the_video(pipe, short_clip, tmp_path):
+    """16-channel PCM (which AAC in MP4 cannot hold as it is): downmixed, and the finished video is never lost."""
+    mkv = tmp_path / "many.mkv"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-i", str(short_clip), "-f", "lavfi",
+                    "-i", "sine=frequency=440:duration=1.2", "-map", "0:v", "-map", "1:a", "-c:v", "copy",
+                    "-ac", "16", "-c:a", "pcm_s16le", str(mkv)], check=True)
+    info = clip.probe_clip(mkv)
+    assert info.audio_codec.startswith("pcm")
+    out = clip.age_clip(pipe, info, tmp_path / "out.mp4", 40, end=0.2)
+    print(f"\n16-channel PCM: audio {out.audio}")
+    assert out.audio.startswith(("downmixed", "re-encoded", "none: the sound"))
+    assert clip.probe_clip(out.path).frames == 30
+
+
+def test_cli_video_refuses_in_one_line(source, tiny_checkpoint, tmp_path):
+    """Bad ages, a non-MP4 name, an unwritable place, bad key frames: one line each, nothing written."""
+    from sam.cli import main
+
+    base = ["video", "--input", str(source), "--checkpoint_path", str(tiny_checkpoint), "--device", "cpu"]
+    out = ["--output", str(tmp_path / "a.mp4")]
+    for extra, words in [(out + ["--target_age", "nan"], "--target_age: target age must be a number"),
+                         (out + ["--target_age", "-5"], "--target_age: target age must be between 0 and 100"),
+                         (["--output", str(tmp_path / "a.gif")], "a.gif: the video is written as H.264 MP4"),
+                         (["--output", "/proc/no-such-place/a.mp4"], "cannot write /proc/no-such-place/a.mp4"),
+                         (out + ["--key_frames", "0"], "--key_frames must be auto or a whole number")]:
+        with pytest.raises(SystemExit, match=words) as err:
+            main(base + extra)
+        assert "\n" not in str(err.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_video_sigterm_leaves_nothing(source, tiny_checkpoint, tmp_path):
+    """SIGTERM while frames are written: the job's cleanup runs (no partial files), exit code 130."""
+    import signal
+    import sys
+
+    folder = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "sam", "video", "--input", str(source), "--output",
+                             str(folder / "x.mp4"), "--checkpoint_path", str(tiny_checkpoint), "--device", "cpu"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=Path(__file__).parents[1])
+    try:
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline and not list(folder.glob("*.partial-video.mp4")):
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert list(folder.iterdir()) == []
