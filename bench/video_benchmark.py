@@ -34,7 +34,6 @@ import datetime as dt
 import json
 import math
 import platform
-import re
 import subprocess
 import sys
 import tempfile
@@ -47,6 +46,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import report  # noqa: E402
+from bench.benchmark import machine, machine_slug  # noqa: E402
 from sam.clip import age_clip, probe_clip, read_frames  # noqa: E402
 from sam.model import SAM, TINY_CONFIG, random_init_  # noqa: E402
 from sam.pipeline import AgingPipeline  # noqa: E402
@@ -234,13 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(lines) + "\n"
     print(text)
     if not args.no_save:
-        out = ROOT / "bench" / "results"
-        out.mkdir(parents=True, exist_ok=True)
-        tag = re.sub(r"[^a-z0-9]+", "-", row["cpu"].lower()).strip("-")[:40]
-        stem = out / f"{dt.date.today().isoformat()}-video-{model_name}-{tag}"
-        stem.with_suffix(".md").write_text(text)
-        stem.with_suffix(".json").write_text(json.dumps(row, indent=2) + "\n")
-        print(f"written: {stem}.md, .json")
+        report.save(f"video-{model_name}", machine_slug(machine("cpu")), text, row)  # the CPU named as elsewhere
     return 0
 
 
