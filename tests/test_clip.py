@@ -350,7 +350,7 @@ def _drive_video_tab(page: Any, source: Path, sam_app: Any, real_render: Any, sh
     pipe = sam_app.pipe
     page.get_by_role("tab", name="Video", exact=True).click()
     page.locator("#clip-input input[type=file]").set_input_files(str(source))
-    page.locator("#clip-input").get_by_text("astronaut.mp4").wait_for(timeout=30_000)
+    page.locator("#clip-input").get_by_text("astronaut.mp4").wait_for(timeout=90_000)  # a loaded 2-core CI machine
 
     pipe.render = lambda *a, **k: time.sleep(0.1) or real_render(*a, **k)  # time to see it and cancel
     page.locator("#clip-button").click()
