@@ -55,7 +55,7 @@ from .image_io import ImageLoadError, load_image
 from .mixing import parse_latent_mask
 from .pipeline import AgingPipeline, EncodedFace, JobCancelledError, Progress, ShouldStop, check_stop, to_pil
 from .scheduler import BACKGROUND, priority, stopping
-from .video import LifespanResult, draw_age_label, interpolate_codes, make_lifespan, write_gif, write_mp4
+from .video import LifespanResult, draw_age_label, interpolate_codes, make_lifespan, write_lifespan
 
 __all__ = [
     "WORKING_SIDE", "PREVIEW_SIZE", "MAX_FACES", "MAX_FRAMES_BETWEEN", "RequestError", "JobCancelledError", "Photo",
@@ -777,11 +777,9 @@ class GroupSession:
         codes = [interpolate_codes(c, keys, n_between)[0] for c in per_face]
         ages = interpolate_codes(per_face[0], keys, n_between)[1]
         base = _video_frame(self.photo.image, max_side)
-        frames: list[Image.Image] = []
-        keep = bool(boomerang) or gif_path is not None
         total = len(ages)
 
-        def forward() -> Iterator[Image.Image]:
+        def frames() -> Iterator[Image.Image]:
             for j in range(total):
                 check_stop(should_stop)
                 faces = to_pil(self.pipe.render(torch.stack([c[j] for c in codes]), size=side, fast=True,
@@ -789,29 +787,11 @@ class GroupSession:
                 frame = self.paste(faces, base)
                 if label:
                     frame = draw_age_label(frame, ages[j])
-                if keep:
-                    frames.append(frame)
                 if progress is not None:
                     progress(j + 1, total)
                 yield frame
 
-        def sequence() -> Iterator[Image.Image]:
-            yield from forward()
-            if boomerang:
-                yield from reversed(frames[:-1])
-
-        n = write_mp4(sequence(), mp4_path, rate)
-        gif = None
-        if gif_path is not None:
-            try:
-                check_stop(should_stop)
-                write_gif(frames + frames[-2::-1] if boomerang else frames, gif_path, rate)
-            except BaseException:
-                Path(mp4_path).unlink(missing_ok=True)
-                raise
-            gif = Path(gif_path)
-        return LifespanResult(mp4=Path(mp4_path), gif=gif, frames=n,
-                              ages=ages + ages[-2::-1] if boomerang else ages)
+        return write_lifespan(frames(), ages, mp4_path, rate, bool(boomerang), gif_path, should_stop)
 
 
 def _video_frame(image: Image.Image, max_side: int) -> Image.Image:

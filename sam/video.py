@@ -29,6 +29,7 @@ __all__ = [
     "DEFAULT_KEY_AGES",
     "key_ages",
     "interpolate_codes",
+    "write_lifespan",
     "lifespan_codes",
     "render_frames",
     "draw_age_label",
@@ -188,28 +189,33 @@ def make_lifespan(
     if fps <= 0:
         raise ValueError(f"fps must be positive, got {fps}")
     codes, ages = lifespan_codes(pipe, image, key_ages, frames_per_step, should_stop)
-    keep = boomerang or gif_path is not None
-    frames: list[Image.Image] = []
+    frames = render_frames(pipe, codes, size, ages, label, progress, should_stop)
+    return write_lifespan(frames, ages, mp4_path, fps, boomerang, gif_path, should_stop)
 
-    def forward() -> Iterator[Image.Image]:
-        for f in render_frames(pipe, codes, size, ages, label, progress, should_stop):
-            if keep:
-                frames.append(f)
-            yield f
+
+def write_lifespan(frames: Iterable[Image.Image], ages: list[float], mp4_path: str | os.PathLike, fps: float,
+                   boomerang: bool = False, gif_path: str | os.PathLike | None = None,
+                   should_stop: ShouldStop | None = None) -> LifespanResult:
+    """Write rendered lifespan ``frames`` (one per age, consumed as they come) to MP4, with ``boomerang`` forward
+    then back (frames reused, not rendered again), and to ``gif_path`` too: both files or neither."""
+    keep = boomerang or gif_path is not None
+    kept: list[Image.Image] = []
 
     def sequence() -> Iterator[Image.Image]:
-        yield from forward()
+        for f in frames:
+            if keep:
+                kept.append(f)
+            yield f
         if boomerang:
-            yield from reversed(frames[:-1])
+            yield from reversed(kept[:-1])
 
     n = write_mp4(sequence(), mp4_path, fps)
     all_ages = ages + ages[-2::-1] if boomerang else ages
     gif = None
     if gif_path is not None:
-        seq = frames + frames[-2::-1] if boomerang else frames
         try:
             check_stop(should_stop)
-            write_gif(seq, gif_path, fps)
+            write_gif(kept + kept[-2::-1] if boomerang else kept, gif_path, fps)
         except BaseException:
             Path(mp4_path).unlink(missing_ok=True)  # both files or neither: a rerun does the pair again
             raise
