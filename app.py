@@ -325,6 +325,14 @@ def _end_ffmpeg_children() -> None:
 # --------------------------------------------------------------------------------------------------- the app
 
 
+def _warm_up(pipe: AgingPipeline, measures: Any) -> None:
+    """The start-up warm-up (:func:`sam.session.warm_up`), after importing matplotlib: Gradio imports it on its event
+    loop at the first event (to choose a plotting backend), which held the first visitor's upload up by ~0.3 s."""
+    with contextlib.suppress(ImportError):
+        import matplotlib.pyplot  # noqa: F401
+    warm_up(pipe, measures)
+
+
 class AgeApp:
     """The page's and the API's handlers over one pipeline; per-photo state lives in :class:`SessionCache`."""
 
@@ -344,7 +352,7 @@ class AgeApp:
         self.own_dirs: list[Path] = []  # removed with the results when the server stops (e.g. its upload folder)
         threading.Thread(target=self._sweep_loop, name="sam-results-sweep", daemon=True).start()
         if warm and pipe is not None:  # the first visitor should not pay for first-call set-up costs
-            threading.Thread(target=warm_up, args=(pipe, self.sessions.measures), name="sam-warm-up",
+            threading.Thread(target=_warm_up, args=(pipe, self.sessions.measures), name="sam-warm-up",
                              daemon=True).start()
 
     @classmethod

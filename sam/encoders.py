@@ -140,6 +140,7 @@ class GradualStyleEncoder(nn.Module):
 
     coarse_ind = 3
     middle_ind = 7
+    heads_channels_last = False  # True once sam.onednn has packed the heads (they take channels-last maps)
 
     def __init__(self, input_nc: int = 3, n_styles: int = 18, cfg: EncoderConfig = EncoderConfig()):
         super().__init__()
@@ -167,7 +168,7 @@ class GradualStyleEncoder(nn.Module):
         """W+ codes (float32) of ``x``, computed in the dtype of the encoder's weights (see sam.precision)."""
         x = x.to(self.input_layer[0].weight.dtype)
         # CPU inference runs the IR-SE body in channels-last (5 % faster here, same sums); the feature taps go
-        # back to NCHW, the faster layout for the small style-head convolutions
+        # back to NCHW, the faster layout for plain style-head convolutions (prepacked heads take channels-last)
         body_cl = not torch.is_grad_enabled() and not x.is_cuda
         if body_cl:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -176,7 +177,7 @@ class GradualStyleEncoder(nn.Module):
         for i, unit in enumerate(self.body):
             x = unit(x)
             if i in self.taps:
-                feats[i] = x.contiguous() if body_cl else x
+                feats[i] = x.contiguous() if body_cl and not self.heads_channels_last else x
         c1, c2, c3 = (feats[t] for t in self.taps)
         latents = [self.styles[j](c3) for j in range(min(self.coarse_ind, self.style_count))]
         p2 = _upsample_add(c3, self.latlayer1(c2))

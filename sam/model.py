@@ -132,12 +132,20 @@ class SAM(nn.Module):
 
         ``fast``: the trained encoder runs in ``self.precision.fast`` (e.g. a bfloat16 copy; see
         :mod:`sam.precision`); the frozen encoder's code is computed in the exact dtype. Codes are float32."""
-        codes = (fast_encoder(self) if fast else self.encoder)(x)
+        residual = (fast_encoder(self) if fast else self.encoder)(x)
+        if self.config.start_from_encoded_w_plus and pretrained_codes is None:
+            pretrained_codes = self.pretrained_encoder(x[:, :-1])
+        return self.add_base(residual, pretrained_codes)
+
+    def add_base(self, residual: torch.Tensor, pretrained_codes: torch.Tensor | None) -> torch.Tensor:
+        """The trained encoder's output ``residual`` -> W+ codes: + ``latent_avg`` and/or + the frozen encoder's
+        code + ``latent_avg``, as the checkpoint's options say (the sum :meth:`encode` returns)."""
+        codes = residual
         if self.config.start_from_latent_avg:
             codes = codes + self.latent_avg
         if self.config.start_from_encoded_w_plus:
             if pretrained_codes is None:
-                pretrained_codes = self.pretrained_encoder(x[:, :-1])
+                raise ValueError("this model adds the frozen encoder's code: pass pretrained_codes")
             codes = codes + pretrained_codes + self.latent_avg
         return codes
 

@@ -16,7 +16,7 @@ With ``auto`` the model keeps its float32 weights and :func:`fast_encoder` makes
 *trained* (age) encoder once, on first use: about 0.53 GB more memory at full size. The frozen encoder's code
 (``pretrained_encoder``) is computed once per photo, in float32, and shared by the exact and the fast path; only a
 photo's very first preview uses a bfloat16 copy of the frozen encoder (made on first use, another ~0.5 GB), shown
-while the float32 code is computed (``AgingPipeline.encode_fast``). The generator needs no copy: its per-sample
+while the float32 code is computed (``AgingPipeline.first_look``). The generator needs no copy: its per-sample
 modulated weights are built from the float32 weights and the style every call anyway, and are cast to the
 feature maps' dtype as they are built.
 
@@ -205,6 +205,10 @@ def fast_encoder(model: nn.Module, name: str = "encoder") -> nn.Module:
     enc = copies.get((name, dtype))
     if enc is None:
         enc = _converted_copy(source, dtype)
+        if dtype == torch.bfloat16:
+            from .onednn import pack_style_heads
+
+            pack_style_heads(enc)  # CPU: the heads' weights reordered once (sam.onednn); elsewhere a no-op
         copies[(name, dtype)] = enc
     return enc
 

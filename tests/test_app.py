@@ -717,8 +717,8 @@ def test_a_new_photo_shows_its_preview_before_the_readouts(tiny_checkpoint, monk
     handler = next(d.fn for d in page.fns.values() if getattr(d.fn, "__name__", "") == "on_photo")
     calls = []
     pipe = page.sam_app.pipe
-    real_fast, real_encode = pipe.encode_fast, pipe.encode
-    pipe.encode_fast = lambda *a, **k: calls.append("fast") or real_fast(*a, **k)
+    real_fast, real_encode = pipe.first_look, pipe.encode
+    pipe.first_look = lambda *a, **k: calls.append("fast") or real_fast(*a, **k)
     pipe.encode = lambda *a, **k: calls.append("exact") or real_encode(*a, **k)
     updates = list(handler(ASTRONAUT, False, 40, False))
     first, last = updates[0], updates[-1]
