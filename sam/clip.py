@@ -552,6 +552,7 @@ class FaceTracker:
 
 KEY_MAX_SECONDS = 0.4  # ``key_frames="auto"``: the longest gap between key frames (twice the codes' 0.2 s smoothing)
 KEY_CHANGE = 4.0  # ``auto``: how much the aligned face may change (mean grey levels, 32 px) before a new key frame
+KEY_STILL_TAU = 0.6  # ``auto``: a still face's key codes are averaged over time with this time constant (seconds)
 _SIG_SIDE = 32
 
 
@@ -655,6 +656,18 @@ class KeyFrameCoder:
         """The end of the clip: the last held frame becomes a key frame."""
         return self._resolve() if self.held else []
 
+    def _still_weight(self, f: _Face, t: float) -> float:
+        """How much of a key frame's own codes to take (1: all). A face that has not changed by :data:`KEY_CHANGE`
+        since its last key frame (``auto`` only): ``1 - exp(-gap / KEY_STILL_TAU)``, the rest from the last key's
+        (averaged) codes. Its codes change only by the encoders' jitter then, which a key frame every 0.4 s,
+        interpolated, would otherwise show as slow flicker; a change, a cut or a new person takes the codes whole."""
+        key = f.track.key
+        if not math.isfinite(self.change) or KEY_STILL_TAU <= 0 or key is None or f.cut or t <= key.t:
+            return 1.0
+        if float(np.abs(f.sig - key.sig).mean()) >= self.change:
+            return 1.0
+        return 1.0 - math.exp(-(t - key.t) / KEY_STILL_TAU)
+
     @staticmethod
     def _lerp(left: torch.Tensor, t0: float, right: torch.Tensor | None, t1: float, t: float) -> torch.Tensor:
         if right is None or t1 <= t0:
@@ -669,6 +682,10 @@ class KeyFrameCoder:
         pipe = self.pipe
         images = [f.aligned.image for f in last.faces]
         pre = pipe.encode_frames(images, batch=self.batch)
+        weights = [self._still_weight(f, last.t) for f in last.faces]
+        for i, f in enumerate(last.faces):  # a still face: its key frozen code averaged with the previous key's
+            if weights[i] < 1.0:
+                pre[i : i + 1] = torch.lerp(f.track.key.pre, pre[i : i + 1], weights[i])
         ends: dict[int, int] = {id(f.track): i for i, f in enumerate(last.faces)}
         for fr in frames:  # the frozen codes, interpolated, then smoothed in time order
             for f in fr.faces:
@@ -683,6 +700,10 @@ class KeyFrameCoder:
                              fast=self.fast, batch=self.batch)
         avg = pipe.model.latent_avg
         residual = [full[i : i + 1] - f.pre - avg for i, f in enumerate(last.faces)]
+        for i, f in enumerate(last.faces):  # a still face: its key residual averaged with the previous key's
+            if weights[i] < 1.0:
+                residual[i] = torch.lerp(f.track.key.residual, residual[i], weights[i])
+                full[i : i + 1] = residual[i] + f.pre + avg
         for fr in frames:  # the SAM codes: the residual interpolated, then smoothed
             for f in fr.faces:
                 tr = f.track

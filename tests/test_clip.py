@@ -579,3 +579,33 @@ def test_cli_video_sigterm_leaves_nothing(source, tiny_checkpoint, tmp_path):
             proc.kill()
             proc.wait()
     assert list(folder.iterdir()) == []
+
+
+def test_still_face_key_codes_are_averaged_and_a_changed_face_is_not():
+    """auto: a face that has not changed since its last key frame takes 1 - exp(-gap / KEY_STILL_TAU) of its new
+    key codes; a changed face, a cut, a first key frame or an explicit N take them whole."""
+    from types import SimpleNamespace
+
+    coder = clip.KeyFrameCoder(None, 70, FPS)
+    sig = np.zeros((4, 4), np.float32)
+    key = SimpleNamespace(t=1.0, sig=sig)
+    still = SimpleNamespace(track=SimpleNamespace(key=key), cut=False, sig=sig + 0.5)
+    want = 1 - np.exp(-0.4 / clip.KEY_STILL_TAU)
+    assert coder._still_weight(still, 1.4) == pytest.approx(want) and want < 0.6
+    changed = SimpleNamespace(track=SimpleNamespace(key=key), cut=False, sig=sig + clip.KEY_CHANGE)
+    assert coder._still_weight(changed, 1.4) == 1.0
+    assert coder._still_weight(SimpleNamespace(track=SimpleNamespace(key=key), cut=True, sig=sig), 1.4) == 1.0
+    assert coder._still_weight(SimpleNamespace(track=SimpleNamespace(key=None), cut=False, sig=sig), 1.4) == 1.0
+    assert clip.KeyFrameCoder(None, 70, FPS, key_frames=5)._still_weight(still, 1.4) == 1.0
+
+
+def test_still_averaging_steadies_the_codes_on_the_still_segment(aged, pipe, source, monkeypatch, tmp_path):
+    """The same clip without the averaging: its codes jump more from frame to frame on the still segment."""
+    def jitter(result: clip.ClipResult) -> float:
+        codes = [f.code for f in sorted(result.trace, key=lambda f: f.frame) if f.frame in STILL and f.face == 0]
+        return float(np.mean([(b - a).abs().mean().item() for a, b in zip(codes, codes[1:])]))
+
+    monkeypatch.setattr(clip, "KEY_STILL_TAU", 0.0)
+    plain = clip.age_clip(pipe, source, tmp_path / "plain.mp4", 70, trace=True)
+    print(f"\ncode change per frame on the still segment: {jitter(aged):.5f} averaged, {jitter(plain):.5f} not")
+    assert jitter(aged) < 0.9 * jitter(plain)
