@@ -1,13 +1,14 @@
-"""The README's picture of the page: ``assets/page.png``, taken from the running app in headless Chromium.
+"""The README's picture of the page: ``docs/page.png``, taken from the running app in headless Chromium.
 
-    python bench/screenshot.py [--checkpoint /tmp/tiny.pt] [--out assets/page.png] [--width 960]
+    python bench/screenshot.py [--checkpoint /tmp/tiny.pt] [--out docs/page.png] [--width 960]
 
 Starts ``python app.py`` on a free local port with the given checkpoint (default: a tiny random-weights checkpoint
 written first with ``python -m sam random-checkpoint``, so the result is noise-like: the plumbing is real, the
 weights are not), drops ``assets/astronaut.png`` on the page, waits for the aligned face and the first preview, and
 saves the top of the page as a palette PNG small enough for the README. Uses Debian's Chromium
 (``/usr/bin/chromium``, ``--no-sandbox --disable-gpu``) through the ``playwright`` package; no
-``playwright install``.
+``playwright install``. (Not under ``assets/``: the app offers every picture there as an example photo, and the
+README's commands run on that folder.)
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", default=None, help="checkpoint to serve (default: a fresh tiny random one)")
     ap.add_argument("--photo", default=str(ROOT / "assets" / "astronaut.png"))
-    ap.add_argument("--out", default=str(ROOT / "assets" / "page.png"))
+    ap.add_argument("--out", default=str(ROOT / "docs" / "page.png"))
     ap.add_argument("--width", type=int, default=960, help="width of the saved picture in px")
     ap.add_argument("--height", type=int, default=1000, help="height of the browser window (CSS px) to keep")
     ap.add_argument("--max-kb", type=int, default=240)
