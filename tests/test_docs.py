@@ -106,7 +106,21 @@ def test_relative_links_resolve(doc):
         path = (doc.parent / target.split("#", 1)[0]).resolve()
         if not path.exists():
             missing.append(target)
+        elif "#" in target and path.suffix == ".md" and target.split("#", 1)[1] not in anchors(path.read_text()):
+            missing.append(target)  # the page is there, the section is not
     assert missing == []
+
+
+def anchors(markdown: str) -> set[str]:
+    """The section anchors GitHub makes of a page's headings: lower case, punctuation dropped, spaces to hyphens."""
+    outside = re.sub(r"```.*?```", "", markdown, flags=re.S)
+    return {re.sub(r"[^\w\- ]", "", title.strip().lower()).replace(" ", "-")
+            for title in re.findall(r"^#{1,6} (.+)$", outside, flags=re.M)}
+
+
+def test_anchors_follow_githubs_rule():
+    page = "# The bfloat16 fast path (`precision`)\n## Public use: limits, the queue\n```\n# not a heading\n```\n"
+    assert anchors(page) == {"the-bfloat16-fast-path-precision", "public-use-limits-the-queue"}
 
 
 # ----------------------------------------------------------------------------------------- the README's shape
