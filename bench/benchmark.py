@@ -47,10 +47,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from sam.checkpoint import load_model  # noqa: E402
+from sam.lifespan import make_lifespan  # noqa: E402
 from sam.model import SAM  # noqa: E402
 from sam.pipeline import AgingPipeline, to_pil  # noqa: E402
 from sam.precision import FP32, Precision, cpu_has_native_bf16, cpu_model, fast_encoder, isa_summary  # noqa: E402
-from sam.video import make_lifespan  # noqa: E402
 
 AGES11 = list(range(0, 101, 10))
 

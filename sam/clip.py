@@ -1,7 +1,7 @@
 """Age the people in a video clip: faces tracked over time, steady alignment, no flicker, the sound kept.
 
 The video job shared by ``python -m sam video`` and the app's Video tab (lifespan animations of one photo are
-:mod:`sam.video`). One pass over the clip, frame by frame (memory stays at a few frames whatever its length):
+:mod:`sam.lifespan`). One pass over the clip, frame by frame (memory stays at a few frames whatever its length):
 
 1. **Read** with the ffmpeg binary of ``imageio-ffmpeg`` (MP4, MOV, WebM, MKV, GIF, ...). ffmpeg applies a
    rotation tag while decoding, so a phone's vertical clip comes out upright. Frames are taken as decoded

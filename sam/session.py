@@ -52,10 +52,10 @@ from .align import (
     paste_faces,
 )
 from .image_io import ImageLoadError, load_image
+from .lifespan import LifespanResult, draw_age_label, interpolate_codes, make_lifespan, write_lifespan
 from .mixing import parse_latent_mask
 from .pipeline import AgingPipeline, EncodedFace, JobCancelledError, Progress, ShouldStop, check_stop, to_pil
 from .scheduler import BACKGROUND, priority, stopping
-from .video import LifespanResult, draw_age_label, interpolate_codes, make_lifespan, write_lifespan
 
 __all__ = [
     "WORKING_SIDE", "PREVIEW_SIZE", "MAX_FACES", "MAX_FRAMES_BETWEEN", "RequestError", "JobCancelledError", "Photo",

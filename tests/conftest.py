@@ -4,10 +4,19 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
+
+# Everything a test run writes to the temp directory (pytest's tmp_path folders, the app's results and Gradio's
+# cached uploads, servers started by tests, matplotlib's and torchrun's scratch files) goes into one folder of its
+# own, set before anything asks for the temp directory and inherited by subprocesses; it is removed at the end.
+RUN_TMP = Path(tempfile.mkdtemp(prefix="sam-tests-"))
+os.environ["TMPDIR"] = tempfile.tempdir = str(RUN_TMP)
+os.environ.setdefault("MPLCONFIGDIR", str(RUN_TMP / "matplotlib"))
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -103,3 +112,15 @@ def published_like_bytes(tmp_path_factory) -> bytes:
     path = tmp_path_factory.mktemp("published_like") / "sam_ffhq_aging.pt"
     torch.save(published_like(), path)
     return path.read_bytes()
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Name what the run left in its temp folder (removed next), so that a leak of the code under test shows."""
+    left = sorted(p.name for p in RUN_TMP.iterdir() if not p.name.startswith(("pytest-of-", "matplotlib")))
+    if left:
+        terminalreporter.write_line(f"temp folder of this run, removed now: {', '.join(left[:12])}"
+                                    + (f" and {len(left) - 12} more" if len(left) > 12 else ""))
+
+
+def pytest_unconfigure(config) -> None:
+    shutil.rmtree(RUN_TMP, ignore_errors=True)

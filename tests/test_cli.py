@@ -261,13 +261,13 @@ def test_save_leaves_no_partial_file_on_failure(tmp_path):
 
 def test_interrupted_gif_is_not_left_behind(ckpt, data, tmp_path, monkeypatch):
     """A lifespan whose GIF fails leaves neither file (so the next run does the pair again)."""
-    from sam import video
+    from sam import lifespan
 
     def broken_gif(frames, path, fps=20):
         Path(path).with_name(Path(path).stem + ".partial.gif").write_bytes(b"")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(video, "write_gif", broken_gif)
+    monkeypatch.setattr(lifespan, "write_gif", broken_gif)
     exp = tmp_path / "exp"
     rc = run("lifespan", "--checkpoint_path", ckpt, "--data_path", data / "astronaut.png", "--exp_dir", exp,
              "--target_age", "0,50", "--frames_per_step", "1", "--output_size", S, "--gif")
