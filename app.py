@@ -476,7 +476,7 @@ class AgeApp:
                       gif: bool = False, already_aligned: Any = False, face_index: Any = 0, faces: Any = "best", *,
                       progress: Callable | None = None, should_stop: Callable | None = None,
                       owner: str | None = None) -> Any:
-        """The lifespan job (its :class:`sam.video.LifespanResult`), after its turn in the long-job line: one face,
+        """The lifespan job (its :class:`sam.lifespan.LifespanResult`), after its turn in the long-job line: one face,
         or with ``faces`` (``"all"``, ``"1,3"``) the whole photo with those faces aging together."""
         if not is_best(faces):
             g = self.group(image, faces, already_aligned, face_index)
