@@ -19,10 +19,11 @@ The video job shared by ``python -m sam video`` and the app's Video tab (lifespa
    smoothed per person with :class:`CodeSmoother` (exponential, time constant in seconds); paste-back with the
    feathered mask of :func:`sam.align.paste_back`, colour matched to the frame with a shift that is itself
    smoothed over time.
-5. **Write** H.264 / yuv420p MP4 under a temporary name; a second ffmpeg pass copies the input's audio stream
-   unchanged (``-map 0:v -map 1:a? -c:a copy``) when MP4 holds its codec in a way browsers play (AAC, MP3,
-   Opus, FLAC, ALAC, AC-3); other codecs (e.g. Vorbis from a WebM) are re-encoded to AAC, and the result says
-   so. The file appears under its name only when complete: a cancelled or failed job leaves nothing.
+5. **Write** H.264 / yuv420p MP4 (:class:`sam.video_io.Mp4Writer`) under a temporary name; a second ffmpeg pass
+   copies the input's audio stream unchanged (``-map 0:v -map 1:a? -c:a copy``) when MP4 holds its codec in a way
+   browsers play (AAC, MP3, Opus, FLAC, ALAC, AC-3); other codecs (e.g. Vorbis from a WebM) are re-encoded to AAC,
+   and the result says so. The file appears under its name only when complete: a cancelled or failed job leaves
+   nothing.
 
 Frames outside ``start``/``end`` (seconds) are copied unchanged (the output is always the whole clip). A clip
 in which no face is found is refused with :class:`~sam.align.NoFaceError` (a message in words), not passed
@@ -64,6 +65,7 @@ from .align import (
 )
 from .pipeline import AgingPipeline, JobCancelledError, ShouldStop, check_stop, to_pil
 from .session import RequestError
+from .video_io import Mp4Writer
 
 __all__ = [
     "ClipInfo", "ClipLimits", "ClipResult", "OneEuroFilter", "CodeSmoother", "FaceTracker", "Track", "probe_clip",
@@ -786,7 +788,7 @@ class _Output:
                  threaded: bool):
         self.path, self.fps, self.total, self.seconds = path, fps, total, seconds
         self.progress, self.should_stop, self.records = progress, should_stop, records
-        self.writer: Any = None
+        self.writer: Mp4Writer | None = Mp4Writer(path, fps)  # opened at the first frame
         self.n = 0
         self.error: BaseException | None = None
         self.q: queue.Queue[Any] | None = queue.Queue(maxsize=16) if threaded else None
@@ -825,9 +827,8 @@ class _Output:
                                               key=f.key))
         t1 = time.perf_counter()
         self.seconds["paste"] += t1 - t0
-        if self.writer is None:
-            self.writer = _open_writer(self.path, out.size, self.fps)
-        self.writer.send(np.ascontiguousarray(np.asarray(out)))
+        assert self.writer is not None, "a frame after finish()"
+        self.writer.write(out)
         self.seconds["write"] += time.perf_counter() - t1
         self.n += 1
         if self.progress is not None:
@@ -916,17 +917,6 @@ def _colour_shift(new_face: Image.Image, reference: Image.Image) -> torch.Tensor
 def _shift_colour(face: Image.Image, delta: torch.Tensor) -> Image.Image:
     arr = np.asarray(face.convert("YCbCr"), dtype=np.float32) + delta.numpy().astype(np.float32)
     return Image.fromarray(np.uint8(np.clip(np.rint(arr), 0, 255)), "YCbCr").convert("RGB")
-
-
-def _open_writer(path: Path, size: tuple[int, int], fps: Fraction) -> Any:
-    import imageio_ffmpeg
-
-    gen = imageio_ffmpeg.write_frames(
-        str(path), size, fps=fps, codec="libx264", pix_fmt_out="yuv420p", quality=None, macro_block_size=2,
-        ffmpeg_log_level="error",
-        output_params=["-crf", "18", "-preset", "veryfast", "-threads", "1", "-movflags", "+faststart"])
-    gen.send(None)
-    return gen
 
 
 def _mux_audio(video: Path, source: ClipInfo, out: Path) -> str:

@@ -5,9 +5,9 @@ linearly between the codes of key ages (e.g. 0, 10, ..., 100) and decodes every 
 (the generator's stored maps) so frames do not flicker, and the generator stops at the requested resolution
 instead of rendering 1024 px and shrinking.
 
-Videos are H.264 MP4 in yuv420p (plays inline in browsers) written with imageio-ffmpeg; GIFs with Pillow. Both
-are written under a temporary name and renamed when complete: a cancelled or failed job closes its ffmpeg
-writer and leaves no partial file behind.
+Videos are H.264 MP4 in yuv420p (plays inline in browsers) written by :func:`sam.video_io.write_mp4`; GIFs with
+Pillow. Both are written under a temporary name and renamed when complete: a cancelled or failed job closes its
+ffmpeg writer and leaves no partial file behind.
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from .ages import KEY_AGES, key_ages
 from .atomic import atomic_path
 from .pipeline import AgingPipeline, EncodedFace, ImageLike, ShouldStop, check_stop, to_pil
+from .video_io import write_mp4
 
 __all__ = [
     "DEFAULT_KEY_AGES",
@@ -33,7 +33,6 @@ __all__ = [
     "lifespan_codes",
     "render_frames",
     "draw_age_label",
-    "write_mp4",
     "write_gif",
     "LifespanResult",
     "make_lifespan",
@@ -122,27 +121,6 @@ def render_frames(
             yield frame
         if progress is not None:
             progress(min(i + bs, total), total)
-
-
-def write_mp4(frames: Iterable[Image.Image], path: str | os.PathLike, fps: float = 20) -> int:
-    """Write H.264 / yuv420p MP4 (fast start, browser-playable). Returns the number of frames written."""
-    import imageio.v2 as imageio
-
-    n = 0
-    with atomic_path(path) as tmp:
-        writer = imageio.get_writer(
-            tmp, format="FFMPEG", mode="I", fps=fps, codec="libx264", pixelformat="yuv420p", quality=8,
-            macro_block_size=16, output_params=["-movflags", "+faststart"], ffmpeg_log_level="error",
-        )
-        try:
-            for frame in frames:
-                writer.append_data(np.asarray(frame.convert("RGB")))
-                n += 1
-        finally:
-            writer.close()
-        if n == 0:
-            raise ValueError("no frames to write")
-    return n
 
 
 def write_gif(frames: Sequence[Image.Image], path: str | os.PathLike, fps: float = 20) -> int:
