@@ -8,6 +8,10 @@ clip (``sam/clip.py``). Named API endpoints for ``gradio_client``: ``/age``, ``/
 Thin: every photo's flow (loading, faces, alignment, encoding, ages, paste-back, measures) lives in
 ``sam/session.py``; this file wires the page, runs model calls as cancellable jobs in one queue, and turns every
 failure into a message in words (a status line that stays, a toast, or the API's error text; one log line each).
+The page is :class:`Page`: one builder per panel, the handlers as its methods, all the wiring in ``Page.wire``.
+
+Modules of the page besides this file (the Dockerfile copies each): ``gradio_glue.py``, every use of Gradio's
+internals (event liveness, the queue limit, the upload check, the raw-HTTP defaults, cache clean-up).
 
     python app.py [--checkpoint weights/sam_ffhq_aging.pt] [--host 0.0.0.0] [--port 7860] [--device cpu]
                   [--share] [--no-download] [--int8-style-heads]
@@ -42,9 +46,9 @@ from typing import Any
 
 import anyio
 import gradio as gr
-from gradio.context import LocalContext
 from PIL import Image
 
+import gradio_glue
 from sam.ages import key_ages, to_age
 from sam.align import NoFaceError
 from sam.checkpoint import CheckpointError
@@ -104,6 +108,7 @@ DUPLICATE_WINDOW_S = 2.0
 # and the long-job line of sam.scheduler (interactive first; one video at a time, in arrival order).
 QUICK = {"concurrency_limit": 4, "concurrency_id": "quick"}
 SLOW = {"concurrency_limit": MAX_LONG_WAITING + 2, "concurrency_id": "long"}
+HIDDEN = {"api_visibility": "undocumented"}  # the page's own events: not part of the named API
 BUSY_MESSAGE = "The server is busy with other people's requests right now. Please try again in a minute."
 PRIVACY = ("Photos are processed on this server and kept only while you use them: uploads and results are deleted "
            "after an hour, and when the server stops.")
@@ -155,23 +160,6 @@ def status(text: str) -> str:
 # --------------------------------------------------------------------------------------------------- jobs
 
 
-def _current_event() -> tuple[Any, str | None]:
-    return LocalContext.blocks.get(None), LocalContext.event_id.get(None)
-
-
-def _event_alive(blocks: Any, event_id: str | None) -> bool:
-    """Whether Gradio still runs this event for a connected client (False once it is cancelled or its page is
-    closed). Gradio keeps running events in ``_queue.active_jobs``; a closed page marks them not ``alive``."""
-    queue = getattr(blocks, "_queue", None)
-    if queue is None or event_id is None:
-        return True
-    for job in list(queue.active_jobs):
-        for event in job or ():
-            if event._id == event_id:
-                return bool(event.alive)
-    return False
-
-
 def job(fn: Callable, *, page: Any = None, desc: str = "working", unit: str = "images",
         level: Priority = INTERACTIVE) -> Callable:
     """Run ``fn`` as a cancellable model job, for Gradio.
@@ -193,13 +181,13 @@ def job(fn: Callable, *, page: Any = None, desc: str = "working", unit: str = "i
 
     async def run(*args: Any) -> Any:
         *values, tracker = args
-        blocks, event_id = _current_event()
-        request = LocalContext.request.get(None)
+        blocks, event_id = gradio_glue.current_event()
+        request = gradio_glue.current_request()
         stop = threading.Event()
         kwargs: dict[str, Any] = {}
         if "should_stop" in wants:
             kwargs["should_stop"] = lambda: (stop.is_set() or stopping.is_set()
-                                             or not _event_alive(blocks, event_id))
+                                             or not gradio_glue.event_alive(blocks, event_id))
         if "progress" in wants:
             kwargs["progress"] = lambda done, total, note=None: tracker((done, total), desc=note or desc, unit=unit)
         if "owner" in wants:
@@ -267,9 +255,7 @@ def photo_input(**kwargs: Any) -> gr.Image:
     with server paths. Passes the uploaded file's path on (the session layer loads a downscaled working copy of
     large photos). A plain ``gr.Image`` whose preprocessing is replaced (a subclass would make Gradio write stub
     files next to this module)."""
-    box = gr.Image(type="filepath", **kwargs)
-    box.preprocess = check_upload
-    return box
+    return gradio_glue.own_preprocess(gr.Image(type="filepath", **kwargs), check_upload)
 
 
 def check_upload(payload: Any) -> str | None:
@@ -379,9 +365,7 @@ class AgeApp:
         self._closed.set()
         shutil.rmtree(self.workdir, ignore_errors=True)
         if self.demo is not None:
-            from gradio.route_utils import delete_files_created_by_app
-
-            delete_files_created_by_app(self.demo, age=None)
+            gradio_glue.delete_cached_files(self.demo)
         for folder in self.own_dirs:
             shutil.rmtree(folder, ignore_errors=True)
 
@@ -492,7 +476,7 @@ class AgeApp:
                       gif: bool = False, already_aligned: Any = False, face_index: Any = 0, faces: Any = "best", *,
                       progress: Callable | None = None, should_stop: Callable | None = None,
                       owner: str | None = None) -> Any:
-        """The lifespan job (its :class:`sam.video.LifespanResult`), after its turn in the long-job line: one face,
+        """The lifespan job (its :class:`sam.lifespan.LifespanResult`), after its turn in the long-job line: one face,
         or with ``faces`` (``"all"``, ``"1,3"``) the whole photo with those faces aging together."""
         if not is_best(faces):
             g = self.group(image, faces, already_aligned, face_index)
@@ -578,8 +562,7 @@ class AgeApp:
     def _repeat(self, *key: Any) -> bool:
         """The browser sends ``change`` twice when one photo replaces another: the repeat (the same photo for the
         same page within ``DUPLICATE_WINDOW_S`` of the first one's end) is skipped. Marks ``key`` as seen now."""
-        request = LocalContext.request.get(None)
-        session = getattr(request, "session_hash", None)
+        session = getattr(gradio_glue.current_request(), "session_hash", None)
         if session is None:
             return False
         now = time.monotonic()
@@ -594,403 +577,205 @@ class AgeApp:
 def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None = None, *,
                problem: str | None = None, app: AgeApp | None = None, int8_style_heads: bool = False,
                download: bool = False, precision: str = "auto", warm: bool = False) -> gr.Blocks:
-    """The Blocks page. Loads the model from ``checkpoint`` (downloading it first only with ``download``, as
-    ``main`` does); without it the page still loads and says so (the details go to the log). ``warm``: see
-    :meth:`AgeApp.load`."""
+    """The Blocks page (:class:`Page`). Loads the model from ``checkpoint`` (downloading it first only with
+    ``download``, as ``main`` does); without it the page still loads and says so (the details go to the log).
+    ``warm``: see :meth:`AgeApp.load`."""
     app = app or AgeApp.load(checkpoint, device, problem, int8_style_heads=int8_style_heads, download=download,
                              precision=precision, warm=warm)
     if app.problem:
         log.warning("%s", app.problem)
-    n_styles = app.pipe.n_styles if app.pipe else 18
-    full = app.full_size
-    groups = layer_groups(n_styles)
-    preset_labels = []
-    for name, group in LAYER_PRESETS.items():
-        idx = groups.get(group)
-        if group == "custom" or idx:
-            preset_labels.append((f"{name} ({idx[0]}-{idx[-1]})" if idx else name, name))
-    sizes = [s for s in VIDEO_SIZES if s <= full] or [full]
-    hidden = {"api_visibility": "undocumented"}
-    full_label = f"Full resolution ({full} px)"
+    return Page(app).build()
 
-    with gr.Blocks(title="SAM age transformation", delete_cache=(OUTPUT_MAX_AGE_S, OUTPUT_MAX_AGE_S)) as demo:
-        demo.sam_app = app  # for tests and embedding
-        app.demo = demo
+
+class Page:
+    """The page over one :class:`AgeApp`, in parts: one builder per panel (its components become attributes of the
+    page), the handlers as methods (each returns or yields a dict of updates, always including its panel's status
+    line; tests call them directly), and all the wiring (events, concurrency groups, cancels) in :meth:`wire`.
+
+    Panels: the photo and the age slider (:meth:`photo_panel`), everyone in the picture (:meth:`group_panel`), the
+    ages strip (:meth:`strip_panel`), style mixing (:meth:`mixing_panel`), the lifespan video
+    (:meth:`lifespan_panel`), the Video tab (:meth:`video_panel`), and the hidden inputs of the named API
+    (:meth:`api_panel`)."""
+
+    def __init__(self, app: AgeApp):
+        self.app = app
+        self.n_styles = app.pipe.n_styles if app.pipe else 18
+        self.full = app.full_size
+        self.full_label = f"Full resolution ({self.full} px)"
+
+    def build(self) -> gr.Blocks:
+        app = self.app
+        with gr.Blocks(title="SAM age transformation", delete_cache=(OUTPUT_MAX_AGE_S, OUTPUT_MAX_AGE_S)) as demo:
+            demo.sam_app = app  # for tests and embedding
+            demo.sam_page = self
+            app.demo = demo
+            self.header()
+            self.photo_panel()
+            self.group_panel()
+            with gr.Tab("Ages side by side"):
+                self.strip_panel()
+            with gr.Tab("Reference style mixing"):
+                self.mixing_panel()
+            with gr.Tab("Lifespan video"):
+                self.lifespan_panel()
+            with gr.Tab("Video"):
+                self.video_panel()
+            self.wire()
+            self.api_panel()
+        close = demo.close
+
+        def close_and_clean(*args: Any, **kwargs: Any) -> None:
+            try:
+                close(*args, **kwargs)
+            finally:
+                app.cleanup()
+
+        demo.close = close_and_clean
+        return accept_older_requests(guard_file_references(demo))
+
+    # ------------------------------------------------------------------------------------------ panels
+
+    def header(self) -> None:
         gr.Markdown("# SAM: see a face at any age\nDrop a photo, move the slider. Re-implementation of *Only a "
                     f"Matter of Style* (Alaluf et al., SIGGRAPH 2021). {PRIVACY}")
-        if app.problem:
-            gr.Markdown(f"⚠️ **{html.escape(app.problem_for_people())}**", elem_id="weights-problem")
-        status_line = gr.Markdown("", elem_id="status")
-        face_index = gr.State(0)
+        if self.app.problem:
+            gr.Markdown(f"⚠️ **{html.escape(self.app.problem_for_people())}**", elem_id="weights-problem")
+
+    def photo_panel(self) -> None:
+        """The photo, its faces, the aligned face, the preview, the age slider and Full resolution."""
+        self.status = gr.Markdown("", elem_id="status")
+        self.face_index = gr.State(0)
         with gr.Row():
             with gr.Column(scale=1):
-                photo = photo_input(sources=["upload", "webcam", "clipboard"], label="Your photo", height=320)
-                already = gr.Checkbox(False, label="already aligned (an FFHQ-style face crop: skip face detection)")
-                picker = gr.Gallery(label="Faces found (numbered best first): click the one to age", visible=False,
-                                    columns=6, height="auto", allow_preview=False, format="png", object_fit="contain",
-                                    show_label=True, elem_id="face-picker")
-                with gr.Group(visible=False, elem_id="group-pick") as group_pick:
-                    everyone = gr.Checkbox(False, label="everyone: age every face of the photo",
-                                           elem_id="everyone")
-                    chosen = gr.CheckboxGroup([], label="or the faces to age together (numbers as on the "
-                                              "thumbnails, best first)", elem_id="group-faces")
+                self.photo = photo_input(sources=["upload", "webcam", "clipboard"], label="Your photo", height=320)
+                self.already = gr.Checkbox(False, label="already aligned (an FFHQ-style face crop: skip face "
+                                           "detection)")
+                self.picker = gr.Gallery(label="Faces found (numbered best first): click the one to age",
+                                         visible=False, columns=6, height="auto", allow_preview=False, format="png",
+                                         object_fit="contain", show_label=True, elem_id="face-picker")
+                with gr.Group(visible=False, elem_id="group-pick") as self.group_pick:
+                    self.everyone = gr.Checkbox(False, label="everyone: age every face of the photo",
+                                                elem_id="everyone")
+                    self.chosen = gr.CheckboxGroup([], label="or the faces to age together (numbers as on the "
+                                                   "thumbnails, best first)", elem_id="group-faces")
                 if EXAMPLES:
-                    gr.Examples(EXAMPLES, inputs=photo, label="Examples")
+                    gr.Examples(EXAMPLES, inputs=self.photo, label="Examples")
             with gr.Column(scale=1):
-                aligned_view = gr.Image(label="Aligned face (what the model sees)", format="png", interactive=False,
-                                        elem_id="aligned", height=320)
-                input_info = gr.Markdown("", elem_id="input-age")
+                self.aligned_view = gr.Image(label="Aligned face (what the model sees)", format="png",
+                                             interactive=False, elem_id="aligned", height=320)
+                self.input_info = gr.Markdown("", elem_id="input-age")
             with gr.Column(scale=1):
-                result = gr.Image(label="Result (preview)", format="png", interactive=False, height=320,
-                                  elem_id="result")
-                result_info = gr.Markdown("", elem_id="result-metrics")
-                age = gr.Slider(0, 100, value=60, step=1, label="Target age (updates when you let go)",
-                                elem_id="target-age")
-                paste = gr.Checkbox(False, label="paste back into my photo")
-                full_btn = gr.Button(full_label, elem_id="full-button")
-                full_file = gr.File(label="Download", interactive=False, elem_id="full-file")
-        group_ages = gr.State({})  # face number -> age, for the faces aged together
-        with gr.Group(visible=False, elem_id="group-box") as group_box:
+                self.result = gr.Image(label="Result (preview)", format="png", interactive=False, height=320,
+                                       elem_id="result")
+                self.result_info = gr.Markdown("", elem_id="result-metrics")
+                self.age = gr.Slider(0, 100, value=60, step=1, label="Target age (updates when you let go)",
+                                     elem_id="target-age")
+                self.paste = gr.Checkbox(False, label="paste back into my photo")
+                self.full_btn = gr.Button(self.full_label, elem_id="full-button")
+                self.full_file = gr.File(label="Download", interactive=False, elem_id="full-file")
+
+    def group_panel(self) -> None:
+        """Everyone in the picture: the whole photo with the chosen faces aged, each face its own age."""
+        self.group_ages = gr.State({})  # face number -> age, for the faces aged together
+        with gr.Group(visible=False, elem_id="group-box") as self.group_box:
             gr.Markdown("### Everyone in the picture\nThe age slider above sets the age of everyone chosen, or of one "
                         "face: click its thumbnail (or pick it here) to give it its own age.")
             with gr.Row():
-                g_who = gr.Radio([("everyone", "all")], value="all", label="The age slider sets the age of",
-                                 elem_id="group-who")
-                g_info = gr.Markdown("", elem_id="group-ages")
-            g_view = gr.ImageSlider(label="Before / after: drag the line", type="pil", format="png",
-                                    interactive=False, elem_id="group-slider", max_height=640)
+                self.g_who = gr.Radio([("everyone", "all")], value="all", label="The age slider sets the age of",
+                                      elem_id="group-who")
+                self.g_info = gr.Markdown("", elem_id="group-ages")
+            self.g_view = gr.ImageSlider(label="Before / after: drag the line", type="pil", format="png",
+                                         interactive=False, elem_id="group-slider", max_height=640)
             with gr.Row():
-                g_full_btn = gr.Button("Full resolution (whole photo)", elem_id="group-full-button")
-                g_full_file = gr.File(label="Download", interactive=False, elem_id="group-full-file")
-        with gr.Tab("Ages side by side"):
-            strip_ages = gr.CheckboxGroup([str(a) for a in STRIP_AGES], value=[str(a) for a in STRIP_AGES],
-                                          label="Ages")
-            strip_btn = gr.Button("Render the strip")
-            strip = gr.Gallery(label="Ages side by side", columns=6, format="png", height="auto")
-            strip_info = gr.Markdown("", elem_id="strip-metrics")
-        with gr.Tab("Reference style mixing"):
-            gr.Markdown("Take the look of another face (colour and lighting, hair and texture, or face shape) and "
-                        "apply it to the aged result, at the target age chosen above.")
-            with gr.Row():
-                with gr.Column():
-                    reference = photo_input(sources=["upload", "clipboard"], label="Reference photo", height=260)
-                    ref_aligned = gr.Checkbox(False, label="reference already aligned")
-                with gr.Column():
-                    preset = gr.Radio(preset_labels, value=preset_labels[0][1], label="What to take from it")
-                    custom = gr.Textbox(value=f"{min(8, n_styles - 1)}-{n_styles - 1}", visible=False,
-                                        label=f"Custom layers (0-{n_styles - 1}, e.g. 8-17 or 0,2,5)")
-                    alpha = gr.Slider(0, 1, value=0.7, step=0.05, label="Mix strength")
-                    mix_btn = gr.Button("Mix", variant="primary")
-            with gr.Row():
-                with gr.Column():
-                    mixed_out = gr.Image(label="Mixed", format="png", interactive=False, elem_id="mixed")
-                    mixed_info = gr.Markdown("", elem_id="mixed-metrics")
-                with gr.Column():
-                    plain_out = gr.Image(label="Without mixing", format="png", interactive=False, elem_id="plain")
-                    plain_info = gr.Markdown("", elem_id="plain-metrics")
-        with gr.Tab("Lifespan video"):
-            with gr.Row():
-                with gr.Column():
-                    v_start = gr.Slider(0, 100, value=0, step=1, label="From age")
-                    v_end = gr.Slider(0, 100, value=100, step=1, label="To age")
-                    v_between = gr.Slider(0, 30, value=8, step=1,
-                                          label="Smoothness (frames between key ages, every 10 years)")
-                    v_fps = gr.Slider(5, 60, value=20, step=1, label="Frames per second")
-                    v_size = gr.Dropdown(sizes, value=min(256, sizes[-1]), label="Resolution (px)")
-                    with gr.Row():
-                        v_boom = gr.Checkbox(False, label="boomerang (forward then back)")
-                        v_gif = gr.Checkbox(False, label="also make a GIF")
-                        v_label = gr.Checkbox(True, label="show the age")
-                    with gr.Row():
-                        v_btn = gr.Button("Render video", variant="primary", elem_id="video-button")
-                        v_cancel = gr.Button("Cancel", variant="stop", elem_id="video-cancel")
-                with gr.Column():
-                    video = gr.Video(label="Lifespan", autoplay=True, loop=True, elem_id="lifespan-video")
-                    v_files = gr.File(label="Downloads", file_count="multiple", interactive=False)
-        with gr.Tab("Video"):
-            gr.Markdown(f"Age the people in a clip: faces are followed from frame to frame, and the sound is kept. "
-                        f"MP4, MOV, WebM or GIF, up to {CLIP_MAX_SECONDS} s and {CLIP_MAX_MB} MB; this takes a "
-                        "while on a CPU (the bar shows frames done and time left).")
-            with gr.Row():
-                with gr.Column():
-                    c_in = gr.File(label="Your video", file_types=sorted(VIDEO_SUFFIXES), elem_id="clip-input")
-                    c_age = gr.Slider(0, 100, value=70, step=1, label="Target age", elem_id="clip-age")
-                    c_faces = gr.Radio([("the main face", "largest"), ("every face", "all")], value="largest",
-                                       label="Whom to age")
-                    c_size = gr.Dropdown([s for s in (256, 1024) if s <= full] or [full], value=min(256, full),
-                                         label="Face resolution (px)")
-                    with gr.Row():
-                        c_start = gr.Number(0, label="From second", minimum=0)
-                        c_end = gr.Number(0, label="To second (0: the end)", minimum=0)
-                    c_preview = gr.Checkbox(False, label="quick preview (480 px)")
-                    c_keys = gr.Dropdown([("auto (fast, as steady)", "auto"), ("every frame (slow)", "1")],
-                                         value="auto", label="Faces encoded on", elem_id="clip-keys")
-                    with gr.Row():
-                        c_btn = gr.Button("Age the video", variant="primary", elem_id="clip-button")
-                        c_cancel = gr.Button("Cancel", variant="stop", elem_id="clip-cancel")
-                with gr.Column():
-                    c_out = gr.Video(label="Aged video", autoplay=True, elem_id="clip-video")
-                    c_file = gr.File(label="Download", interactive=False, elem_id="clip-file")
+                self.g_full_btn = gr.Button("Full resolution (whole photo)", elem_id="group-full-button")
+                self.g_full_file = gr.File(label="Download", interactive=False, elem_id="group-full-file")
 
-        # ---- page handlers: each returns a dict of updates, always including the status line
-        def on_photo(image: Any, aligned: bool, target: Any, pasted: bool):
-            if image is None:
-                yield {picker: gr.update(value=None, visible=False), face_index: 0, aligned_view: None,
-                       result: None, input_info: "", result_info: "", full_file: None, status_line: ""}
-                return
-            if app._repeat(str(image), bool(aligned)):
-                yield {status_line: gr.skip()}  # (an empty dict reads as one missing value)
-                return
-            try:
-                readable_upload(image)
-                hidden = gr.update(value=None, visible=False)
-                steps = show_face(image, aligned, 0, target, pasted, {picker: hidden, face_index: 0})
-                yield next(steps)  # the first preview, from the best face of a quick look
-                if not aligned and app.pipe is not None:
-                    photo_ = app.sessions.photo(image)
-                    if len(photo_.faces) > 1:  # the full look, for the face picker
-                        gr.Info(f"{len(photo_.faces)} faces found; showing the best one. Click a face to switch.")
-                        yield {picker: gr.update(value=photo_.thumbnails(), visible=True, selected_index=0)}
-                    if not photo_.best_face_confirmed():  # rare: the full look ranks another face first
-                        steps.close()
-                        steps = show_face(image, aligned, 0, target, pasted, {face_index: 0})
-                yield from steps
-            finally:
-                app._repeat(str(image), bool(aligned))  # the window counts from the end of this one
+    def strip_panel(self) -> None:
+        self.strip_ages = gr.CheckboxGroup([str(a) for a in STRIP_AGES], value=[str(a) for a in STRIP_AGES],
+                                           label="Ages")
+        self.strip_btn = gr.Button("Render the strip")
+        self.strip = gr.Gallery(label="Ages side by side", columns=6, format="png", height="auto")
+        self.strip_info = gr.Markdown("", elem_id="strip-metrics")
 
-        def on_pick(image: Any, aligned: bool, target: Any, pasted: bool, evt: gr.SelectData):
-            idx = int(evt.index) if evt is not None and evt.index is not None else 0
-            yield from show_face(image, aligned, idx, target, pasted, {face_index: idx})
+    def mixing_panel(self) -> None:
+        n_styles = self.n_styles
+        groups = layer_groups(n_styles)
+        preset_labels = []
+        for name, group in LAYER_PRESETS.items():
+            idx = groups.get(group)
+            if group == "custom" or idx:
+                preset_labels.append((f"{name} ({idx[0]}-{idx[-1]})" if idx else name, name))
+        gr.Markdown("Take the look of another face (colour and lighting, hair and texture, or face shape) and "
+                    "apply it to the aged result, at the target age chosen above.")
+        with gr.Row():
+            with gr.Column():
+                self.reference = photo_input(sources=["upload", "clipboard"], label="Reference photo", height=260)
+                self.ref_aligned = gr.Checkbox(False, label="reference already aligned")
+            with gr.Column():
+                self.preset = gr.Radio(preset_labels, value=preset_labels[0][1], label="What to take from it")
+                self.custom = gr.Textbox(value=f"{min(8, n_styles - 1)}-{n_styles - 1}", visible=False,
+                                         label=f"Custom layers (0-{n_styles - 1}, e.g. 8-17 or 0,2,5)")
+                self.alpha = gr.Slider(0, 1, value=0.7, step=0.05, label="Mix strength")
+                self.mix_btn = gr.Button("Mix", variant="primary")
+        with gr.Row():
+            with gr.Column():
+                self.mixed_out = gr.Image(label="Mixed", format="png", interactive=False, elem_id="mixed")
+                self.mixed_info = gr.Markdown("", elem_id="mixed-metrics")
+            with gr.Column():
+                self.plain_out = gr.Image(label="Without mixing", format="png", interactive=False, elem_id="plain")
+                self.plain_info = gr.Markdown("", elem_id="plain-metrics")
 
-        def show_face(image: Any, aligned: bool, idx: int, target: Any, pasted: bool, extra: dict):
-            """The first preview as soon as it exists (fast frozen-encoder pass), then the readouts, then the preview
-            from the exact code that every later slider move builds on; the key-age warm-up after that."""
-            s = app.session(image, aligned, idx)
-            start = s.start_age(target)
-            first = s.first_preview(start, pasted)
-            out = {aligned_view: s.face_image, result: first, input_info: "", result_info: f"Age {start}",
-                   full_file: None, status_line: "", **extra}
-            if s.input_age is not None:
-                out[age] = start
-            yield out
-            yield {input_info: s.input_caption(), result_info: s.caption(start, first)}
-            if not s.has_exact_encoding:
-                preview = s.preview(start, pasted)
-                yield {result: preview, result_info: s.caption(start, preview)}
-            s.start_warm_up()
+    def lifespan_panel(self) -> None:
+        sizes = [s for s in VIDEO_SIZES if s <= self.full] or [self.full]
+        with gr.Row():
+            with gr.Column():
+                self.v_start = gr.Slider(0, 100, value=0, step=1, label="From age")
+                self.v_end = gr.Slider(0, 100, value=100, step=1, label="To age")
+                self.v_between = gr.Slider(0, 30, value=8, step=1,
+                                           label="Smoothness (frames between key ages, every 10 years)")
+                self.v_fps = gr.Slider(5, 60, value=20, step=1, label="Frames per second")
+                self.v_size = gr.Dropdown(sizes, value=min(256, sizes[-1]), label="Resolution (px)")
+                with gr.Row():
+                    self.v_boom = gr.Checkbox(False, label="boomerang (forward then back)")
+                    self.v_gif = gr.Checkbox(False, label="also make a GIF")
+                    self.v_label = gr.Checkbox(True, label="show the age")
+                with gr.Row():
+                    self.v_btn = gr.Button("Render video", variant="primary", elem_id="video-button")
+                    self.v_cancel = gr.Button("Cancel", variant="stop", elem_id="video-cancel")
+            with gr.Column():
+                self.video = gr.Video(label="Lifespan", autoplay=True, loop=True, elem_id="lifespan-video")
+                self.v_files = gr.File(label="Downloads", file_count="multiple", interactive=False)
 
-        def on_age(image: Any, target: Any, aligned: bool, idx: int, pasted: bool):
-            s = app.session(image, aligned, idx)
-            a = to_age(target)
-            quick = s.quick_preview(a, pasted)
-            if quick is not None:
-                yield {result: quick, result_info: f"Age {a}: interpolated preview; the exact result follows…",
-                       full_file: None, status_line: ""}
-            preview = s.preview(a, pasted)
-            yield {result: preview, result_info: s.caption(a, preview), full_file: None, status_line: ""}
+    def video_panel(self) -> None:
+        full = self.full
+        gr.Markdown(f"Age the people in a clip: faces are followed from frame to frame, and the sound is kept. "
+                    f"MP4, MOV, WebM or GIF, up to {CLIP_MAX_SECONDS} s and {CLIP_MAX_MB} MB; this takes a "
+                    "while on a CPU (the bar shows frames done and time left).")
+        with gr.Row():
+            with gr.Column():
+                self.c_in = gr.File(label="Your video", file_types=sorted(VIDEO_SUFFIXES), elem_id="clip-input")
+                self.c_age = gr.Slider(0, 100, value=70, step=1, label="Target age", elem_id="clip-age")
+                self.c_faces = gr.Radio([("the main face", "largest"), ("every face", "all")], value="largest",
+                                        label="Whom to age")
+                self.c_size = gr.Dropdown([s for s in (256, 1024) if s <= full] or [full], value=min(256, full),
+                                          label="Face resolution (px)")
+                with gr.Row():
+                    self.c_start = gr.Number(0, label="From second", minimum=0)
+                    self.c_end = gr.Number(0, label="To second (0: the end)", minimum=0)
+                self.c_preview = gr.Checkbox(False, label="quick preview (480 px)")
+                self.c_keys = gr.Dropdown([("auto (fast, as steady)", "auto"), ("every frame (slow)", "1")],
+                                          value="auto", label="Faces encoded on", elem_id="clip-keys")
+                with gr.Row():
+                    self.c_btn = gr.Button("Age the video", variant="primary", elem_id="clip-button")
+                    self.c_cancel = gr.Button("Cancel", variant="stop", elem_id="clip-cancel")
+            with gr.Column():
+                self.c_out = gr.Video(label="Aged video", autoplay=True, elem_id="clip-video")
+                self.c_file = gr.File(label="Download", interactive=False, elem_id="clip-file")
 
-        def full_button(pasted: bool, aligned: bool) -> dict:
-            """The Full resolution button, ready: its label says what the file will be."""
-            return gr.update(interactive=True,
-                             value="Full resolution (whole photo)" if pasted and not aligned else full_label)
-
-        def on_full(image: Any, target: Any, aligned: bool, idx: int, pasted: bool) -> dict:
-            out = app.age(image, target, None, aligned, idx, pasted)
-            path = app.new_path(f"-age{to_age(target)}.png")
-            out.save(path)
-            return {full_file: str(path), status_line: ""}
-
-        def on_strip(image: Any, ages: Any, aligned: bool, idx: int, *, progress=None, should_stop=None) -> dict:
-            s = app.session(image, aligned, idx)
-            shown = s.strip(ages or [], progress=progress, should_stop=should_stop)
-            lines = s.describe([im for _, im in shown])
-            table = ""
-            if any(lines):
-                rows = [f"| age {a} | {line} |" for (a, _), line in zip(shown, lines, strict=True)]
-                table = f"{s.input_caption()}\n\n| target | measured |\n|---|---|\n" + "\n".join(rows)
-            return {strip: [(im, f"age {a}") for a, im in shown], strip_info: table, status_line: ""}
-
-        def on_mix(image: Any, ref: Any, target: Any, chosen: str, layers: str, strength: Any, aligned: bool,
-                   idx: int, ref_is_aligned: bool) -> dict:
-            s = app.session(image, aligned, idx)
-            if ref is None:
-                raise RequestError("add a reference photo for style mixing")
-            r = app.session(ref, ref_is_aligned, 0, what="reference photo")
-            spec = layers if LAYER_PRESETS.get(chosen, chosen) == "custom" else chosen
-            mixed, plain = s.mix(r, target, spec, strength, size=s.preview_size, fast=True)
-            a = to_age(target)
-            lines = s.describe([mixed, plain])
-            return {mixed_out: mixed, plain_out: plain, mixed_info: f"Age {a}: {lines[0]}" if lines[0] else "",
-                    plain_info: f"Age {a}: {lines[1]}" if lines[1] else "", status_line: ""}
-
-        def on_video(image: Any, start: Any, end: Any, between: Any, rate: Any, side: Any, boom: bool, gif: bool,
-                     label: bool, aligned: bool, idx: int, together: list, *, progress=None, should_stop=None,
-                     owner=None) -> dict:
-            faces = sorted(int(i) for i in together or []) if not aligned else []
-            res = app.lifespan_job(image, start, end, between, rate, side, boom, label, gif, aligned, idx,
-                                    faces=faces or "best", progress=progress, should_stop=should_stop, owner=owner)
-            files = [str(res.mp4)] + ([str(res.gif)] if res.gif else [])
-            return {video: str(res.mp4), v_files: files, status_line: f"Video ready: {res.frames} frames."}
-
-        def on_clip(clip: Any, target: Any, who: str, side: Any, start: Any, end: Any, preview: bool,
-                    keys: Any = "auto", *, progress=None, should_stop=None, owner=None) -> dict:
-            began = [0.0, 0]  # when and at which frame the ageing started (after any wait in line)
-
-            def frames_done(done: int, total: int, note: str | None = None) -> None:  # frames done and time left
-                if progress is None:
-                    return
-                if note is not None or not began[0]:
-                    began[:] = [time.monotonic(), done] if note is None else [0.0, 0]
-                    progress(done, total, note)
-                    return
-                made = done - began[1]
-                left = (time.monotonic() - began[0]) / max(made, 1) * (total - done)
-                progress(done, total, f"ageing frames, about {left:.0f} s left" if made >= 3 else None)
-
-            res = app.age_video(clip, target, who, side, start, end, preview, keys, progress=frames_done,
-                                should_stop=should_stop, owner=owner)
-            people = len(res.faces)
-            return {c_out: str(res.path), c_file: str(res.path),
-                    status_line: f"Video ready: {res.frames} frames at {float(res.fps):.3g} fps, {people} "
-                                 f"{'person' if people == 1 else 'people'} aged, sound {res.audio}."}
-
-        # ---- several faces together (sam.session.GroupSession): the whole photo, each face its own age
-        def group_ages_text(faces: list[int], ages: dict) -> str:
-            return "Ages: " + ", ".join(f"face {i} → **{ages[i]}**" for i in faces)
-
-        def on_group_photo(image: Any, aligned: bool) -> dict:
-            """A new photo: the group choice offered when it has several faces (nothing chosen yet)."""
-            hide = {group_pick: gr.update(visible=False), chosen: gr.update(choices=[], value=[]), everyone: False,
-                    group_box: gr.update(visible=False), group_ages: {}, g_view: None, g_full_file: None}
-            if image is None or aligned or app.pipe is None or isinstance(image, UnreadableUpload):
-                return hide
-            try:
-                found = app.sessions.photo(image).faces
-            except (ValueError, OSError):
-                return hide  # the single-face flow says what is wrong
-            if len(found) < 2:
-                return hide
-            names = [(f"{i} (best)" if i == 0 else str(i), i) for i in range(len(found))]
-            return {**hide, group_pick: gr.update(visible=True), chosen: gr.update(choices=names, value=[])}
-
-        def on_everyone(flag: bool, image: Any) -> dict:
-            if image is None or app.pipe is None:
-                return {chosen: []}
-            return {chosen: list(range(len(app.sessions.photo(image).faces))) if flag else []}
-
-        def group_update(image: Any, faces: list[int], ages: dict, first: bool = False):
-            """The interpolated preview when every face has one, then the exact preview (both: the whole photo)."""
-            g = app.group(image, faces)
-            wanted = [ages[i] for i in faces]
-            info = group_ages_text(faces, ages)
-            quick = None if first else g.preview(wanted, quick=True)
-            if quick is not None:
-                yield {g_view: (g.photo.image, quick), g_info: info + " (interpolated preview; exact follows…)",
-                       g_full_file: None, status_line: ""}
-            yield {g_view: (g.photo.image, g.preview(wanted, first=first)), g_info: info, g_full_file: None,
-                   status_line: ""}
-            g.start_warm_up()
-
-        def on_chosen(image: Any, faces: list[int], target: Any, ages: dict, who: str):
-            faces = sorted(int(i) for i in faces or [])
-            if not faces or image is None:
-                yield {group_box: gr.update(visible=False), g_view: None, group_ages: {}}
-                return
-            a = to_age(target)
-            ages = {i: ages.get(i, a) for i in faces}
-            who = who if who == "all" or (who is not None and int(who) in faces) else "all"
-            choices = [("everyone", "all"), *[(f"face {i}", str(i)) for i in faces]]
-            yield {group_box: gr.update(visible=True), group_ages: ages, g_who: gr.update(choices=choices, value=who),
-                   g_info: group_ages_text(faces, ages)}
-            yield from group_update(image, faces, ages, first=True)
-
-        def on_group_pick(faces: list[int], evt: gr.SelectData) -> dict:
-            idx = int(evt.index) if evt is not None and evt.index is not None else None
-            if idx is None or idx not in [int(i) for i in faces or []]:
-                return {g_who: gr.skip()}
-            return {g_who: str(idx)}
-
-        def on_group_age(image: Any, faces: list[int], target: Any, ages: dict, who: str):
-            faces = sorted(int(i) for i in faces or [])
-            if not faces or image is None:
-                yield {status_line: gr.skip()}
-                return
-            a = to_age(target)
-            ages = {i: ages.get(i, a) for i in faces}
-            for i in faces if who in (None, "all") else [int(who)]:
-                ages[i] = a
-            yield {group_ages: ages}
-            yield from group_update(image, faces, ages)
-
-        def on_group_full(image: Any, faces: list[int], ages: dict) -> dict:
-            faces = sorted(int(i) for i in faces or [])
-            if not faces:
-                raise RequestError("choose the faces to age first")
-            g = app.group(image, faces)
-            out = g.render([ages.get(i, ages.get(str(i), 60)) for i in faces])
-            path = app.new_path("-group.png")
-            out.save(path)
-            return {g_full_file: str(path), status_line: ""}
-
-        def on_preset(chosen: str) -> dict:
-            return gr.update(visible=LAYER_PRESETS.get(chosen, chosen) == "custom")
-
-        # ---- wiring (undocumented endpoints; the named API is below). Quick work in the QUICK group, videos and
-        # the strip in the SLOW group; sam.scheduler orders their network passes (interactive first).
-        face_outputs = {aligned_view, result, input_info, result_info, full_file, age, status_line}
-        photo_in = [photo, already, age, paste]
-        for trigger in (photo.change, already.change):
-            trigger(stream(on_photo, status_line), photo_in, {picker, face_index, *face_outputs}, **QUICK, **hidden,
-                    show_progress_on=[aligned_view, result])
-        picker.select(stream(on_pick, status_line), photo_in, {face_index, *face_outputs}, **QUICK, **hidden,
-                      show_progress_on=[aligned_view, result])
-        sel = [photo, age, already, face_index, paste]
-        preview_outputs = {result, result_info, full_file, status_line}
-        age.release(stream(on_age, status_line), sel, preview_outputs, trigger_mode="always_last",
-                    show_progress="minimal", **QUICK, **hidden)
-        paste.change(stream(on_age, status_line), sel, preview_outputs, show_progress="minimal", **QUICK, **hidden)
-        paste.change(full_button, [paste, already], full_btn, queue=False, **hidden)
-        busy = {"interactive": False, "value": "Rendering full resolution…"}
-        (full_btn.click(lambda: gr.update(**busy), None, full_btn, queue=False, **hidden)
-         .then(job(on_full, page=status_line, desc="rendering"), sel, {full_file, status_line}, **QUICK, **hidden,
-               show_progress_on=[full_file])
-         .then(full_button, [paste, already], full_btn, queue=False, **hidden))
-        # several faces: previews and Full resolution are interactive work, like the single face's
-        for trigger in (photo.change, already.change):
-            trigger(on_group_photo, [photo, already],
-                    {group_pick, chosen, everyone, group_box, group_ages, g_view, g_full_file}, **QUICK, **hidden)
-        everyone.input(on_everyone, [everyone, photo], chosen, **QUICK, **hidden)
-        group_in = [photo, chosen, age, group_ages, g_who]
-        group_out = {group_box, group_ages, g_who, g_info, g_view, g_full_file, status_line}
-        chosen.change(stream(on_chosen, status_line), group_in, group_out, trigger_mode="always_last", **QUICK,
-                      **hidden, show_progress_on=[g_view])
-        picker.select(on_group_pick, chosen, g_who, queue=False, **hidden)
-        age.release(stream(on_group_age, status_line), group_in, group_out, trigger_mode="always_last",
-                    show_progress="minimal", **QUICK, **hidden)
-        g_full_btn.click(job(on_group_full, page=status_line, desc="rendering every face"),
-                         [photo, chosen, group_ages], {g_full_file, status_line}, **QUICK, **hidden,
-                         show_progress_on=[g_full_file])
-        strip_btn.click(job(on_strip, page=status_line, desc="rendering ages", level=LONG),
-                        [photo, strip_ages, already, face_index], {strip, strip_info, status_line}, **SLOW, **hidden,
-                        show_progress_on=[strip])
-        preset.change(on_preset, preset, custom, queue=False, **hidden)
-        mix_btn.click(job(on_mix, page=status_line, desc="mixing"),
-                      [photo, reference, age, preset, custom, alpha, already, face_index, ref_aligned],
-                      {mixed_out, plain_out, mixed_info, plain_info, status_line}, **QUICK, **hidden,
-                      show_progress_on=[mixed_out])
-        v_event = v_btn.click(job(on_video, page=status_line, desc="rendering frames", level=LONG),
-                              [photo, v_start, v_end, v_between, v_fps, v_size, v_boom, v_gif, v_label, already,
-                               face_index, chosen], {video, v_files, status_line}, **SLOW, **hidden,
-                              show_progress_on=[video], trigger_mode="multiple")
-        v_cancel.click(lambda: "Video cancelled.", None, status_line, cancels=[v_event], queue=False, **hidden)
-        c_event = c_btn.click(job(on_clip, page=status_line, desc="ageing frames", unit="frames", level=LONG),
-                              [c_in, c_age, c_faces, c_size, c_start, c_end, c_preview, c_keys],
-                              {c_out, c_file, status_line},
-                              **SLOW, **hidden, show_progress_on=[c_out], trigger_mode="multiple")
-        c_cancel.click(lambda: "Video cancelled.", None, status_line, cancels=[c_event], queue=False, **hidden)
-
-        # ---- named API endpoints for gradio_client: /age, /mix, /lifespan (files decoded by the safe loader;
-        # numbers arrive unrounded, so NaN or Infinity from a raw HTTP client reach our checks, not Gradio's)
+    def api_panel(self) -> None:
+        """The named API endpoints for gradio_client: /age, /mix, /lifespan, /video (files decoded by the safe loader;
+        numbers arrive unrounded, so NaN or Infinity from a raw HTTP client reach our checks, not Gradio's)."""
+        app, full = self.app, self.full
         with gr.Column(visible=False):
             a_img = gr.File(label="image", type="filepath")
             a_ref = gr.File(label="reference", type="filepath")
@@ -1037,55 +822,319 @@ def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None =
                         **SLOW),
         ]
         # gradio_client's job.cancel() stops the server's work only when an event cancels that endpoint
-        a_cancel.click(None, None, None, cancels=api_events, queue=False, **hidden)
-    close = demo.close
+        a_cancel.click(None, None, None, cancels=api_events, queue=False, **HIDDEN)
 
-    def close_and_clean(*args: Any, **kwargs: Any) -> None:
+    # ------------------------------------------------------------------------------------------ the wiring
+
+    def wire(self) -> None:
+        """Every page event (undocumented endpoints; the named API is :meth:`api_panel`). Quick work in the QUICK
+        group, videos and the strip in the SLOW group; sam.scheduler orders their network passes (interactive
+        first)."""
+        s = self
+        status = s.status
+        # the photo and the slider
+        face_outputs = {s.aligned_view, s.result, s.input_info, s.result_info, s.full_file, s.age, status}
+        photo_in = [s.photo, s.already, s.age, s.paste]
+        for trigger in (s.photo.change, s.already.change):
+            trigger(stream(s.on_photo, status), photo_in, {s.picker, s.face_index, *face_outputs}, **QUICK, **HIDDEN,
+                    show_progress_on=[s.aligned_view, s.result])
+        s.picker.select(stream(s.on_pick, status), photo_in, {s.face_index, *face_outputs}, **QUICK, **HIDDEN,
+                        show_progress_on=[s.aligned_view, s.result])
+        sel = [s.photo, s.age, s.already, s.face_index, s.paste]
+        preview_outputs = {s.result, s.result_info, s.full_file, status}
+        s.age.release(stream(s.on_age, status), sel, preview_outputs, trigger_mode="always_last",
+                      show_progress="minimal", **QUICK, **HIDDEN)
+        s.paste.change(stream(s.on_age, status), sel, preview_outputs, show_progress="minimal", **QUICK, **HIDDEN)
+        s.paste.change(s.full_button, [s.paste, s.already], s.full_btn, queue=False, **HIDDEN)
+        (s.full_btn.click(s.full_busy, None, s.full_btn, queue=False, **HIDDEN)
+         .then(job(s.on_full, page=status, desc="rendering"), sel, {s.full_file, status}, **QUICK, **HIDDEN,
+               show_progress_on=[s.full_file])
+         .then(s.full_button, [s.paste, s.already], s.full_btn, queue=False, **HIDDEN))
+        # several faces: previews and Full resolution are interactive work, like the single face's
+        for trigger in (s.photo.change, s.already.change):
+            trigger(s.on_group_photo, [s.photo, s.already],
+                    {s.group_pick, s.chosen, s.everyone, s.group_box, s.group_ages, s.g_view, s.g_full_file},
+                    **QUICK, **HIDDEN)
+        s.everyone.input(s.on_everyone, [s.everyone, s.photo], s.chosen, **QUICK, **HIDDEN)
+        group_in = [s.photo, s.chosen, s.age, s.group_ages, s.g_who]
+        group_out = {s.group_box, s.group_ages, s.g_who, s.g_info, s.g_view, s.g_full_file, status}
+        s.chosen.change(stream(s.on_chosen, status), group_in, group_out, trigger_mode="always_last", **QUICK,
+                        **HIDDEN, show_progress_on=[s.g_view])
+        s.picker.select(s.on_group_pick, s.chosen, s.g_who, queue=False, **HIDDEN)
+        s.age.release(stream(s.on_group_age, status), group_in, group_out, trigger_mode="always_last",
+                      show_progress="minimal", **QUICK, **HIDDEN)
+        s.g_full_btn.click(job(s.on_group_full, page=status, desc="rendering every face"),
+                           [s.photo, s.chosen, s.group_ages], {s.g_full_file, status}, **QUICK, **HIDDEN,
+                           show_progress_on=[s.g_full_file])
+        # the ages strip and style mixing
+        s.strip_btn.click(job(s.on_strip, page=status, desc="rendering ages", level=LONG),
+                          [s.photo, s.strip_ages, s.already, s.face_index], {s.strip, s.strip_info, status}, **SLOW,
+                          **HIDDEN, show_progress_on=[s.strip])
+        s.preset.change(s.on_preset, s.preset, s.custom, queue=False, **HIDDEN)
+        s.mix_btn.click(job(s.on_mix, page=status, desc="mixing"),
+                        [s.photo, s.reference, s.age, s.preset, s.custom, s.alpha, s.already, s.face_index,
+                         s.ref_aligned], {s.mixed_out, s.plain_out, s.mixed_info, s.plain_info, status}, **QUICK,
+                        **HIDDEN, show_progress_on=[s.mixed_out])
+        # the two kinds of video, each with its Cancel
+        v_event = s.v_btn.click(job(s.on_video, page=status, desc="rendering frames", level=LONG),
+                                [s.photo, s.v_start, s.v_end, s.v_between, s.v_fps, s.v_size, s.v_boom, s.v_gif,
+                                 s.v_label, s.already, s.face_index, s.chosen], {s.video, s.v_files, status}, **SLOW,
+                                **HIDDEN, show_progress_on=[s.video], trigger_mode="multiple")
+        s.v_cancel.click(s.on_cancel, None, status, cancels=[v_event], queue=False, **HIDDEN)
+        c_event = s.c_btn.click(job(s.on_clip, page=status, desc="ageing frames", unit="frames", level=LONG),
+                                [s.c_in, s.c_age, s.c_faces, s.c_size, s.c_start, s.c_end, s.c_preview, s.c_keys],
+                                {s.c_out, s.c_file, status}, **SLOW, **HIDDEN, show_progress_on=[s.c_out],
+                                trigger_mode="multiple")
+        s.c_cancel.click(s.on_cancel, None, status, cancels=[c_event], queue=False, **HIDDEN)
+
+    # ------------------------------------------------------------------------------------------ handlers: one face
+
+    def on_photo(self, image: Any, aligned: bool, target: Any, pasted: bool):
+        app = self.app
+        if image is None:
+            yield {self.picker: gr.update(value=None, visible=False), self.face_index: 0, self.aligned_view: None,
+                   self.result: None, self.input_info: "", self.result_info: "", self.full_file: None,
+                   self.status: ""}
+            return
+        if app._repeat(str(image), bool(aligned)):
+            yield {self.status: gr.skip()}  # (an empty dict reads as one missing value)
+            return
         try:
-            close(*args, **kwargs)
+            readable_upload(image)
+            hidden = gr.update(value=None, visible=False)
+            steps = self.show_face(image, aligned, 0, target, pasted, {self.picker: hidden, self.face_index: 0})
+            yield next(steps)  # the first preview, from the best face of a quick look
+            if not aligned and app.pipe is not None:
+                photo_ = app.sessions.photo(image)
+                if len(photo_.faces) > 1:  # the full look, for the face picker
+                    gr.Info(f"{len(photo_.faces)} faces found; showing the best one. Click a face to switch.")
+                    yield {self.picker: gr.update(value=photo_.thumbnails(), visible=True, selected_index=0)}
+                if not photo_.best_face_confirmed():  # rare: the full look ranks another face first
+                    steps.close()
+                    steps = self.show_face(image, aligned, 0, target, pasted, {self.face_index: 0})
+            yield from steps
         finally:
-            app.cleanup()
+            app._repeat(str(image), bool(aligned))  # the window counts from the end of this one
 
-    demo.close = close_and_clean
-    return accept_older_requests(guard_file_references(demo))
+    def on_pick(self, image: Any, aligned: bool, target: Any, pasted: bool, evt: gr.SelectData):
+        idx = int(evt.index) if evt is not None and evt.index is not None else 0
+        yield from self.show_face(image, aligned, idx, target, pasted, {self.face_index: idx})
+
+    def show_face(self, image: Any, aligned: bool, idx: int, target: Any, pasted: bool, extra: dict):
+        """The first preview as soon as it exists (fast frozen-encoder pass), then the readouts, then the preview
+        from the exact code that every later slider move builds on; the key-age warm-up after that."""
+        s = self.app.session(image, aligned, idx)
+        start = s.start_age(target)
+        first = s.first_preview(start, pasted)
+        out = {self.aligned_view: s.face_image, self.result: first, self.input_info: "",
+               self.result_info: f"Age {start}", self.full_file: None, self.status: "", **extra}
+        if s.input_age is not None:
+            out[self.age] = start
+        yield out
+        yield {self.input_info: s.input_caption(), self.result_info: s.caption(start, first)}
+        if not s.has_exact_encoding:
+            preview = s.preview(start, pasted)
+            yield {self.result: preview, self.result_info: s.caption(start, preview)}
+        s.start_warm_up()
+
+    def on_age(self, image: Any, target: Any, aligned: bool, idx: int, pasted: bool):
+        s = self.app.session(image, aligned, idx)
+        a = to_age(target)
+        quick = s.quick_preview(a, pasted)
+        if quick is not None:
+            yield {self.result: quick, self.result_info: f"Age {a}: interpolated preview; the exact result follows…",
+                   self.full_file: None, self.status: ""}
+        preview = s.preview(a, pasted)
+        yield {self.result: preview, self.result_info: s.caption(a, preview), self.full_file: None, self.status: ""}
+
+    def full_button(self, pasted: bool, aligned: bool) -> dict:
+        """The Full resolution button, ready: its label says what the file will be."""
+        return gr.update(interactive=True,
+                         value="Full resolution (whole photo)" if pasted and not aligned else self.full_label)
+
+    @staticmethod
+    def full_busy() -> dict:
+        """The Full resolution button while it renders."""
+        return gr.update(interactive=False, value="Rendering full resolution…")
+
+    def on_full(self, image: Any, target: Any, aligned: bool, idx: int, pasted: bool) -> dict:
+        out = self.app.age(image, target, None, aligned, idx, pasted)
+        path = self.app.new_path(f"-age{to_age(target)}.png")
+        out.save(path)
+        return {self.full_file: str(path), self.status: ""}
+
+    def on_strip(self, image: Any, ages: Any, aligned: bool, idx: int, *, progress=None, should_stop=None) -> dict:
+        s = self.app.session(image, aligned, idx)
+        shown = s.strip(ages or [], progress=progress, should_stop=should_stop)
+        lines = s.describe([im for _, im in shown])
+        table = ""
+        if any(lines):
+            rows = [f"| age {a} | {line} |" for (a, _), line in zip(shown, lines, strict=True)]
+            table = f"{s.input_caption()}\n\n| target | measured |\n|---|---|\n" + "\n".join(rows)
+        return {self.strip: [(im, f"age {a}") for a, im in shown], self.strip_info: table, self.status: ""}
+
+    def on_mix(self, image: Any, ref: Any, target: Any, chosen: str, layers: str, strength: Any, aligned: bool,
+               idx: int, ref_is_aligned: bool) -> dict:
+        app = self.app
+        s = app.session(image, aligned, idx)
+        if ref is None:
+            raise RequestError("add a reference photo for style mixing")
+        r = app.session(ref, ref_is_aligned, 0, what="reference photo")
+        spec = layers if LAYER_PRESETS.get(chosen, chosen) == "custom" else chosen
+        mixed, plain = s.mix(r, target, spec, strength, size=s.preview_size, fast=True)
+        a = to_age(target)
+        lines = s.describe([mixed, plain])
+        return {self.mixed_out: mixed, self.plain_out: plain,
+                self.mixed_info: f"Age {a}: {lines[0]}" if lines[0] else "",
+                self.plain_info: f"Age {a}: {lines[1]}" if lines[1] else "", self.status: ""}
+
+    @staticmethod
+    def on_preset(chosen: str) -> dict:
+        return gr.update(visible=LAYER_PRESETS.get(chosen, chosen) == "custom")
+
+    # ------------------------------------------------------------------------------------------ handlers: videos
+
+    def on_video(self, image: Any, start: Any, end: Any, between: Any, rate: Any, side: Any, boom: bool, gif: bool,
+                 label: bool, aligned: bool, idx: int, together: list, *, progress=None, should_stop=None,
+                 owner=None) -> dict:
+        """The lifespan video (of one face, or of the faces chosen together)."""
+        faces = sorted(int(i) for i in together or []) if not aligned else []
+        res = self.app.lifespan_job(image, start, end, between, rate, side, boom, label, gif, aligned, idx,
+                                    faces=faces or "best", progress=progress, should_stop=should_stop, owner=owner)
+        files = [str(res.mp4)] + ([str(res.gif)] if res.gif else [])
+        return {self.video: str(res.mp4), self.v_files: files, self.status: f"Video ready: {res.frames} frames."}
+
+    def on_clip(self, clip: Any, target: Any, who: str, side: Any, start: Any, end: Any, preview: bool,
+                keys: Any = "auto", *, progress=None, should_stop=None, owner=None) -> dict:
+        """The Video tab: the people in a clip aged; the bar shows frames done and time left."""
+        began = [0.0, 0]  # when and at which frame the ageing started (after any wait in line)
+
+        def frames_done(done: int, total: int, note: str | None = None) -> None:  # frames done and time left
+            if progress is None:
+                return
+            if note is not None or not began[0]:
+                began[:] = [time.monotonic(), done] if note is None else [0.0, 0]
+                progress(done, total, note)
+                return
+            made = done - began[1]
+            left = (time.monotonic() - began[0]) / max(made, 1) * (total - done)
+            progress(done, total, f"ageing frames, about {left:.0f} s left" if made >= 3 else None)
+
+        res = self.app.age_video(clip, target, who, side, start, end, preview, keys, progress=frames_done,
+                                 should_stop=should_stop, owner=owner)
+        people = len(res.faces)
+        return {self.c_out: str(res.path), self.c_file: str(res.path),
+                self.status: f"Video ready: {res.frames} frames at {float(res.fps):.3g} fps, {people} "
+                             f"{'person' if people == 1 else 'people'} aged, sound {res.audio}."}
+
+    @staticmethod
+    def on_cancel() -> str:
+        return "Video cancelled."
+
+    # ------------------------------------------------------------------------------------------ handlers: group
+
+    @staticmethod
+    def group_ages_text(faces: list[int], ages: dict) -> str:
+        return "Ages: " + ", ".join(f"face {i} → **{ages[i]}**" for i in faces)
+
+    def on_group_photo(self, image: Any, aligned: bool) -> dict:
+        """A new photo: the group choice offered when it has several faces (nothing chosen yet)."""
+        app = self.app
+        hide = {self.group_pick: gr.update(visible=False), self.chosen: gr.update(choices=[], value=[]),
+                self.everyone: False, self.group_box: gr.update(visible=False), self.group_ages: {},
+                self.g_view: None, self.g_full_file: None}
+        if image is None or aligned or app.pipe is None or isinstance(image, UnreadableUpload):
+            return hide
+        try:
+            found = app.sessions.photo(image).faces
+        except (ValueError, OSError):
+            return hide  # the single-face flow says what is wrong
+        if len(found) < 2:
+            return hide
+        names = [(f"{i} (best)" if i == 0 else str(i), i) for i in range(len(found))]
+        return {**hide, self.group_pick: gr.update(visible=True), self.chosen: gr.update(choices=names, value=[])}
+
+    def on_everyone(self, flag: bool, image: Any) -> dict:
+        app = self.app
+        if image is None or app.pipe is None:
+            return {self.chosen: []}
+        return {self.chosen: list(range(len(app.sessions.photo(image).faces))) if flag else []}
+
+    def group_update(self, image: Any, faces: list[int], ages: dict, first: bool = False):
+        """The interpolated preview when every face has one, then the exact preview (both: the whole photo)."""
+        g = self.app.group(image, faces)
+        wanted = [ages[i] for i in faces]
+        info = self.group_ages_text(faces, ages)
+        quick = None if first else g.preview(wanted, quick=True)
+        if quick is not None:
+            yield {self.g_view: (g.photo.image, quick), self.g_info: info + " (interpolated preview; exact follows…)",
+                   self.g_full_file: None, self.status: ""}
+        yield {self.g_view: (g.photo.image, g.preview(wanted, first=first)), self.g_info: info,
+               self.g_full_file: None, self.status: ""}
+        g.start_warm_up()
+
+    def on_chosen(self, image: Any, faces: list[int], target: Any, ages: dict, who: str):
+        faces = sorted(int(i) for i in faces or [])
+        if not faces or image is None:
+            yield {self.group_box: gr.update(visible=False), self.g_view: None, self.group_ages: {}}
+            return
+        a = to_age(target)
+        ages = {i: ages.get(i, a) for i in faces}
+        who = who if who == "all" or (who is not None and int(who) in faces) else "all"
+        choices = [("everyone", "all"), *[(f"face {i}", str(i)) for i in faces]]
+        yield {self.group_box: gr.update(visible=True), self.group_ages: ages,
+               self.g_who: gr.update(choices=choices, value=who), self.g_info: self.group_ages_text(faces, ages)}
+        yield from self.group_update(image, faces, ages, first=True)
+
+    def on_group_pick(self, faces: list[int], evt: gr.SelectData) -> dict:
+        idx = int(evt.index) if evt is not None and evt.index is not None else None
+        if idx is None or idx not in [int(i) for i in faces or []]:
+            return {self.g_who: gr.skip()}
+        return {self.g_who: str(idx)}
+
+    def on_group_age(self, image: Any, faces: list[int], target: Any, ages: dict, who: str):
+        faces = sorted(int(i) for i in faces or [])
+        if not faces or image is None:
+            yield {self.status: gr.skip()}
+            return
+        a = to_age(target)
+        ages = {i: ages.get(i, a) for i in faces}
+        for i in faces if who in (None, "all") else [int(who)]:
+            ages[i] = a
+        yield {self.group_ages: ages}
+        yield from self.group_update(image, faces, ages)
+
+    def on_group_full(self, image: Any, faces: list[int], ages: dict) -> dict:
+        faces = sorted(int(i) for i in faces or [])
+        if not faces:
+            raise RequestError("choose the faces to age first")
+        g = self.app.group(image, faces)
+        out = g.render([ages.get(i, ages.get(str(i), 60)) for i in faces])
+        path = self.app.new_path("-group.png")
+        out.save(path)
+        return {self.g_full_file: str(path), self.status: ""}
 
 
 def limit_queue(demo: gr.Blocks, max_size: int = MAX_QUEUE) -> gr.Blocks:
     """Queue at most ``max_size`` jobs; a client over that gets :data:`BUSY_MESSAGE` (Gradio's own text names
     internal sizes)."""
-    demo.queue(default_concurrency_limit=1, max_size=max_size)
-    queue = demo._queue
-    push = queue.push
-
-    async def polite_push(*args: Any, **kwargs: Any):
-        ok, message, kind = await push(*args, **kwargs)
-        return (ok, BUSY_MESSAGE, kind) if kind == "queue_full" else (ok, message, kind)
-
-    queue.push = polite_push
-    return demo
+    return gradio_glue.limit_queue(demo, max_size, BUSY_MESSAGE)
 
 
 NOT_UPLOADED = ("a file in this request was not uploaded to this server. Upload it first (gradio_client: "
                 "handle_file(path)) and pass what the upload returns")
 
 
+def _refuse_outside_uploads(exc: Exception) -> gr.Error:
+    log.info("request rejected: a file reference outside the uploads: %s", str(exc)[:200])
+    return gr.Error(readable(RequestError(NOT_UPLOADED), markup=False), print_exception=False)
+
+
 def guard_file_references(demo: gr.Blocks) -> gr.Blocks:
     """A request naming a file that was not uploaded (``{"path": "/etc/passwd"}``, the checkpoint) is refused by
     Gradio before any handler runs, but with an empty error and a traceback in the log; this gives the client a
     sentence and the log one line."""
-    from gradio.exceptions import InvalidPathError
-
-    preprocess = demo.preprocess_data
-
-    async def checked(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return await preprocess(*args, **kwargs)
-        except InvalidPathError as exc:
-            log.info("request rejected: a file reference outside the uploads: %s", str(exc)[:200])
-            raise gr.Error(readable(RequestError(NOT_UPLOADED), markup=False), print_exception=False) from None
-
-    demo.preprocess_data = checked
-    return demo
+    return gradio_glue.on_file_outside_uploads(demo, _refuse_outside_uploads)
 
 
 GROWN_ENDPOINTS = ("age", "lifespan")  # endpoints that gained trailing inputs (faces, ages) after their first release
@@ -1095,16 +1144,7 @@ def accept_older_requests(demo: gr.Blocks) -> gr.Blocks:
     """A raw HTTP request to an endpoint that gained inputs since (``/age``'s ``faces`` and ``ages``, ``/lifespan``'s
     ``faces``) and sends only the older ones gets the new inputs' defaults, as ``gradio_client`` does, instead of
     Gradio's "didn't receive enough input values"."""
-    validate = demo.validate_inputs
-
-    def padded(block_fn: Any, inputs: list[Any]) -> Any:
-        wanted = block_fn.inputs
-        if getattr(block_fn, "api_name", None) in GROWN_ENDPOINTS and len(inputs) < len(wanted):
-            inputs.extend(getattr(block, "value", None) for block in wanted[len(inputs):])
-        return validate(block_fn, inputs)
-
-    demo.validate_inputs = padded
-    return demo
+    return gradio_glue.default_missing_inputs(demo, GROWN_ENDPOINTS)
 
 
 def main(argv: list[str] | None = None) -> None:

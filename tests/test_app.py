@@ -81,6 +81,16 @@ def _run_job(fn, *args):
     return asyncio.run(fn(*args, None))
 
 
+def _wired(demo: gr.Blocks, name: str):
+    """The page's handler ``name`` as the page calls it: the function wired to an event (its wrapper included),
+    checked to be the :class:`app.Page` method of that name."""
+    wired = [d.fn for d in demo.fns.values() if getattr(d.fn, "__name__", "") == name]
+    assert wired, f"no event calls {name}"
+    method = getattr(demo.sam_page, name)
+    assert all(getattr(fn, "__wrapped__", fn) == method for fn in wired), f"{name} is not Page.{name}"
+    return wired[0]
+
+
 def _frames(path: str) -> np.ndarray:
     return np.stack(list(iio.imiter(path)))
 
@@ -217,7 +227,7 @@ def test_bad_values_give_readable_messages(sam_app, faceless, text_png, name, ar
 def test_page_errors_go_to_the_status_line(demo, faceless):
     """A page handler's failure is an update of the status line (it stays), not an exception (badges)."""
     status = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "status")
-    handler = next(d.fn for d in demo.fns.values() if getattr(d.fn, "__name__", "") == "on_photo")
+    handler = _wired(demo, "on_photo")
     updates = list(handler(faceless, False, 40, False))
     assert len(updates) == 1 and list(updates[0]) == [status]
     assert updates[0][status].startswith("⚠️ No face found in the photo")
@@ -694,15 +704,12 @@ def test_repeated_photo_event_is_skipped_with_a_valid_update(demo):
     returns an update Gradio accepts (an empty dict would read as one missing value)."""
     import types
 
-    from gradio.context import LocalContext
+    import gradio_glue
 
-    handler = next(d.fn for d in demo.fns.values() if getattr(d.fn, "__name__", "") == "on_photo")
-    token = LocalContext.request.set(types.SimpleNamespace(session_hash="repeat-test"))
-    try:
+    handler = _wired(demo, "on_photo")
+    with gradio_glue.request_context(types.SimpleNamespace(session_hash="repeat-test")):
         first = list(handler(ASTRONAUT, False, 40, False))
         second = list(handler(ASTRONAUT, False, 40, False))
-    finally:
-        LocalContext.request.reset(token)
     assert len(first[0]) >= 6 and len(second) == 1 and len(second[0]) == 1
     assert list(second[0].values())[0] == gr.skip()
 
@@ -714,7 +721,7 @@ def test_a_new_photo_shows_its_preview_before_the_readouts(tiny_checkpoint, monk
     page = app.build_demo(str(tiny_checkpoint), device="cpu", precision="auto")
     assert page.sam_app.pipe.precision.fast != page.sam_app.pipe.precision.exact
     by_id = {getattr(b, "elem_id", None): b for b in page.blocks.values()}
-    handler = next(d.fn for d in page.fns.values() if getattr(d.fn, "__name__", "") == "on_photo")
+    handler = _wired(page, "on_photo")
     calls = []
     pipe = page.sam_app.pipe
     real_fast, real_encode = pipe.first_look, pipe.encode

@@ -1,0 +1,129 @@
+"""Every use of Gradio's internals by the page (``app.py``), in one place. Written against **gradio 6.31.0**.
+
+The page needs a few things Gradio has no public API for: which event a handler runs for and whether its client is
+still there (to stop abandoned work), the request of the running event (outside a handler's parameters), a
+component whose preprocessing is our own check, a polite "busy" answer when the queue is full, a sentence instead
+of a traceback for a request naming a file that was not uploaded, the defaults for inputs an older raw-HTTP client
+does not send, and deleting the uploads Gradio cached for the page. Each is one function here;
+``tests/test_app_glue.py`` checks that every internal these functions rely on still exists and behaves as assumed, so
+a Gradio upgrade fails that one test with a message naming the internal, instead of breaking the page quietly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import gradio as gr
+from gradio.context import LocalContext
+
+GRADIO_VERSION = "6.31.0"  # the version this module was written and tested against
+
+
+# --------------------------------------------------------------------------------------------------- events
+
+
+def current_event() -> tuple[Any, str | None]:
+    """The Blocks and the event id of the event the calling handler runs for (``(None, None)`` outside one)."""
+    return LocalContext.blocks.get(None), LocalContext.event_id.get(None)
+
+
+def current_request() -> Any:
+    """The ``gr.Request`` of the running event (None outside one); its ``session_hash`` names the visitor."""
+    return LocalContext.request.get(None)
+
+
+@contextlib.contextmanager
+def request_context(request: Any) -> Iterator[None]:
+    """Run the body as if ``request`` were the running event's request (for tests and direct calls)."""
+    token = LocalContext.request.set(request)
+    try:
+        yield
+    finally:
+        LocalContext.request.reset(token)
+
+
+def event_alive(blocks: Any, event_id: str | None) -> bool:
+    """Whether Gradio still runs this event for a connected client (False once it is cancelled or its page is
+    closed). Gradio keeps running events in ``blocks._queue.active_jobs`` (a list of ``None`` or lists of
+    ``Event``); a closed page marks its events not ``alive``. True when there is no queue or no event to look at."""
+    queue = getattr(blocks, "_queue", None)
+    if queue is None or event_id is None:
+        return True
+    for job in list(queue.active_jobs):
+        for event in job or ():
+            if event._id == event_id:
+                return bool(event.alive)
+    return False
+
+
+# --------------------------------------------------------------------------------------------------- components
+
+
+def own_preprocess(component: gr.components.Component, preprocess: Callable[[Any], Any]) -> Any:
+    """``component`` with its preprocessing replaced by ``preprocess`` (called with the uploaded ``FileData``).
+    Gradio calls ``block.preprocess(value)`` on the instance, so an instance attribute wins (a subclass would make
+    Gradio write stub files next to the module that defines it)."""
+    component.preprocess = preprocess
+    return component
+
+
+# --------------------------------------------------------------------------------------------------- the server
+
+
+def limit_queue(demo: gr.Blocks, max_size: int, busy_message: str) -> gr.Blocks:
+    """Queue at most ``max_size`` events; a client over that gets ``busy_message`` (Gradio's own text names internal
+    sizes). Wraps ``demo._queue.push``, whose result is ``(ok, message, kind)`` with kind ``"queue_full"``."""
+    demo.queue(default_concurrency_limit=1, max_size=max_size)
+    queue = demo._queue
+    push = queue.push
+
+    async def polite_push(*args: Any, **kwargs: Any):
+        ok, message, kind = await push(*args, **kwargs)
+        return (ok, busy_message, kind) if kind == "queue_full" else (ok, message, kind)
+
+    queue.push = polite_push
+    return demo
+
+
+def on_file_outside_uploads(demo: gr.Blocks, refuse: Callable[[Exception], BaseException]) -> gr.Blocks:
+    """A request naming a file that was not uploaded is refused by Gradio's ``Blocks.preprocess_data`` with an
+    ``InvalidPathError`` (an empty error for the client and a traceback in the log); this raises ``refuse(exc)``
+    instead."""
+    from gradio.exceptions import InvalidPathError
+
+    preprocess: Callable[..., Awaitable[Any]] = demo.preprocess_data
+
+    async def checked(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await preprocess(*args, **kwargs)
+        except InvalidPathError as exc:
+            raise refuse(exc) from None
+
+    demo.preprocess_data = checked
+    return demo
+
+
+def default_missing_inputs(demo: gr.Blocks, api_names: tuple[str, ...]) -> gr.Blocks:
+    """A request to one of ``api_names`` that sends fewer inputs than the endpoint has gets the missing trailing
+    ones' component values (as ``gradio_client`` sends them) instead of Gradio's "didn't receive enough input
+    values". Wraps ``Blocks.validate_inputs(block_fn, inputs)``, which runs before preprocessing and may extend
+    ``inputs`` in place."""
+    validate = demo.validate_inputs
+
+    def padded(block_fn: Any, inputs: list[Any]) -> Any:
+        wanted = block_fn.inputs
+        if getattr(block_fn, "api_name", None) in api_names and len(inputs) < len(wanted):
+            inputs.extend(getattr(block, "value", None) for block in wanted[len(inputs):])
+        return validate(block_fn, inputs)
+
+    demo.validate_inputs = padded
+    return demo
+
+
+def delete_cached_files(demo: gr.Blocks) -> None:
+    """Delete every file Gradio cached for this page (uploads, results it copied), whatever its age."""
+    from gradio.route_utils import delete_files_created_by_app
+
+    delete_files_created_by_app(demo, age=None)
