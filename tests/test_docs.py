@@ -18,7 +18,7 @@ from train.options import build_parser as train_parser
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = sorted([ROOT / "README.md", ROOT / "train" / "README.md", ROOT / "weights" / "README.md",
                *(ROOT / "docs").glob("**/*.md")])
-COMMAND = re.compile(r"python3? -m (sam|train)\b([^`\n]*(?:\\\n[^`\n]*)*)")
+COMMAND = re.compile(r"python3? -m (sam|train)(?![.\w])([^`\n]*(?:\\\n[^`\n]*)*)")
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 
 
@@ -91,7 +91,7 @@ def test_every_documented_command_is_real(doc, program, tokens):
 
 def test_a_made_up_flag_or_command_is_caught():
     text = "```\npython -m sam inference --data_path x/ --exp_dir y/ --made_up_flag 3\npython -m sam ageify\n```"
-    (inference, args), (ageify, args2) = commands(text)
+    (inference, args), (ageify, args2) = commands(text + "\n`python -m sam.synthetic --out x.pt`")
     assert problems(inference, args) == ["unknown flag --made_up_flag for sam inference"]
     assert problems(ageify, args2)[0].startswith("unknown command 'ageify'")
     assert problems("train", ["--exp_dir", "x", "--learning_rat", "1"]) == ["unknown flag --learning_rat for train"]
