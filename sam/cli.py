@@ -11,6 +11,7 @@ every run. The exit code is non-zero only when nothing could be processed.
 from __future__ import annotations
 
 import argparse
+import re
 import signal
 import statistics
 import sys
@@ -224,6 +225,22 @@ def load_pipeline(args):
         raise SystemExit(f"error: {exc}") from None
 
 
+def output_size(args, pipe) -> int:
+    """The side of the images written: 256 px with ``--resize_outputs``, else the model's (never more than it)."""
+    return min(256 if args.resize_outputs else pipe.output_size, pipe.output_size)
+
+
+def latent_mask(args, pipe) -> list[int]:
+    """``--latent_mask`` as W+ rows of this model (:func:`sam.mixing.parse_latent_mask`); a bad one ends the run
+    with its reason."""
+    from .mixing import parse_latent_mask
+
+    try:
+        return parse_latent_mask(args.latent_mask, pipe.n_styles)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
 def save(img: Image.Image, path: Path) -> None:
     """Write under a temporary name and rename when complete (an interrupted save leaves nothing)."""
     with atomic_path(path) as tmp:
@@ -249,8 +266,7 @@ def _png_name(name: str) -> str:
 def cmd_inference(args) -> int:
     pipe = load_pipeline(args)
     exp = Path(args.exp_dir)
-    size = 256 if args.resize_outputs else pipe.output_size
-    size = min(size, pipe.output_size)
+    size = output_size(args, pipe)
     summary = Summary()
 
     # --face_ages: one whole photo per input, each chosen face at its own age (the rest at the first --target_age)
@@ -338,7 +354,7 @@ def write_stats(exp: Path, names: list[str], times: list[float], n_ages: int, pa
 def cmd_side_by_side(args) -> int:
     pipe = load_pipeline(args)
     exp = Path(args.exp_dir) / "inference_side_by_side"
-    size = min(256 if args.resize_outputs else pipe.output_size, pipe.output_size)
+    size = output_size(args, pipe)
     summary = Summary()
 
     def work(item: Item) -> None:
@@ -367,14 +383,10 @@ def cmd_reference_guided(args) -> int:
     import torch
 
     from .grid import grid
-    from .mixing import parse_latent_mask
     from .pipeline import to_pil
 
     pipe = load_pipeline(args)
-    try:
-        mask = parse_latent_mask(args.latent_mask, pipe.n_styles)
-    except ValueError as exc:
-        raise SystemExit(f"error: {exc}") from None
+    mask = latent_mask(args, pipe)
     refs: list[FaceSession] = []
     for rp in _read_reference_paths(args.ref_images_paths_file):
         try:
@@ -385,7 +397,7 @@ def cmd_reference_guided(args) -> int:
         raise SystemExit("error: none of the reference images could be used")
     ref_codes = torch.cat([pipe.reference_code(r.encoded) for r in refs])
     exp = Path(args.exp_dir) / "reference_guided_inference"
-    size = min(256 if args.resize_outputs else pipe.output_size, pipe.output_size)
+    size = output_size(args, pipe)
     cell = min(size, 256)
     summary = Summary()
 
@@ -407,18 +419,14 @@ def cmd_style_mixing(args) -> int:
     import torch
 
     from .grid import hstack
-    from .mixing import parse_latent_mask
     from .pipeline import to_pil
 
     pipe = load_pipeline(args)
-    try:
-        mask = parse_latent_mask(args.latent_mask, pipe.n_styles)
-    except ValueError as exc:
-        raise SystemExit(f"error: {exc}") from None
+    mask = latent_mask(args, pipe)
     age = args.target_age[0]
     injects = pipe.random_styles(args.n_outputs_to_generate, args.seed)
     exp = Path(args.exp_dir) / "style_mixing" / str(age)
-    size = min(256 if args.resize_outputs else pipe.output_size, pipe.output_size)
+    size = output_size(args, pipe)
     summary = Summary()
 
     def work(item: Item) -> None:
@@ -629,20 +637,26 @@ def cmd_evaluate(args) -> int:
 # Parser
 
 
+def plain(text: str) -> str:
+    """``text`` with its reST markup taken off (``code``, :func:`name`, `name`): what ``--help`` prints."""
+    text = re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", text)
+    return re.sub(r"`{1,2}([^`]+)`{1,2}", r"\1", text)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m sam", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m sam", description=plain(__doc__),
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True, metavar="command")
 
     model = argparse.ArgumentParser(add_help=False)
     g = model.add_argument_group("model")
-    g.add_argument("--checkpoint_path", default=None,
-                   help="SAM checkpoint (default: found or downloaded as `python -m sam weights` does)")
+    g.add_argument("--checkpoint_path", "--checkpoint", dest="checkpoint_path", default=None,
+                   help="SAM checkpoint (default: found or downloaded as 'python -m sam weights' does)")
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     g.add_argument("--test_batch_size", type=int, default=4,
                    help="ages encoded per batch (and images decoded per batch on a GPU; one at a time on CPU)")
     g.add_argument("--test_workers", type=int, default=0, help="accepted for compatibility with the published scripts")
-    g.add_argument("--int8_style_heads", action="store_true",
+    g.add_argument("--int8_style_heads", "--int8-style-heads", dest="int8_style_heads", action="store_true",
                    help="approximate: int8 encoder style heads, faster on CPU, not exact (see README, Speed on CPU)")
     g.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default=None,
                    help="auto (default; fp32 for evaluate): exact float32 outputs, bfloat16 for lifespan videos on "
@@ -656,7 +670,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: keep them)")
     al = g.add_mutually_exclusive_group()
     al.add_argument("--align", dest="align", action="store_true", default=True,
-                    help="detect and FFHQ-align the largest face of each photo (default)")
+                    help="detect and FFHQ-align the best face of each photo (default)")
     al.add_argument("--aligned", dest="align", action="store_false", help="inputs are already aligned faces")
     g.add_argument("--align_size", type=int, default=256, help=argparse.SUPPRESS)
 
@@ -668,7 +682,7 @@ def build_parser() -> argparse.ArgumentParser:
     def faces_args(p) -> None:
         p.add_argument("--faces", type=parse_faces, default="best",
                        help="whom to age: best (the best face, default), all, or face numbers such as 1,3 (best "
-                            "first: 0 is the best face, as `align --all_faces` numbers them)")
+                            "first: 0 is the best face, as 'align --all_faces' numbers them)")
 
     def ages(p, default=DEFAULT_AGES, help="target ages, comma-separated"):
         p.add_argument("--target_age", type=parse_ages, default=parse_ages(default), help=f"{help} (default {default})")
@@ -720,7 +734,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", required=True, help="the clip")
     p.add_argument("--output", required=True, help="the MP4 to write")
     p.add_argument("--target_age", type=float, default=70, help="age to show (default 70)")
-    p.add_argument("--faces", choices=["largest", "all"], default="largest", help="whom to age (default: largest)")
+    p.add_argument("--faces", choices=["largest", "all"], default="largest",
+                   help="whom to age: largest (one person, the best face; default) or all")
     p.add_argument("--output_size", type=int, choices=[256, 1024], default=256,
                    help="side the face is rendered at before it is pasted back (default 256)")
     p.add_argument("--start", type=float, default=None, help="age from this second on (earlier frames: unchanged)")
@@ -733,7 +748,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("align", cmd_align, "FFHQ-align the faces of a folder of photos", [data])
     p.add_argument("--output_size", type=int, default=256)
-    p.add_argument("--all_faces", action="store_true", help="every face (name_face0.png, ...) instead of the largest")
+    p.add_argument("--all_faces", action="store_true", help="every face (name_face0.png, ...) instead of the best one")
 
     p = add("evaluate", cmd_evaluate, "age every face to every target and measure apparent age and identity "
             "(CSV, Markdown report, plot, worst cases; resumable)", [model, data],
@@ -744,9 +759,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--worst", type=int, default=6, help="cases per section in worst_cases.png (default 6)")
 
     p = add("weights", cmd_weights, "find (or download), load and check the SAM checkpoint", [])
-    p.add_argument("--checkpoint_path", default=None,
+    p.add_argument("--checkpoint_path", "--checkpoint", dest="checkpoint_path", default=None,
                    help="where it is or goes (default: $SAM_CHECKPOINT, weights/, or the user cache folder)")
-    p.add_argument("--no_download", action="store_true", help="only check; never download")
+    p.add_argument("--no_download", "--no-download", dest="no_download", action="store_true",
+                   help="only check; never download")
     p.add_argument("--check", metavar="PATH", default=None,
                    help="check this file (never downloads): exit 1 with the reason unless it is the published model")
     p = add("random-checkpoint", cmd_random_checkpoint,
