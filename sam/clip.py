@@ -684,6 +684,8 @@ class KeyFrameCoder:
             if weights[i] < 1.0:
                 pre[i : i + 1] = torch.lerp(f.track.key.pre, pre[i : i + 1], weights[i])
         ends: dict[int, int] = {id(f.track): i for i, f in enumerate(last.faces)}
+        # Two passes over the held frames, not one: the key frame's SAM codes (codes_at) need its faces' smoothed
+        # frozen codes, which come last in the first pass (each smoother takes its frames in time order).
         for fr in frames:  # the frozen codes, interpolated, then smoothed in time order
             for f in fr.faces:
                 tr = f.track
