@@ -4,6 +4,7 @@ of the bfloat16 path against float32 (tiny model here; the full-size seed-0 chec
 import contextlib
 import copy
 import math
+import re
 import warnings
 
 import numpy as np
@@ -204,3 +205,27 @@ def test_auto_on_cuda(monkeypatch, bf16):
     p = P.resolve_precision("auto", "cuda")
     assert p.exact == torch.float32 and p.fast == (torch.bfloat16 if bf16 else torch.float32)
     assert P.resolve_precision("fp16", "cuda").fast == torch.float16
+
+
+@pytest.mark.filterwarnings("ignore:precision 'bf16'")  # emulated bf16 on this CPU: said, not the point here
+@pytest.mark.parametrize("cpu_bf16", ["0", "1"])
+def test_the_pipeline_and_load_model_resolve_precision_alike(tiny_checkpoint, monkeypatch, cpu_bf16):
+    """AgingPipeline.from_pretrained is a call into load_model: the same arguments give the same precision (and the
+    same dtypes in the networks), or the same refusal."""
+    monkeypatch.setenv("SAM_CPU_BF16", cpu_bf16)
+    seen = set()
+    for precision in ("auto", "fp32", "bf16", "fp16"):
+        for int8 in (False, True):
+            kw = dict(device="cpu", precision=precision, int8_style_heads=int8)
+            try:
+                net = load_model(tiny_checkpoint, **kw)
+            except ValueError as exc:
+                with pytest.raises(ValueError, match="^" + re.escape(str(exc)) + "$"):
+                    AgingPipeline.from_pretrained(tiny_checkpoint, **kw)
+                continue
+            pipe = AgingPipeline.from_pretrained(tiny_checkpoint, **kw)
+            assert pipe.precision == net.precision, kw
+            dtypes = {k: v.dtype for k, v in net.state_dict().items()}
+            assert {k: v.dtype for k, v in pipe.model.state_dict().items()} == dtypes, kw
+            seen.add(net.precision)
+    assert len(seen) >= 2  # the arguments do change the precision
