@@ -57,7 +57,8 @@ def test_without_weights_one_actionable_message(tmp_path, monkeypatch, toasts):
     updates = list(_wired(page, "on_photo")(ASTRONAUT, False, 40, False))
     assert updates == [{status: app.status(app.NOT_LOADED_HERE)}]  # a pointer to the banner, not a second copy
     clip_status = _by_id(page)["clip-status"]
-    out = asyncio.run(_wired(page, "on_clip")(str(tmp_path / "clip.mp4"), 70, "largest", 256, 0, 0, False, "auto", None))
+    clip = str(tmp_path / "clip.mp4")
+    out = asyncio.run(_wired(page, "on_clip")(clip, 70, "largest", 256, 0, 0, False, "auto", None))
     assert out == {clip_status: app.status(app.NOT_LOADED_HERE)}
     assert not toasts
 
