@@ -53,9 +53,12 @@ __all__ = [
     "NoFaceError",
     "align_all_faces",
     "align_face",
+    "apply_color_shift",
     "detect_faces",
     "face_rank",
+    "face_weights",
     "box_iou",
+    "color_shift",
     "ffhq_align",
     "ffhq_quad",
     "find_landmarks_model",
@@ -664,11 +667,34 @@ def _radius(u: np.ndarray, v: np.ndarray, order: float) -> np.ndarray:
     return (np.abs(u) ** order + np.abs(v) ** order) ** (1.0 / order)
 
 
-def _face_weights(size: int) -> np.ndarray:
-    """Weights of the central face region (cheeks, nose, forehead) on an aligned ``size`` x ``size`` grid."""
+def face_weights(size: int) -> np.ndarray:
+    """Weights (1 inside, 0 outside) of the central face region (cheeks, nose, forehead) on an aligned ``size`` x
+    ``size`` grid: where colour is compared (:func:`color_shift`) and, in :mod:`sam.clip`, how much a face changed."""
     c = (np.arange(size, dtype=np.float64) + 0.5) / size * 2.0 - 1.0
     u, v = np.meshgrid(c, c)
     return ((u / 0.38) ** 2 + ((v - 0.08) / 0.45) ** 2 <= 1.0).astype(np.float64)
+
+
+def color_shift(new_face: Image.Image, reference: Image.Image, size: int = 128,
+                reducing_gap: float | None = 2.0) -> np.ndarray:
+    """The mean YCbCr difference ``reference - new_face`` over the central face region (:func:`face_weights`),
+    both aligned faces (any sizes) compared as ``size`` x ``size`` bilinear copies (``reducing_gap``: Pillow's
+    resize option). Three float64 values (Y, Cb, Cr), to add with :func:`apply_color_shift`."""
+    new_face = new_face if new_face.mode == "RGB" else to_rgb(new_face)
+    reference = reference if reference.mode == "RGB" else to_rgb(reference)
+    ref = np.asarray(reference.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=reducing_gap)
+                     .convert("YCbCr"))
+    new = np.asarray(new_face.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=reducing_gap)
+                     .convert("YCbCr"))
+    wts = face_weights(size)[..., None]
+    return ((ref.astype(np.float64) - new.astype(np.float64)) * wts).sum(axis=(0, 1)) / wts.sum()
+
+
+def apply_color_shift(face: Image.Image, delta: Any) -> Image.Image:
+    """``face`` (RGB) with the YCbCr shift ``delta`` (three numbers: an array or a CPU tensor, e.g. from
+    :func:`color_shift`) added to every pixel, rounded and clipped."""
+    full = np.asarray(face.convert("YCbCr"), dtype=np.float32) + np.asarray(delta).astype(np.float32)
+    return Image.fromarray(np.uint8(np.clip(np.rint(full), 0, 255)), "YCbCr").convert("RGB")
 
 
 def match_color(new_face: Image.Image, reference: Image.Image) -> Image.Image:
@@ -677,14 +703,7 @@ def match_color(new_face: Image.Image, reference: Image.Image) -> Image.Image:
     Both are aligned faces (any sizes); the shift is applied to the whole of ``new_face``.
     """
     new_face = new_face if new_face.mode == "RGB" else to_rgb(new_face)
-    reference = reference if reference.mode == "RGB" else to_rgb(reference)
-    size = 128
-    ref = np.asarray(reference.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0).convert("YCbCr"))
-    new = np.asarray(new_face.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0).convert("YCbCr"))
-    wts = _face_weights(size)[..., None]
-    delta = ((ref.astype(np.float64) - new.astype(np.float64)) * wts).sum(axis=(0, 1)) / wts.sum()
-    full = np.asarray(new_face.convert("YCbCr"), dtype=np.float32) + delta.astype(np.float32)
-    return Image.fromarray(np.uint8(np.clip(np.rint(full), 0, 255)), "YCbCr").convert("RGB")
+    return apply_color_shift(new_face, color_shift(new_face, reference))
 
 
 @dataclass(eq=False)

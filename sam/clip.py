@@ -57,8 +57,11 @@ from .align import (
     AlignedFace,
     Face,
     NoFaceError,
-    _face_weights,
+    apply_color_shift,
+    box_iou,
+    color_shift,
     detect_faces,
+    face_weights,
     ffhq_align,
     paste_back,
     predict_landmarks,
@@ -359,14 +362,6 @@ def read_frames(info: ClipInfo, size: tuple[int, int] | None = None) -> Iterator
 # --------------------------------------------------------------------------------------------- tracking
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
-    x1, y1 = min(a[2], b[2]), min(a[3], b[3])
-    inter = max(x1 - x0, 0.0) * max(y1 - y0, 0.0)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
-
-
 def _landmark_frame(lm: np.ndarray) -> tuple[np.ndarray, float]:
     """A face's centre and size from its landmarks (the eye-mouth layout, stable under small expressions)."""
     centre = lm.mean(axis=0)
@@ -441,7 +436,7 @@ class FaceTracker:
         seen: set[int] = set()
         boxes = [np.asarray(f.box, dtype=np.float64) for f in found]
         # 1. overlap with active tracks, best pairs first
-        pairs = sorted(((_iou(t.box, b), ti, fi) for ti, t in enumerate(self.tracks) if t.active
+        pairs = sorted(((box_iou(t.box, b), ti, fi) for ti, t in enumerate(self.tracks) if t.active
                         for fi, b in enumerate(boxes)), reverse=True)
         used: set[int] = set()
         for iou, ti, fi in pairs:
@@ -496,7 +491,7 @@ class FaceTracker:
             return False
         for face in detect_faces(frame.crop((x0, y0, x1, y1)), min_score=-0.5):
             box = np.asarray(face.box) + [x0, y0, x0, y0]
-            if _iou(box, b) >= 0.3:
+            if box_iou(box, b) >= 0.3:
                 lm = face.landmarks + [x0, y0]
                 self._take(tr, Face(tuple(box), face.score, lm, face.detector_index), reset=False)
                 return True
@@ -558,7 +553,7 @@ KEY_STILL_TAU = 0.6  # ``auto``: a still face's key codes are averaged over time
 _SIG_SIDE = 32
 
 
-_SIG_WEIGHTS = _face_weights(_SIG_SIDE) / _face_weights(_SIG_SIDE).mean()
+_SIG_WEIGHTS = face_weights(_SIG_SIDE) / face_weights(_SIG_SIDE).mean()
 
 
 def _signature(image: Image.Image) -> np.ndarray:
@@ -779,6 +774,9 @@ def _ahead(items: Iterator[Any], depth: int) -> Iterator[Any]:
         thread.join()
 
 
+_COLOUR_SIDE = 64  # a rendered face's colour is compared with the frame's on 64 px copies (sam.align.color_shift)
+
+
 class _Output:
     """Colour matching, paste-back and H.264 writing of finished frames, in order; in a thread of its own when
     ``threaded`` (the networks never wait for it). Errors (a cancel included) surface at the next :meth:`put`."""
@@ -817,7 +815,8 @@ class _Output:
         out = fr.image
         for f, face in zip(fr.faces, faces, strict=True):
             tr = f.track
-            face = _shift_colour(face, tr.colour(fr.t, _colour_shift(face, f.aligned.image)))
+            shift = color_shift(face, f.aligned.image, size=_COLOUR_SIDE, reducing_gap=None)
+            face = apply_color_shift(face, tr.colour(fr.t, torch.from_numpy(shift)))
             out = paste_back(out, f.aligned, face)
             tr.frames += 1
             if self.records is not None:
@@ -903,20 +902,6 @@ class ClipResult:
     def frames_per_second(self) -> float:
         total = self.wall or sum(self.seconds.values())
         return self.frames / total if total > 0 else 0.0
-
-
-def _colour_shift(new_face: Image.Image, reference: Image.Image) -> torch.Tensor:
-    """The mean YCbCr difference reference - new over the central face region (as :func:`sam.align.match_color`)."""
-    size = 64
-    ref = np.asarray(reference.resize((size, size), Image.Resampling.BILINEAR).convert("YCbCr"), dtype=np.float64)
-    new = np.asarray(new_face.resize((size, size), Image.Resampling.BILINEAR).convert("YCbCr"), dtype=np.float64)
-    wts = _face_weights(size)[..., None]
-    return torch.from_numpy(((ref - new) * wts).sum(axis=(0, 1)) / wts.sum())
-
-
-def _shift_colour(face: Image.Image, delta: torch.Tensor) -> Image.Image:
-    arr = np.asarray(face.convert("YCbCr"), dtype=np.float32) + delta.numpy().astype(np.float32)
-    return Image.fromarray(np.uint8(np.clip(np.rint(arr), 0, 255)), "YCbCr").convert("RGB")
 
 
 def _mux_audio(video: Path, source: ClipInfo, out: Path) -> str:

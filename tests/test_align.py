@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image, ImageOps
 
 from sam import align
@@ -382,6 +383,53 @@ def test_paste_back_colour_match(astronaut: Image.Image, reference: AlignedFace)
     matched_mean = matched[rows, cols].mean(axis=(0, 1))
     assert np.abs(plain - orig_mean).max() > 15
     assert np.abs(matched_mean - orig_mean).max() < 5
+
+
+def _old_colour_shift(new_face: Image.Image, reference: Image.Image, size: int, **resize) -> np.ndarray:
+    """The shift as match_color and sam.clip each computed it before they shared sam.align.color_shift."""
+    ref = np.asarray(reference.resize((size, size), Image.Resampling.BILINEAR, **resize).convert("YCbCr"), np.float64)
+    new = np.asarray(new_face.resize((size, size), Image.Resampling.BILINEAR, **resize).convert("YCbCr"), np.float64)
+    c = (np.arange(size, dtype=np.float64) + 0.5) / size * 2.0 - 1.0
+    u, v = np.meshgrid(c, c)
+    wts = ((u / 0.38) ** 2 + ((v - 0.08) / 0.45) ** 2 <= 1.0).astype(np.float64)[..., None]
+    return ((ref - new) * wts).sum(axis=(0, 1)) / wts.sum()
+
+
+def _old_apply(face: Image.Image, delta: np.ndarray) -> np.ndarray:
+    arr = np.asarray(face.convert("YCbCr"), dtype=np.float32) + delta.astype(np.float32)
+    return np.asarray(Image.fromarray(np.uint8(np.clip(np.rint(arr), 0, 255)), "YCbCr").convert("RGB"))
+
+
+def test_color_shift_is_what_match_color_and_the_clip_computed_before(reference: AlignedFace) -> None:
+    """One colour shift (sam.align.color_shift / apply_color_shift) for the photo (match_color, 128 px copies) and
+    the video job (64 px copies, Pillow's default resize): bit-identical to the two copies it replaced."""
+    noise = np.random.default_rng(0).normal(0, 6, (256, 256, 3))
+    cast = np.asarray(reference.image, np.float64) * [0.85, 1.05, 0.9] + [12, -5, 20] + noise
+    tinted = Image.fromarray(np.uint8(np.clip(cast, 0, 255)))
+    photo_shift = align.color_shift(tinted, reference.image)
+    np.testing.assert_array_equal(photo_shift, _old_colour_shift(tinted, reference.image, 128, reducing_gap=2.0))
+    assert np.abs(photo_shift).max() > 5  # a real shift, not zeros
+    matched = np.asarray(align.match_color(tinted, reference.image))
+    np.testing.assert_array_equal(matched, _old_apply(tinted, photo_shift))
+    assert np.abs(align.color_shift(Image.fromarray(matched), reference.image)).max() < 1.5  # matched: no shift left
+
+    clip_shift = align.color_shift(tinted, reference.image, size=64, reducing_gap=None)
+    np.testing.assert_array_equal(clip_shift, _old_colour_shift(tinted, reference.image, 64))
+    assert not np.array_equal(clip_shift, photo_shift)  # the sizes are really different
+    half = torch.from_numpy(clip_shift) * 0.5  # the clip adds a time-smoothed tensor
+    np.testing.assert_array_equal(np.asarray(align.apply_color_shift(tinted, half)), _old_apply(tinted, half.numpy()))
+    assert align.face_weights(64).sum() == pytest.approx(0.135 * 64 * 64, rel=0.01)
+
+
+def test_box_iou() -> None:
+    assert align.box_iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
+    assert align.box_iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(50 / 150)
+    assert align.box_iou((0, 0, 10, 10), (2, 2, 4, 4)) == pytest.approx(4 / 100)  # one inside the other
+    assert align.box_iou((0, 0, 10, 10), (10, 0, 20, 10)) == 0.0  # touching
+    assert align.box_iou((0, 0, 10, 10), (20, 20, 30, 30)) == 0.0
+    assert align.box_iou((0, 0, 0, 0), (0, 0, 0, 0)) == 0.0  # empty boxes
+    a, b = np.array([1.5, 2.0, 9.0, 12.5]), np.array([3.0, 1.0, 11.0, 10.0])  # the tracker's numpy boxes
+    assert align.box_iou(a, b) == align.box_iou(b, a) == pytest.approx(6.0 * 8.0 / (7.5 * 10.5 + 8 * 9 - 48))
 
 
 def test_paste_back_into_rotated_photo(astronaut: Image.Image) -> None:

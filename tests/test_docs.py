@@ -1,6 +1,7 @@
 """The documentation names real things: every ``python -m sam ...`` / ``python -m train ...`` command in README.md,
 docs/ and the other READMEs names a real command and real flags (the argparse parsers are asked), and every
-relative link points to a file that exists."""
+relative link points to a file that exists. The README stays a front page (the Spaces header first, under 170
+lines, the test command CI runs), and docs/architecture.md names every module of sam/."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from train.options import build_parser as train_parser
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = sorted([ROOT / "README.md", ROOT / "train" / "README.md", ROOT / "weights" / "README.md",
                *(ROOT / "docs").glob("**/*.md")])
-COMMAND = re.compile(r"python3? -m (sam|train)\b([^`\n]*(?:\\\n[^`\n]*)*)")
+COMMAND = re.compile(r"python3? -m (sam|train)(?![.\w])([^`\n]*(?:\\\n[^`\n]*)*)")
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 
 
@@ -90,7 +91,7 @@ def test_every_documented_command_is_real(doc, program, tokens):
 
 def test_a_made_up_flag_or_command_is_caught():
     text = "```\npython -m sam inference --data_path x/ --exp_dir y/ --made_up_flag 3\npython -m sam ageify\n```"
-    (inference, args), (ageify, args2) = commands(text)
+    (inference, args), (ageify, args2) = commands(text + "\n`python -m sam.synthetic --out x.pt`")
     assert problems(inference, args) == ["unknown flag --made_up_flag for sam inference"]
     assert problems(ageify, args2)[0].startswith("unknown command 'ageify'")
     assert problems("train", ["--exp_dir", "x", "--learning_rat", "1"]) == ["unknown flag --learning_rat for train"]
@@ -105,4 +106,66 @@ def test_relative_links_resolve(doc):
         path = (doc.parent / target.split("#", 1)[0]).resolve()
         if not path.exists():
             missing.append(target)
+        elif "#" in target and path.suffix == ".md" and target.split("#", 1)[1] not in anchors(path.read_text()):
+            missing.append(target)  # the page is there, the section is not
     assert missing == []
+
+
+def anchors(markdown: str) -> set[str]:
+    """The section anchors GitHub makes of a page's headings: lower case, punctuation dropped, spaces to hyphens."""
+    outside = re.sub(r"```.*?```", "", markdown, flags=re.S)
+    return {re.sub(r"[^\w\- ]", "", title.strip().lower()).replace(" ", "-")
+            for title in re.findall(r"^#{1,6} (.+)$", outside, flags=re.M)}
+
+
+def test_anchors_follow_githubs_rule():
+    page = "# The bfloat16 fast path (`precision`)\n## Public use: limits, the queue\n```\n# not a heading\n```\n"
+    assert anchors(page) == {"the-bfloat16-fast-path-precision", "public-use-limits-the-queue"}
+
+
+# ----------------------------------------------------------------------------------------- the README's shape
+
+README = ROOT / "README.md"
+README_MAX_LINES = 170  # a front page: what it is, the two commands, where everything else is (docs/)
+ARCHITECTURE = ROOT / "docs" / "architecture.md"
+
+
+def test_docs_pages_are_checked():
+    names = {str(doc.relative_to(ROOT)) for doc in DOCS}
+    assert {"docs/app.md", "docs/cli.md", "docs/video.md", "docs/speed.md", "docs/precision.md",
+            "docs/deployment.md", "docs/architecture.md"} <= names
+
+
+def test_readme_is_one_screen():
+    lines = README.read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "---", "the Spaces YAML header must stay first"
+    assert len(lines) < README_MAX_LINES, f"README.md has {len(lines)} lines; move detail to docs/"
+
+
+def _test_command(text: str) -> str:
+    """The README's test command: the one line that installs requirements-dev.txt and runs pytest."""
+    found = [line for line in text.splitlines()
+             if "requirements-dev.txt" in line and "-m pytest" in line and not line.startswith("#")]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_ci_runs_the_readme_test_command_verbatim():
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert _test_command(README.read_text(encoding="utf-8")) == _test_command(ci)
+
+
+def undocumented_modules(table: str, modules: list[str]) -> list[str]:
+    """The modules (``sam/name.py``) that ``table`` (docs/architecture.md) does not name in a code span."""
+    named = set(re.findall(r"`(sam/[\w/]+\.py)`", table))
+    return [m for m in modules if m not in named]
+
+
+def test_architecture_names_every_module():
+    modules = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "sam").glob("*.py"))
+    missing = undocumented_modules(ARCHITECTURE.read_text(encoding="utf-8"), modules)
+    assert missing == [], f"add a row for {', '.join(missing)} to docs/architecture.md's module table"
+
+
+def test_a_missing_module_is_caught():
+    assert undocumented_modules("| `sam/ops.py` | ops |", ["sam/ops.py", "sam/new.py"]) == ["sam/new.py"]

@@ -20,7 +20,7 @@ from .conftest import randomize_
 
 AUTO_BF16 = P.Precision("auto", torch.float32, torch.bfloat16, "test: a CPU with native bfloat16")
 
-# Bounds of the bfloat16 path against float32, stated in the README (Speed on CPU). Measured: PSNR 36-47 dB and a
+# Bounds of the bfloat16 path against float32, stated in docs/precision.md. Measured: PSNR 36-47 dB and a
 # W+ difference of 0.6-0.8 % of the largest code value on tiny random models (seeds 0-3); 40.8 dB and 0.034 on
 # the full-size seed-0 checkpoint.
 MIN_PSNR_DB = 30.0
