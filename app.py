@@ -3,7 +3,7 @@
 Panels: the age slider (a fast preview on release, a full-resolution download, paste back into the photo, a strip
 of ages side by side), reference style mixing, lifespan video export, and a Video tab that ages the people in a
 clip (``sam/clip.py``). Named API endpoints for ``gradio_client``: ``/age``, ``/mix``, ``/lifespan`` and ``/video``
-(README, "The app").
+(docs/app.md).
 
 Thin: every photo's flow (loading, faces, alignment, encoding, ages, paste-back, measures) lives in
 ``sam/session.py``; this file wires the page, runs model calls as cancellable jobs in one queue, and turns every
@@ -1271,13 +1271,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA if available)")
     ap.add_argument("--share", action="store_true", help="also open a public gradio.live link")
     ap.add_argument("--int8-style-heads", "--int8_style_heads", action="store_true",
-                    help="approximate: int8 encoder style heads, faster on CPU, not exact (README: Speed on CPU)")
+                    help="approximate: int8 encoder style heads, faster on CPU, not exact (docs/speed.md)")
     ap.add_argument("--no-download", "--no_download", action="store_true", help="never download the checkpoint")
     ap.add_argument("--max-queue", "--max_queue", type=int, default=MAX_QUEUE,
                     help=f"jobs waiting at most (default {MAX_QUEUE})")
     ap.add_argument("--precision", choices=PRECISIONS, default="auto",
                     help="auto (default): bfloat16 previews and videos on CPUs with native bfloat16, downloads exact "
-                         "float32; fp32: exact everywhere; bf16 / fp16: everything reduced (README: Speed on CPU)")
+                         "float32; fp32: exact everywhere; bf16 / fp16: everything reduced (docs/precision.md)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     # This server's uploads (and Gradio's copies of the examples) in a folder of its own, removed when it stops.
