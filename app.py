@@ -3,7 +3,7 @@
 Panels: the age slider (a fast preview on release, a full-resolution download, paste back into the photo, a strip
 of ages side by side), reference style mixing, lifespan video export, and a Video tab that ages the people in a
 clip (``sam/clip.py``). Named API endpoints for ``gradio_client``: ``/age``, ``/mix``, ``/lifespan`` and ``/video``
-(README, "The app").
+(docs/app.md).
 
 Thin: every photo's flow (loading, faces, alignment, encoding, ages, paste-back, measures) lives in
 ``sam/session.py``; this file wires the page, runs model calls as cancellable jobs in one queue, and turns every
@@ -15,6 +15,8 @@ internals (event liveness, the queue limit, the upload check, the raw-HTTP defau
 
     python app.py [--checkpoint weights/sam_ffhq_aging.pt] [--host 0.0.0.0] [--port 7860] [--device cpu]
                   [--share] [--no-download] [--int8-style-heads]
+
+(``--checkpoint_path``, ``--int8_style_heads`` and ``--no_download``, the CLI's spellings, work too.)
 
 Host and port default to ``$GRADIO_SERVER_NAME`` / ``$GRADIO_SERVER_PORT`` (else 127.0.0.1:7860). When the
 checkpoint is missing it is downloaded at start (``sam/checkpoint.py``); offline, the page still loads and says how
@@ -32,6 +34,7 @@ import html
 import inspect
 import logging
 import os
+import re
 import shutil
 import signal
 import sys
@@ -113,6 +116,17 @@ BUSY_MESSAGE = "The server is busy with other people's requests right now. Pleas
 PRIVACY = ("Photos are processed on this server and kept only while you use them: uploads and results are deleted "
            "after an hour, and when the server stops.")
 
+# The page's one message when the model is not loaded: what the person running the app can do (no server paths; the
+# reason, with paths, is one line in the log).
+SETUP_HELP = (
+    "⚠️ **The model is not loaded, so photos cannot be aged yet.** If you run this app: put the checkpoint "
+    "`sam_ffhq_aging.pt` (2.3 GB) in the `weights/` folder next to `app.py`, or pass its path with `--checkpoint PATH` "
+    "(or set `SAM_CHECKPOINT`), then start the app again; `python -m sam weights` downloads and checks it "
+    "(weights/README.md says where else to get it). To try the page without it, on random weights: "
+    "`python -m sam random-checkpoint --out /tmp/tiny.pt`, then `python app.py --checkpoint /tmp/tiny.pt`. "
+    "The app's log says why it was not loaded."
+)
+
 # The mixing presets of sam.mixing, plus a UI-only choice for typed-in layers.
 LAYER_PRESETS = {**MIXING_PRESETS, "custom layers": "custom"}
 
@@ -145,16 +159,38 @@ def readable(exc: BaseException, markup: bool = True) -> str:
     return html.escape(text, quote=False) if markup else text
 
 
-def _log_rejected(where: str, exc: BaseException) -> None:
-    """One log line per rejected request (a traceback only for a failure that is not the request's fault)."""
+def _log_rejected(where: str, exc: BaseException, seconds: float) -> None:
+    """One log line per rejected request, with its time (a traceback only for a failure that is not the request's
+    fault)."""
     if isinstance(exc, (RequestError, ImageLoadError, NoFaceError, ValueError, JobCancelledError, gr.Error)):
-        log.info("%s rejected: %s: %s", where, type(exc).__name__, str(exc)[:300])
+        log.info("%s rejected after %.2f s: %s: %s", where, seconds, type(exc).__name__, str(exc)[:300])
     else:
-        log.error("%s failed: %s: %s", where, type(exc).__name__, str(exc)[:300], exc_info=exc)
+        log.error("%s failed after %.2f s: %s: %s", where, seconds, type(exc).__name__, str(exc)[:300], exc_info=exc)
+
+
+def _log_done(where: str, seconds: float, what: str = "done") -> None:
+    """One log line per finished request or job, with its time."""
+    log.info("%s %s in %.2f s", where, what, seconds)
 
 
 def status(text: str) -> str:
     return f"⚠️ {text}" if text else ""
+
+
+class ModelNotLoaded(gr.Error):
+    """A request while the model is not loaded. API clients get its words; the page shows the banner's
+    instructions once and only a pointer to them in the panel's status line (no toast)."""
+
+
+NOT_LOADED_HERE = "Not available until the model is loaded: see the message at the top of the page."
+
+
+def page_failure(exc: BaseException) -> str:
+    """The status-line text of a page handler's failure (the only place it is shown: no toast, which would outlive
+    its photo)."""
+    if isinstance(exc, ModelNotLoaded):
+        return status(NOT_LOADED_HERE)
+    return status(readable(exc))
 
 
 # --------------------------------------------------------------------------------------------------- jobs
@@ -170,8 +206,8 @@ def job(fn: Callable, *, page: Any = None, desc: str = "working", unit: str = "i
     partial files. A cancel is answered at once; the thread finishes its current image meanwhile.
     ``progress(done, total, note)`` goes to Gradio's progress bar; ``owner`` is the visitor (the page's or the
     client's session), for the one-video-per-visitor rule. Errors become messages in words: for the page (``page``
-    is the status-line component; handlers return a dict of updates) a status-line update and a toast; for the
-    API a ``gr.Error`` in plain words (no traceback in the log).
+    is the panel's status-line component; handlers return a dict of updates) a status-line update; for the
+    API a ``gr.Error`` in plain words (no traceback in the log). One log line per finished job, with its time.
     """
     sig = inspect.signature(fn)
     hints = typing.get_type_hints(fn)  # resolved, so Gradio sees gr.SelectData / gr.Request parameters
@@ -194,29 +230,28 @@ def job(fn: Callable, *, page: Any = None, desc: str = "working", unit: str = "i
             kwargs["owner"] = getattr(request, "session_hash", None)
 
         def work() -> Any:
-            began = time.monotonic()
             request = interactive_request() if level == INTERACTIVE else contextlib.nullcontext()
             with running.track(), priority(level), request:
-                out = fn(*values, **kwargs)
-            if level != INTERACTIVE:
-                log.info("%s done in %.1f s", fn.__name__, time.monotonic() - began)
-            return out
+                return fn(*values, **kwargs)
 
+        began = time.monotonic()
         try:
-            return await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
+            out = await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
         except asyncio.CancelledError:
             stop.set()  # the thread sees it at its next image and cleans up; the cancel is answered now
+            _log_done(fn.__name__, time.monotonic() - began, "cancelled")
             raise
         except Exception as exc:  # noqa: BLE001 - every failure becomes a message
-            _log_rejected(fn.__name__, exc)
+            _log_rejected(fn.__name__, exc, time.monotonic() - began)
             if page is not None:
-                message = readable(exc)
-                gr.Warning(message)
-                return {page: status(message)}
+                return {page: page_failure(exc)}
             raise gr.Error(readable(exc, markup=False), print_exception=False) from None
+        _log_done(fn.__name__, time.monotonic() - began)
+        return out
 
     run.__name__ = fn.__name__
     run.__doc__ = fn.__doc__
+    run.handler = fn  # what it runs (for tests)
     run.__annotations__ = {p.name: p.annotation for p in inputs if p.annotation is not p.empty}
     run.__signature__ = sig.replace(parameters=[
         *inputs, inspect.Parameter("progress", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=gr.Progress())])
@@ -225,18 +260,23 @@ def job(fn: Callable, *, page: Any = None, desc: str = "working", unit: str = "i
 
 def stream(fn: Callable, page: Any) -> Callable:
     """A page handler that yields several updates (the interpolated preview, then the exact one), an interactive
-    request for its whole length; errors go to the status line ``page`` and a toast."""
+    request for its whole length; errors go to the status line ``page``. One log line when it ends, with its
+    time."""
 
     @functools.wraps(fn)
     def run(*args: Any):
+        began = time.monotonic()
         with interactive_request():  # less urgent work waits between this request's passes (sam.scheduler)
             try:
                 yield from fn(*args)
             except Exception as exc:  # noqa: BLE001 - every failure becomes a message
-                _log_rejected(fn.__name__, exc)
-                message = readable(exc)
-                gr.Warning(message)
-                yield {page: status(message)}
+                _log_rejected(fn.__name__, exc, time.monotonic() - began)
+                yield {page: page_failure(exc)}
+                return
+            except GeneratorExit:  # a newer event replaced this one (the slider moved on)
+                _log_done(fn.__name__, time.monotonic() - began, "superseded")
+                raise
+        _log_done(fn.__name__, time.monotonic() - began)
 
     return run
 
@@ -311,6 +351,32 @@ def _end_ffmpeg_children() -> None:
 # --------------------------------------------------------------------------------------------------- the app
 
 
+RETRY_LINE = re.compile(r"Retrying \(\d+/\d+\) in [\d.]+s: ")
+
+
+class WithoutRetryLines:
+    """A stream (stderr, while the app loads the model) without the downloader's "Retrying (2/5) in 1.3s: <error>"
+    lines: offline, they were five lines of a name-resolution error before the useful one (the reason is in the one
+    log line of the failed load). Everything else, the download's progress bar included, passes through."""
+
+    def __init__(self, stream: Any):
+        self._stream = stream
+        self._newline_owed = False  # print() writes its text, then "\n" in a second write
+
+    def write(self, text: str) -> int:
+        if RETRY_LINE.match(text):
+            self._newline_owed = not text.endswith("\n")
+            return len(text)
+        if self._newline_owed and text == "\n":
+            self._newline_owed = False
+            return len(text)
+        self._newline_owed = False
+        return self._stream.write(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def _warm_up(pipe: AgingPipeline, measures: Any) -> None:
     """The start-up warm-up (:func:`sam.session.warm_up`), after importing matplotlib: Gradio imports it on its event
     loop at the first event (to choose a plotting backend), which held the first visitor's upload up by ~0.3 s."""
@@ -350,8 +416,9 @@ class AgeApp:
         if problem:
             return cls(None, f"The model is not loaded. {problem}")
         try:
-            pipe = AgingPipeline.from_pretrained(checkpoint, download=download, device=device,
-                                                 int8_style_heads=int8_style_heads, precision=precision)
+            with contextlib.redirect_stderr(WithoutRetryLines(sys.stderr)):  # a failed download: one log line
+                pipe = AgingPipeline.from_pretrained(checkpoint, download=download, device=device,
+                                                     int8_style_heads=int8_style_heads, precision=precision)
             log.info("precision: %s (%s)", pipe.precision.name, pipe.precision.reason)
         except CheckpointError as exc:  # the message says what to do (missing file: how to get it)
             return cls(None, f"The model is not loaded: {exc}")
@@ -416,13 +483,13 @@ class AgeApp:
                 what: str = "photo") -> FaceSession:
         readable_upload(image)
         if self.pipe is None:
-            raise gr.Error(self.problem_for_people(), print_exception=False)
+            raise ModelNotLoaded(self.problem_for_people(), print_exception=False)
         return self.sessions.session(image, already_aligned, face_index, what)
 
     def problem_for_people(self) -> str:
-        """The model-missing message without server paths (the full one is in the log and the README)."""
-        return ("The model is not loaded on this server, so photos cannot be aged yet. If you run this app, see "
-                "the log or weights/README.md for how to provide the checkpoint.")
+        """The model-missing message for API clients, without server paths (the operator's details are in the log;
+        the page shows :data:`SETUP_HELP`)."""
+        return "The model is not loaded on this server, so photos cannot be aged yet."
 
     def new_path(self, suffix: str) -> Path:
         return self.workdir / f"sam-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}{suffix}"
@@ -447,7 +514,7 @@ class AgeApp:
         """Several faces of a photo, aged together (:meth:`SessionCache.group`)."""
         readable_upload(image)
         if self.pipe is None:
-            raise gr.Error(self.problem_for_people(), print_exception=False)
+            raise ModelNotLoaded(self.problem_for_people(), print_exception=False)
         if read_flag(already_aligned, "already_aligned"):
             raise RequestError("an aligned face crop has one face: several faces need a photo with \"already "
                                "aligned\" off")
@@ -516,7 +583,7 @@ class AgeApp:
         ``CLIP_MAX_SECONDS`` long; frames are worked on with the long side at most ``CLIP_MAX_SIDE``."""
         path = self.clip_path(clip)
         if self.pipe is None:
-            raise gr.Error(self.problem_for_people(), print_exception=False)
+            raise ModelNotLoaded(self.problem_for_people(), print_exception=False)
         age = to_age(target_age)
         who = str(faces or "largest").strip().lower()
         if who not in ("largest", "all"):
@@ -587,6 +654,16 @@ def build_demo(checkpoint: str | os.PathLike | None = None, device: str | None =
     return Page(app).build()
 
 
+def file_shown(path: str | os.PathLike | list) -> dict:
+    """A file box (or image) with its file, shown."""
+    return gr.update(value=path, visible=True)
+
+
+def file_hidden() -> dict:
+    """A file box (or image) without a file: hidden (an empty box would take ~220 px of the page)."""
+    return gr.update(value=None, visible=False)
+
+
 class Page:
     """The page over one :class:`AgeApp`, in parts: one builder per panel (its components become attributes of the
     page), the handlers as methods (each returns or yields a dict of updates, always including its panel's status
@@ -612,14 +689,15 @@ class Page:
             self.header()
             self.photo_panel()
             self.group_panel()
-            with gr.Tab("Ages side by side"):
-                self.strip_panel()
-            with gr.Tab("Reference style mixing"):
-                self.mixing_panel()
-            with gr.Tab("Lifespan video"):
-                self.lifespan_panel()
-            with gr.Tab("Video"):
-                self.video_panel()
+            with gr.Tabs(overflow_behavior="wrap", elem_id="tabs"):  # on a phone every tab stays a button
+                with gr.Tab("Ages side by side"):
+                    self.strip_panel()
+                with gr.Tab("Reference style mixing"):
+                    self.mixing_panel()
+                with gr.Tab("Lifespan video"):
+                    self.lifespan_panel()
+                with gr.Tab("Video"):
+                    self.video_panel()
             self.wire()
             self.api_panel()
         close = demo.close
@@ -639,7 +717,7 @@ class Page:
         gr.Markdown("# SAM: see a face at any age\nDrop a photo, move the slider. Re-implementation of *Only a "
                     f"Matter of Style* (Alaluf et al., SIGGRAPH 2021). {PRIVACY}")
         if self.app.problem:
-            gr.Markdown(f"⚠️ **{html.escape(self.app.problem_for_people())}**", elem_id="weights-problem")
+            gr.Markdown(SETUP_HELP, elem_id="weights-problem")
 
     def photo_panel(self) -> None:
         """The photo, its faces, the aligned face, the preview, the age slider and Full resolution."""
@@ -672,7 +750,9 @@ class Page:
                                      elem_id="target-age")
                 self.paste = gr.Checkbox(False, label="paste back into my photo")
                 self.full_btn = gr.Button(self.full_label, elem_id="full-button")
-                self.full_file = gr.File(label="Download", interactive=False, elem_id="full-file")
+                self.full_file = gr.File(label="Download", interactive=False, elem_id="full-file", visible=False)
+                self.full_image = gr.Image(label="Full resolution", format="png", interactive=False, visible=False,
+                                           elem_id="full-image")
 
     def group_panel(self) -> None:
         """Everyone in the picture: the whole photo with the chosen faces aged, each face its own age."""
@@ -684,13 +764,16 @@ class Page:
                 self.g_who = gr.Radio([("everyone", "all")], value="all", label="The age slider sets the age of",
                                       elem_id="group-who")
                 self.g_info = gr.Markdown("", elem_id="group-ages")
+            self.g_status = gr.Markdown("", elem_id="group-status")
             self.g_view = gr.ImageSlider(label="Before / after: drag the line", type="pil", format="png",
                                          interactive=False, elem_id="group-slider", max_height=640)
             with gr.Row():
                 self.g_full_btn = gr.Button("Full resolution (whole photo)", elem_id="group-full-button")
-                self.g_full_file = gr.File(label="Download", interactive=False, elem_id="group-full-file")
+                self.g_full_file = gr.File(label="Download", interactive=False, elem_id="group-full-file",
+                                           visible=False)
 
     def strip_panel(self) -> None:
+        self.strip_status = gr.Markdown("", elem_id="strip-status")
         self.strip_ages = gr.CheckboxGroup([str(a) for a in STRIP_AGES], value=[str(a) for a in STRIP_AGES],
                                            label="Ages")
         self.strip_btn = gr.Button("Render the strip")
@@ -707,6 +790,7 @@ class Page:
                 preset_labels.append((f"{name} ({idx[0]}-{idx[-1]})" if idx else name, name))
         gr.Markdown("Take the look of another face (colour and lighting, hair and texture, or face shape) and "
                     "apply it to the aged result, at the target age chosen above.")
+        self.mix_status = gr.Markdown("", elem_id="mix-status")
         with gr.Row():
             with gr.Column():
                 self.reference = photo_input(sources=["upload", "clipboard"], label="Reference photo", height=260)
@@ -727,6 +811,7 @@ class Page:
 
     def lifespan_panel(self) -> None:
         sizes = [s for s in VIDEO_SIZES if s <= self.full] or [self.full]
+        self.v_status = gr.Markdown("", elem_id="lifespan-status")
         with gr.Row():
             with gr.Column():
                 self.v_start = gr.Slider(0, 100, value=0, step=1, label="From age")
@@ -741,16 +826,18 @@ class Page:
                     self.v_label = gr.Checkbox(True, label="show the age")
                 with gr.Row():
                     self.v_btn = gr.Button("Render video", variant="primary", elem_id="video-button")
-                    self.v_cancel = gr.Button("Cancel", variant="stop", elem_id="video-cancel")
+                    self.v_cancel = gr.Button("Cancel", variant="stop", elem_id="video-cancel", interactive=False)
             with gr.Column():
                 self.video = gr.Video(label="Lifespan", autoplay=True, loop=True, elem_id="lifespan-video")
-                self.v_files = gr.File(label="Downloads", file_count="multiple", interactive=False)
+                self.v_files = gr.File(label="Downloads", file_count="multiple", interactive=False, visible=False,
+                                       elem_id="lifespan-files")
 
     def video_panel(self) -> None:
         full = self.full
         gr.Markdown(f"Age the people in a clip: faces are followed from frame to frame, and the sound is kept. "
                     f"MP4, MOV, WebM or GIF, up to {CLIP_MAX_SECONDS} s and {CLIP_MAX_MB} MB; this takes a "
                     "while on a CPU (the bar shows frames done and time left).")
+        self.c_status = gr.Markdown("", elem_id="clip-status")
         with gr.Row():
             with gr.Column():
                 self.c_in = gr.File(label="Your video", file_types=sorted(VIDEO_SUFFIXES), elem_id="clip-input")
@@ -767,10 +854,10 @@ class Page:
                                           value="auto", label="Faces encoded on", elem_id="clip-keys")
                 with gr.Row():
                     self.c_btn = gr.Button("Age the video", variant="primary", elem_id="clip-button")
-                    self.c_cancel = gr.Button("Cancel", variant="stop", elem_id="clip-cancel")
+                    self.c_cancel = gr.Button("Cancel", variant="stop", elem_id="clip-cancel", interactive=False)
             with gr.Column():
                 self.c_out = gr.Video(label="Aged video", autoplay=True, elem_id="clip-video")
-                self.c_file = gr.File(label="Download", interactive=False, elem_id="clip-file")
+                self.c_file = gr.File(label="Download", interactive=False, elem_id="clip-file", visible=False)
 
     def api_panel(self) -> None:
         """The named API endpoints for gradio_client: /age, /mix, /lifespan, /video (files decoded by the safe loader;
@@ -829,11 +916,12 @@ class Page:
     def wire(self) -> None:
         """Every page event (undocumented endpoints; the named API is :meth:`api_panel`). Quick work in the QUICK
         group, videos and the strip in the SLOW group; sam.scheduler orders their network passes (interactive
-        first)."""
+        first). Each panel's failures go to its own status line."""
         s = self
         status = s.status
         # the photo and the slider
-        face_outputs = {s.aligned_view, s.result, s.input_info, s.result_info, s.full_file, s.age, status}
+        face_outputs = {s.aligned_view, s.result, s.input_info, s.result_info, s.full_file, s.full_image, s.age,
+                        status}
         photo_in = [s.photo, s.already, s.age, s.paste]
         for trigger in (s.photo.change, s.already.change):
             trigger(stream(s.on_photo, status), photo_in, {s.picker, s.face_index, *face_outputs}, **QUICK, **HIDDEN,
@@ -841,51 +929,56 @@ class Page:
         s.picker.select(stream(s.on_pick, status), photo_in, {s.face_index, *face_outputs}, **QUICK, **HIDDEN,
                         show_progress_on=[s.aligned_view, s.result])
         sel = [s.photo, s.age, s.already, s.face_index, s.paste]
-        preview_outputs = {s.result, s.result_info, s.full_file, status}
+        preview_outputs = {s.result, s.result_info, s.full_file, s.full_image, status}
         s.age.release(stream(s.on_age, status), sel, preview_outputs, trigger_mode="always_last",
                       show_progress="minimal", **QUICK, **HIDDEN)
         s.paste.change(stream(s.on_age, status), sel, preview_outputs, show_progress="minimal", **QUICK, **HIDDEN)
         s.paste.change(s.full_button, [s.paste, s.already], s.full_btn, queue=False, **HIDDEN)
-        (s.full_btn.click(s.full_busy, None, s.full_btn, queue=False, **HIDDEN)
-         .then(job(s.on_full, page=status, desc="rendering"), sel, {s.full_file, status}, **QUICK, **HIDDEN,
-               show_progress_on=[s.full_file])
+        (s.full_btn.click(s.full_busy, None, {s.full_btn, s.full_file}, queue=False, **HIDDEN)
+         .then(job(s.on_full, page=status, desc="rendering"), sel, {s.full_file, s.full_image, status}, **QUICK,
+               **HIDDEN, show_progress_on=[s.full_file])
          .then(s.full_button, [s.paste, s.already], s.full_btn, queue=False, **HIDDEN))
         # several faces: previews and Full resolution are interactive work, like the single face's
         for trigger in (s.photo.change, s.already.change):
             trigger(s.on_group_photo, [s.photo, s.already],
-                    {s.group_pick, s.chosen, s.everyone, s.group_box, s.group_ages, s.g_view, s.g_full_file},
-                    **QUICK, **HIDDEN)
+                    {s.group_pick, s.chosen, s.everyone, s.group_box, s.group_ages, s.g_view, s.g_full_file,
+                     s.g_status}, **QUICK, **HIDDEN)
         s.everyone.input(s.on_everyone, [s.everyone, s.photo], s.chosen, **QUICK, **HIDDEN)
         group_in = [s.photo, s.chosen, s.age, s.group_ages, s.g_who]
-        group_out = {s.group_box, s.group_ages, s.g_who, s.g_info, s.g_view, s.g_full_file, status}
-        s.chosen.change(stream(s.on_chosen, status), group_in, group_out, trigger_mode="always_last", **QUICK,
+        group_out = {s.group_box, s.group_ages, s.g_who, s.g_info, s.g_view, s.g_full_file, s.g_status}
+        s.chosen.change(stream(s.on_chosen, s.g_status), group_in, group_out, trigger_mode="always_last", **QUICK,
                         **HIDDEN, show_progress_on=[s.g_view])
         s.picker.select(s.on_group_pick, s.chosen, s.g_who, queue=False, **HIDDEN)
-        s.age.release(stream(s.on_group_age, status), group_in, group_out, trigger_mode="always_last",
+        s.age.release(stream(s.on_group_age, s.g_status), group_in, group_out, trigger_mode="always_last",
                       show_progress="minimal", **QUICK, **HIDDEN)
-        s.g_full_btn.click(job(s.on_group_full, page=status, desc="rendering every face"),
-                           [s.photo, s.chosen, s.group_ages], {s.g_full_file, status}, **QUICK, **HIDDEN,
-                           show_progress_on=[s.g_full_file])
+        (s.g_full_btn.click(s.file_busy, None, s.g_full_file, queue=False, **HIDDEN)
+         .then(job(s.on_group_full, page=s.g_status, desc="rendering every face"), [s.photo, s.chosen, s.group_ages],
+               {s.g_full_file, s.g_status}, **QUICK, **HIDDEN, show_progress_on=[s.g_full_file]))
         # the ages strip and style mixing
-        s.strip_btn.click(job(s.on_strip, page=status, desc="rendering ages", level=LONG),
-                          [s.photo, s.strip_ages, s.already, s.face_index], {s.strip, s.strip_info, status}, **SLOW,
-                          **HIDDEN, show_progress_on=[s.strip])
+        s.strip_btn.click(job(s.on_strip, page=s.strip_status, desc="rendering ages", level=LONG),
+                          [s.photo, s.strip_ages, s.already, s.face_index], {s.strip, s.strip_info, s.strip_status},
+                          **SLOW, **HIDDEN, show_progress_on=[s.strip])
         s.preset.change(s.on_preset, s.preset, s.custom, queue=False, **HIDDEN)
-        s.mix_btn.click(job(s.on_mix, page=status, desc="mixing"),
+        s.mix_btn.click(job(s.on_mix, page=s.mix_status, desc="mixing"),
                         [s.photo, s.reference, s.age, s.preset, s.custom, s.alpha, s.already, s.face_index,
-                         s.ref_aligned], {s.mixed_out, s.plain_out, s.mixed_info, s.plain_info, status}, **QUICK,
+                         s.ref_aligned], {s.mixed_out, s.plain_out, s.mixed_info, s.plain_info, s.mix_status}, **QUICK,
                         **HIDDEN, show_progress_on=[s.mixed_out])
-        # the two kinds of video, each with its Cancel
-        v_event = s.v_btn.click(job(s.on_video, page=status, desc="rendering frames", level=LONG),
-                                [s.photo, s.v_start, s.v_end, s.v_between, s.v_fps, s.v_size, s.v_boom, s.v_gif,
-                                 s.v_label, s.already, s.face_index, s.chosen], {s.video, s.v_files, status}, **SLOW,
-                                **HIDDEN, show_progress_on=[s.video], trigger_mode="multiple")
-        s.v_cancel.click(s.on_cancel, None, status, cancels=[v_event], queue=False, **HIDDEN)
-        c_event = s.c_btn.click(job(s.on_clip, page=status, desc="ageing frames", unit="frames", level=LONG),
-                                [s.c_in, s.c_age, s.c_faces, s.c_size, s.c_start, s.c_end, s.c_preview, s.c_keys],
-                                {s.c_out, s.c_file, status}, **SLOW, **HIDDEN, show_progress_on=[s.c_out],
-                                trigger_mode="multiple")
-        s.c_cancel.click(s.on_cancel, None, status, cancels=[c_event], queue=False, **HIDDEN)
+        # the two kinds of video: the button off and Cancel on while one renders
+        lifespan = [s.v_btn, s.v_cancel]
+        v_event = (s.v_btn.click(s.video_running, None, lifespan, queue=False, **HIDDEN)
+                   .then(job(s.on_video, page=s.v_status, desc="rendering frames", level=LONG),
+                         [s.photo, s.v_start, s.v_end, s.v_between, s.v_fps, s.v_size, s.v_boom, s.v_gif, s.v_label,
+                          s.already, s.face_index, s.chosen], {s.video, s.v_files, s.v_status}, **SLOW, **HIDDEN,
+                         show_progress_on=[s.video]))
+        v_event.then(s.video_idle, None, lifespan, queue=False, **HIDDEN)
+        s.v_cancel.click(s.on_cancel, None, [s.v_status, *lifespan], cancels=[v_event], queue=False, **HIDDEN)
+        clip_buttons = [s.c_btn, s.c_cancel]
+        c_event = (s.c_btn.click(s.video_running, None, clip_buttons, queue=False, **HIDDEN)
+                   .then(job(s.on_clip, page=s.c_status, desc="ageing frames", unit="frames", level=LONG),
+                         [s.c_in, s.c_age, s.c_faces, s.c_size, s.c_start, s.c_end, s.c_preview, s.c_keys],
+                         {s.c_out, s.c_file, s.c_status}, **SLOW, **HIDDEN, show_progress_on=[s.c_out]))
+        c_event.then(s.video_idle, None, clip_buttons, queue=False, **HIDDEN)
+        s.c_cancel.click(s.on_cancel, None, [s.c_status, *clip_buttons], cancels=[c_event], queue=False, **HIDDEN)
 
     # ------------------------------------------------------------------------------------------ handlers: one face
 
@@ -893,8 +986,8 @@ class Page:
         app = self.app
         if image is None:
             yield {self.picker: gr.update(value=None, visible=False), self.face_index: 0, self.aligned_view: None,
-                   self.result: None, self.input_info: "", self.result_info: "", self.full_file: None,
-                   self.status: ""}
+                   self.result: None, self.input_info: "", self.result_info: "", self.full_file: file_hidden(),
+                   self.full_image: file_hidden(), self.status: ""}
             return
         if app._repeat(str(image), bool(aligned)):
             yield {self.status: gr.skip()}  # (an empty dict reads as one missing value)
@@ -906,9 +999,11 @@ class Page:
             yield next(steps)  # the first preview, from the best face of a quick look
             if not aligned and app.pipe is not None:
                 photo_ = app.sessions.photo(image)
-                if len(photo_.faces) > 1:  # the full look, for the face picker
-                    gr.Info(f"{len(photo_.faces)} faces found; showing the best one. Click a face to switch.")
-                    yield {self.picker: gr.update(value=photo_.thumbnails(), visible=True, selected_index=0)}
+                if len(photo_.faces) > 1:  # the full look, for the face picker (said on the status line: a toast
+                    # would outlive its photo)
+                    yield {self.picker: gr.update(value=photo_.thumbnails(), visible=True, selected_index=0),
+                           self.status: f"{len(photo_.faces)} faces found; showing the best one. Click a face to "
+                                        "switch."}
                 if not photo_.best_face_confirmed():  # rare: the full look ranks another face first
                     steps.close()
                     steps = self.show_face(image, aligned, 0, target, pasted, {self.face_index: 0})
@@ -927,7 +1022,8 @@ class Page:
         start = s.start_age(target)
         first = s.first_preview(start, pasted)
         out = {self.aligned_view: s.face_image, self.result: first, self.input_info: "",
-               self.result_info: f"Age {start}", self.full_file: None, self.status: "", **extra}
+               self.result_info: f"Age {start}", self.full_file: file_hidden(), self.full_image: file_hidden(),
+               self.status: "", **extra}
         if s.input_age is not None:
             out[self.age] = start
         yield out
@@ -943,25 +1039,31 @@ class Page:
         quick = s.quick_preview(a, pasted)
         if quick is not None:
             yield {self.result: quick, self.result_info: f"Age {a}: interpolated preview; the exact result follows…",
-                   self.full_file: None, self.status: ""}
+                   self.full_file: file_hidden(), self.full_image: file_hidden(), self.status: ""}
         preview = s.preview(a, pasted)
-        yield {self.result: preview, self.result_info: s.caption(a, preview), self.full_file: None, self.status: ""}
+        yield {self.result: preview, self.result_info: s.caption(a, preview), self.full_file: file_hidden(),
+               self.full_image: file_hidden(), self.status: ""}
 
     def full_button(self, pasted: bool, aligned: bool) -> dict:
         """The Full resolution button, ready: its label says what the file will be."""
         return gr.update(interactive=True,
                          value="Full resolution (whole photo)" if pasted and not aligned else self.full_label)
 
+    def full_busy(self) -> dict:
+        """The Full resolution button while it renders, and the download box shown for the progress."""
+        return {self.full_btn: gr.update(interactive=False, value="Rendering full resolution…"),
+                self.full_file: self.file_busy()}
+
     @staticmethod
-    def full_busy() -> dict:
-        """The Full resolution button while it renders."""
-        return gr.update(interactive=False, value="Rendering full resolution…")
+    def file_busy() -> dict:
+        """A download box while its file renders: shown, empty, for the progress."""
+        return gr.update(value=None, visible=True)
 
     def on_full(self, image: Any, target: Any, aligned: bool, idx: int, pasted: bool) -> dict:
         out = self.app.age(image, target, None, aligned, idx, pasted)
         path = self.app.new_path(f"-age{to_age(target)}.png")
         out.save(path)
-        return {self.full_file: str(path), self.status: ""}
+        return {self.full_file: file_shown(str(path)), self.full_image: file_shown(str(path)), self.status: ""}
 
     def on_strip(self, image: Any, ages: Any, aligned: bool, idx: int, *, progress=None, should_stop=None) -> dict:
         s = self.app.session(image, aligned, idx)
@@ -971,7 +1073,7 @@ class Page:
         if any(lines):
             rows = [f"| age {a} | {line} |" for (a, _), line in zip(shown, lines, strict=True)]
             table = f"{s.input_caption()}\n\n| target | measured |\n|---|---|\n" + "\n".join(rows)
-        return {self.strip: [(im, f"age {a}") for a, im in shown], self.strip_info: table, self.status: ""}
+        return {self.strip: [(im, f"age {a}") for a, im in shown], self.strip_info: table, self.strip_status: ""}
 
     def on_mix(self, image: Any, ref: Any, target: Any, chosen: str, layers: str, strength: Any, aligned: bool,
                idx: int, ref_is_aligned: bool) -> dict:
@@ -986,7 +1088,7 @@ class Page:
         lines = s.describe([mixed, plain])
         return {self.mixed_out: mixed, self.plain_out: plain,
                 self.mixed_info: f"Age {a}: {lines[0]}" if lines[0] else "",
-                self.plain_info: f"Age {a}: {lines[1]}" if lines[1] else "", self.status: ""}
+                self.plain_info: f"Age {a}: {lines[1]}" if lines[1] else "", self.mix_status: ""}
 
     @staticmethod
     def on_preset(chosen: str) -> dict:
@@ -1002,7 +1104,8 @@ class Page:
         res = self.app.lifespan_job(image, start, end, between, rate, side, boom, label, gif, aligned, idx,
                                     faces=faces or "best", progress=progress, should_stop=should_stop, owner=owner)
         files = [str(res.mp4)] + ([str(res.gif)] if res.gif else [])
-        return {self.video: str(res.mp4), self.v_files: files, self.status: f"Video ready: {res.frames} frames."}
+        return {self.video: str(res.mp4), self.v_files: file_shown(files), self.v_status: f"Video ready: {res.frames} "
+                "frames."}
 
     def on_clip(self, clip: Any, target: Any, who: str, side: Any, start: Any, end: Any, preview: bool,
                 keys: Any = "auto", *, progress=None, should_stop=None, owner=None) -> dict:
@@ -1023,13 +1126,24 @@ class Page:
         res = self.app.age_video(clip, target, who, side, start, end, preview, keys, progress=frames_done,
                                  should_stop=should_stop, owner=owner)
         people = len(res.faces)
-        return {self.c_out: str(res.path), self.c_file: str(res.path),
-                self.status: f"Video ready: {res.frames} frames at {float(res.fps):.3g} fps, {people} "
+        return {self.c_out: str(res.path), self.c_file: file_shown(str(res.path)),
+                self.c_status: f"Video ready: {res.frames} frames at {float(res.fps):.3g} fps, {people} "
                              f"{'person' if people == 1 else 'people'} aged, sound {res.audio}."}
 
     @staticmethod
-    def on_cancel() -> str:
-        return "Video cancelled."
+    def video_running() -> list:
+        """A video's button off and its Cancel on, while it renders."""
+        return [gr.update(interactive=False), gr.update(interactive=True)]
+
+    @staticmethod
+    def video_idle() -> list:
+        """A video's button on and its Cancel off."""
+        return [gr.update(interactive=True), gr.update(interactive=False)]
+
+    @classmethod
+    def on_cancel(cls) -> list:
+        """Cancel: the panel's status line says so; the buttons as when idle."""
+        return ["Video cancelled.", *cls.video_idle()]
 
     # ------------------------------------------------------------------------------------------ handlers: group
 
@@ -1042,7 +1156,7 @@ class Page:
         app = self.app
         hide = {self.group_pick: gr.update(visible=False), self.chosen: gr.update(choices=[], value=[]),
                 self.everyone: False, self.group_box: gr.update(visible=False), self.group_ages: {},
-                self.g_view: None, self.g_full_file: None}
+                self.g_view: None, self.g_full_file: file_hidden(), self.g_status: ""}
         if image is None or aligned or app.pipe is None or isinstance(image, UnreadableUpload):
             return hide
         try:
@@ -1068,9 +1182,9 @@ class Page:
         quick = None if first else g.preview(wanted, quick=True)
         if quick is not None:
             yield {self.g_view: (g.photo.image, quick), self.g_info: info + " (interpolated preview; exact follows…)",
-                   self.g_full_file: None, self.status: ""}
+                   self.g_full_file: file_hidden(), self.g_status: ""}
         yield {self.g_view: (g.photo.image, g.preview(wanted, first=first)), self.g_info: info,
-               self.g_full_file: None, self.status: ""}
+               self.g_full_file: file_hidden(), self.g_status: ""}
         g.start_warm_up()
 
     def on_chosen(self, image: Any, faces: list[int], target: Any, ages: dict, who: str):
@@ -1095,7 +1209,7 @@ class Page:
     def on_group_age(self, image: Any, faces: list[int], target: Any, ages: dict, who: str):
         faces = sorted(int(i) for i in faces or [])
         if not faces or image is None:
-            yield {self.status: gr.skip()}
+            yield {self.g_status: gr.skip()}
             return
         a = to_age(target)
         ages = {i: ages.get(i, a) for i in faces}
@@ -1112,7 +1226,7 @@ class Page:
         out = g.render([ages.get(i, ages.get(str(i), 60)) for i in faces])
         path = self.app.new_path("-group.png")
         out.save(path)
-        return {self.g_full_file: str(path), self.status: ""}
+        return {self.g_full_file: file_shown(str(path)), self.g_status: ""}
 
 
 def limit_queue(demo: gr.Blocks, max_size: int = MAX_QUEUE) -> gr.Blocks:
@@ -1149,18 +1263,21 @@ def accept_older_requests(demo: gr.Blocks) -> gr.Blocks:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--checkpoint", default=None, help="SAM checkpoint (default: $SAM_CHECKPOINT or weights/)")
+    # the CLI's spellings (--checkpoint_path, --int8_style_heads, --no_download) work too
+    ap.add_argument("--checkpoint", "--checkpoint_path", default=None,
+                    help="SAM checkpoint (default: $SAM_CHECKPOINT or weights/)")
     ap.add_argument("--host", default=None, help="address to listen on (default: $GRADIO_SERVER_NAME or 127.0.0.1)")
     ap.add_argument("--port", type=int, default=None, help="port (default: $GRADIO_SERVER_PORT or 7860)")
     ap.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA if available)")
     ap.add_argument("--share", action="store_true", help="also open a public gradio.live link")
-    ap.add_argument("--int8-style-heads", action="store_true",
-                    help="approximate: int8 encoder style heads, faster on CPU, not exact (README: Speed on CPU)")
-    ap.add_argument("--no-download", action="store_true", help="never download the checkpoint")
-    ap.add_argument("--max-queue", type=int, default=MAX_QUEUE, help=f"jobs waiting at most (default {MAX_QUEUE})")
+    ap.add_argument("--int8-style-heads", "--int8_style_heads", action="store_true",
+                    help="approximate: int8 encoder style heads, faster on CPU, not exact (docs/speed.md)")
+    ap.add_argument("--no-download", "--no_download", action="store_true", help="never download the checkpoint")
+    ap.add_argument("--max-queue", "--max_queue", type=int, default=MAX_QUEUE,
+                    help=f"jobs waiting at most (default {MAX_QUEUE})")
     ap.add_argument("--precision", choices=PRECISIONS, default="auto",
                     help="auto (default): bfloat16 previews and videos on CPUs with native bfloat16, downloads exact "
-                         "float32; fp32: exact everywhere; bf16 / fp16: everything reduced (README: Speed on CPU)")
+                         "float32; fp32: exact everywhere; bf16 / fp16: everything reduced (docs/precision.md)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     # This server's uploads (and Gradio's copies of the examples) in a folder of its own, removed when it stops.

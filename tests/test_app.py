@@ -87,7 +87,8 @@ def _wired(demo: gr.Blocks, name: str):
     wired = [d.fn for d in demo.fns.values() if getattr(d.fn, "__name__", "") == name]
     assert wired, f"no event calls {name}"
     method = getattr(demo.sam_page, name)
-    assert all(getattr(fn, "__wrapped__", fn) == method for fn in wired), f"{name} is not Page.{name}"
+    assert all(getattr(fn, "__wrapped__", getattr(fn, "handler", fn)) == method for fn in wired), \
+        f"{name} is not Page.{name}"
     return wired[0]
 
 
@@ -651,7 +652,8 @@ def test_browser_end_to_end(tiny_checkpoint, faceless, text_png, tmp_path):
             page.locator(".progress-text, .eta-bar, .progress-level").first.wait_for(timeout=30_000)
             page.screenshot(path=str(shots / "app-video-cancel.png"), full_page=True)
             page.locator("#video-cancel").click()
-            page.locator(status).get_by_text("Video cancelled").wait_for(timeout=10_000)
+            page.locator("#lifespan-status").get_by_text("Video cancelled").wait_for(timeout=10_000)
+            assert page.locator("#video-cancel").is_disabled()  # Cancel only while a video renders
             deadline = time.monotonic() + 20
             while _ffmpeg_children() and time.monotonic() < deadline:
                 time.sleep(0.2)

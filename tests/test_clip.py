@@ -346,7 +346,7 @@ def test_browser_video_tab(tiny_checkpoint, source, tmp_path):
 def _drive_video_tab(page: Any, source: Path, sam_app: Any, real_render: Any, shots: Path) -> None:
     from tests.test_app import _ffmpeg_children
 
-    status = "#status"
+    status = "#clip-status"  # the Video tab's own status line
     pipe = sam_app.pipe
     page.get_by_role("tab", name="Video", exact=True).click()
     page.locator("#clip-input input[type=file]").set_input_files(str(source))

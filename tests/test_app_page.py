@@ -1,0 +1,222 @@
+"""The page's rough edges, on the tiny synthetic checkpoint: one actionable message without weights (and one log
+line for a failed download), the CLI's flag spellings, a status line per panel, no toasts, hidden empty file boxes,
+the full-resolution image, Cancel only while a video renders, one log line per request, and every tab reachable on
+a phone (a real browser, ``slow``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import gradio as gr
+import pytest
+from PIL import Image
+
+import app
+from tests.test_app import ASTRONAUT, CHROMIUM, CHROMIUM_ARGS, _launch, _wired
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+
+@pytest.fixture(scope="module")
+def demo(tiny_checkpoint) -> gr.Blocks:
+    return app.build_demo(str(tiny_checkpoint), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def page(demo) -> app.Page:
+    return demo.sam_page
+
+
+@pytest.fixture
+def toasts(monkeypatch) -> list:
+    shown = []
+    monkeypatch.setattr(gr, "Warning", lambda *a, **k: shown.append(a))
+    monkeypatch.setattr(gr, "Info", lambda *a, **k: shown.append(a))
+    return shown
+
+
+def _by_id(blocks: gr.Blocks) -> dict:
+    return {getattr(b, "elem_id", None): b for b in blocks.blocks.values()}
+
+
+def test_without_weights_one_actionable_message(tmp_path, monkeypatch, toasts):
+    monkeypatch.delenv("SAM_CHECKPOINT", raising=False)
+    page = app.build_demo(str(tmp_path / "missing.pt"))
+    texts = [str(getattr(b, "value", "")) for b in page.blocks.values()]
+    banner = _by_id(page)["weights-problem"].value
+    for words in ("weights/", "--checkpoint PATH", "python -m sam weights",
+                  "python -m sam random-checkpoint --out /tmp/tiny.pt", "python app.py --checkpoint /tmp/tiny.pt"):
+        assert words in banner, words
+    assert sum("not loaded" in t for t in texts) == 1 and "missing.pt" not in banner
+    status = _by_id(page)["status"]
+    updates = list(_wired(page, "on_photo")(ASTRONAUT, False, 40, False))
+    assert updates == [{status: app.status(app.NOT_LOADED_HERE)}]  # a pointer to the banner, not a second copy
+    clip_status = _by_id(page)["clip-status"]
+    clip = str(tmp_path / "clip.mp4")
+    out = asyncio.run(_wired(page, "on_clip")(clip, 70, "largest", 256, 0, 0, False, "auto", None))
+    assert out == {clip_status: app.status(app.NOT_LOADED_HERE)}
+    assert not toasts
+
+
+def test_a_failed_download_is_one_log_line(tmp_path, monkeypatch, capfd, caplog):
+    """Offline, the downloader retries five times; the terminal shows none of its retry lines, and the log one line
+    with the reason. The retry lines are printed by gdown's own retry function."""
+    import gdown
+    import requests
+
+    retrying = sys.modules["gdown.download"]
+    for name in ("SAM_CHECKPOINT", "SAM_NO_DOWNLOAD", "SAM_HF_REPO"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(retrying, "_wait_or_cancel", lambda **kw: None)
+
+    def offline(**kwargs):
+        state = retrying._RetryState(retries=kwargs.get("retries", 5), quiet=False)
+        while True:
+            retrying._wait_for_retry(retry=state, error=requests.ConnectionError("NameResolutionError: no network"))
+
+    monkeypatch.setattr(gdown, "download", offline)
+    capfd.readouterr()
+    with caplog.at_level(logging.INFO, logger="sam.app"):
+        page = app.build_demo(str(tmp_path / "absent.pt"), download=True)
+    err = capfd.readouterr().err
+    assert page.sam_app.pipe is None and "Retrying" not in err, err
+    lines = [r for r in caplog.records if r.name == "sam.app"]
+    assert len(lines) == 1 and "NameResolutionError" in lines[0].getMessage()
+
+
+def test_stderr_filter_keeps_everything_else():
+    import io
+
+    sink = io.StringIO()
+    out = app.WithoutRetryLines(sink)
+    print("Retrying (1/5) in 0.3s: boom", file=out)
+    print("Downloading sam_ffhq_aging.pt ...", file=out)
+    out.write("\r 40%|####")
+    assert sink.getvalue() == "Downloading sam_ffhq_aging.pt ...\n\r 40%|####"
+
+
+def test_the_clis_flag_spellings(monkeypatch, tmp_path):
+    seen = {}
+
+    def fake_build(checkpoint, device, **kwargs):
+        seen.update(kwargs, checkpoint=checkpoint)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(app, "build_demo", fake_build)
+    for argv in (["--checkpoint_path", "x.pt", "--int8_style_heads", "--no_download"],
+                 ["--checkpoint", "x.pt", "--int8-style-heads", "--no-download"]):
+        seen.clear()
+        with pytest.raises(SystemExit):
+            app.main(argv)
+        assert seen["checkpoint"] == "x.pt" and seen["int8_style_heads"] and seen["download"] is False, argv
+
+
+def test_each_panel_has_its_status_line(demo):
+    ids = _by_id(demo)
+    expected = {"on_photo": "status", "on_age": "status", "on_full": "status", "on_chosen": "group-status",
+                "on_group_age": "group-status", "on_group_full": "group-status", "on_strip": "strip-status",
+                "on_mix": "mix-status", "on_video": "lifespan-status", "on_clip": "clip-status"}
+    statuses = {ids[i] for i in expected.values()}
+    for name, elem_id in expected.items():
+        outputs = [d.outputs for d in demo.fns.values() if getattr(d.fn, "__name__", "") == name]
+        assert outputs, name
+        for out in outputs:
+            assert ids[elem_id] in out and not (statuses - {ids[elem_id]}) & set(out), name
+    out = asyncio.run(_wired(demo, "on_clip")(None, 70, "largest", 256, 0, 0, False, "auto", None))
+    assert list(out) == [ids["clip-status"]] and "Add a video first" in out[ids["clip-status"]]
+
+
+def test_messages_are_not_toasts_and_go_with_their_photo(page, tmp_path, faceless, toasts):
+    updates = list(_wired(page.app.demo, "on_photo")(faceless, False, 40, False))
+    assert "No face found" in updates[-1][page.status]
+    two = Image.new("RGB", (1024, 512))
+    face = Image.open(ASTRONAUT).convert("RGB").resize((512, 512))
+    two.paste(face, (0, 0))
+    two.paste(face.resize((400, 400)), (562, 56))
+    two.save(tmp_path / "two.png")
+    updates = list(page.on_photo(str(tmp_path / "two.png"), False, 40, False))
+    assert updates[0][page.status] == ""  # the previous photo's message goes with it
+    assert any("2 faces found" in str(u.get(page.status, "")) for u in updates)
+    assert not toasts
+
+
+@pytest.fixture(scope="module")
+def faceless(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("img") / "wall.png"
+    Image.new("RGB", (200, 160), (180, 170, 160)).save(path)
+    return str(path)
+
+
+def test_file_boxes_hidden_until_a_file_and_the_full_image_shown(page):
+    for box in (page.full_file, page.full_image, page.g_full_file, page.v_files, page.c_file):
+        assert box.visible is False
+    first = next(page.on_age(ASTRONAUT, 50, False, 0, False))
+    assert first[page.full_file]["visible"] is False and first[page.full_image]["visible"] is False
+    busy = page.full_busy()
+    assert busy[page.full_file]["visible"] is True and busy[page.full_btn]["interactive"] is False
+    out = page.on_full(ASTRONAUT, 50, False, 0, False)
+    assert out[page.full_file]["visible"] and out[page.full_image]["visible"]
+    assert Image.open(out[page.full_image]["value"]).size == (page.full, page.full)
+
+
+def test_cancel_only_while_a_video_renders(demo, page):
+    assert page.v_cancel.interactive is False and page.c_cancel.interactive is False
+    on, off = page.video_running(), page.video_idle()
+    assert [u["interactive"] for u in on] == [False, True] and [u["interactive"] for u in off] == [True, False]
+    assert page.on_cancel()[1:] == off
+    fns = demo.fns.items()
+    for button, cancel, name in ((page.c_btn, page.c_cancel, "on_clip"), (page.v_btn, page.v_cancel, "on_video")):
+        job_id = next(i for i, d in fns if getattr(d.fn, "__name__", "") == name)
+        starts = [d for _, d in fns if d.fn == page.video_running and (button._id, "click") in d.targets]
+        assert starts and set(starts[0].outputs) == {button, cancel}
+        on_click = [d for _, d in fns if (cancel._id, "click") in d.targets]
+        assert any(d.fn == page.on_cancel for d in on_click), name
+        assert any(job_id in (d.cancels or []) for d in on_click), f"{name}'s Cancel does not cancel it"
+
+
+def test_one_log_line_per_request_with_its_time(page, caplog):
+    with caplog.at_level(logging.INFO, logger="sam.app"):
+        list(_wired(page.app.demo, "on_age")(ASTRONAUT, 30, False, 0, False))
+        asyncio.run(app.job(page.app.age)(ASTRONAUT, 40, None))
+        asyncio.run(_wired(page.app.demo, "on_clip")(None, 70, "largest", 256, 0, 0, False, "auto", None))
+    lines = [r.getMessage() for r in caplog.records if r.name == "sam.app"]
+    assert len(lines) == 3, lines
+    assert lines[0].startswith("on_age done in ") and lines[0].endswith(" s")
+    assert lines[1].startswith("age done in ") and lines[2].startswith("on_clip rejected after ")
+    assert all(float(line.split(" in " if " in " in line else " after ")[1].split()[0]) >= 0 for line in lines)
+    assert not any(r.exc_info for r in caplog.records)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+def test_every_tab_reachable_on_a_phone(tiny_checkpoint, tmp_path):
+    """In headless Chromium at 390x844: each tab's button is visible and opens its panel (no overflow menu)."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (no browser download)")
+    shots = Path(os.environ.get("SAM_SCREENSHOT_DIR", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    phone = app.build_demo(str(tiny_checkpoint), device="cpu")
+    url = _launch(phone)
+    try:
+        with sync_api.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            tab_page = browser.new_page(viewport={"width": 390, "height": 844})
+            tab_page.goto(url, wait_until="load")
+            tab_page.locator("input[type=file]").first.wait_for(state="attached", timeout=30_000)
+            time.sleep(1)  # the tab bar lays itself out after load
+            assert tab_page.locator("#tabs button[aria-label='More tabs']").count() == 0
+            for name, inside in (("Reference style mixing", "#mix-status"), ("Lifespan video", "#video-button"),
+                                 ("Video", "#clip-button"), ("Ages side by side", "#strip-status")):
+                tab = tab_page.get_by_role("tab", name=name, exact=True)
+                assert tab.is_visible(), name
+                tab.click(timeout=10_000)
+                tab_page.locator(inside).wait_for(state="attached", timeout=10_000)
+                assert tab.get_attribute("aria-selected") == "true", name
+            tab_page.screenshot(path=str(shots / "app-phone-tabs.png"), full_page=False)
+            browser.close()
+    finally:
+        phone.close()
