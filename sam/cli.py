@@ -657,10 +657,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ages encoded per batch (and images decoded per batch on a GPU; one at a time on CPU)")
     g.add_argument("--test_workers", type=int, default=0, help="accepted for compatibility with the published scripts")
     g.add_argument("--int8_style_heads", "--int8-style-heads", dest="int8_style_heads", action="store_true",
-                   help="approximate: int8 encoder style heads, faster on CPU, not exact (see README, Speed on CPU)")
+                   help="approximate: int8 encoder style heads, faster on CPU, not exact "
+                        "(docs/speed.md, Approximate modes)")
     g.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default=None,
                    help="auto (default; fp32 for evaluate): exact float32 outputs, bfloat16 for lifespan videos on "
-                        "CPUs with native bfloat16; fp32: exact everywhere; bf16 / fp16: everything reduced (README)")
+                        "CPUs with native bfloat16; fp32: exact everywhere; bf16 / fp16: everything reduced "
+                        "(docs/precision.md)")
 
     data = argparse.ArgumentParser(add_help=False)
     g = data.add_argument_group("inputs and outputs")
