@@ -43,7 +43,7 @@ import threading
 import time
 import typing
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -197,7 +197,7 @@ def page_failure(exc: BaseException) -> str:
 
 
 def job(fn: Callable, *, page: Any = None, desc: str = "working", unit: str = "images",
-        level: Priority = INTERACTIVE) -> Callable:
+        level: Priority = INTERACTIVE, hide_on_failure: Sequence[Any] = ()) -> Callable:
     """Run ``fn`` as a cancellable model job, for Gradio.
 
     The work runs in a worker thread whose model calls have priority ``level`` (:mod:`sam.scheduler`), and polls
@@ -207,7 +207,8 @@ def job(fn: Callable, *, page: Any = None, desc: str = "working", unit: str = "i
     ``progress(done, total, note)`` goes to Gradio's progress bar; ``owner`` is the visitor (the page's or the
     client's session), for the one-video-per-visitor rule. Errors become messages in words: for the page (``page``
     is the panel's status-line component; handlers return a dict of updates) a status-line update; for the
-    API a ``gr.Error`` in plain words (no traceback in the log). One log line per finished job, with its time.
+    API a ``gr.Error`` in plain words (no traceback in the log); the page's ``hide_on_failure`` components (the
+    download box shown empty for the progress) are hidden again. One log line per finished job, with its time.
     """
     sig = inspect.signature(fn)
     hints = typing.get_type_hints(fn)  # resolved, so Gradio sees gr.SelectData / gr.Request parameters
@@ -244,7 +245,7 @@ def job(fn: Callable, *, page: Any = None, desc: str = "working", unit: str = "i
         except Exception as exc:  # noqa: BLE001 - every failure becomes a message
             _log_rejected(fn.__name__, exc, time.monotonic() - began)
             if page is not None:
-                return {page: page_failure(exc)}
+                return {page: page_failure(exc), **{box: file_hidden() for box in hide_on_failure}}
             raise gr.Error(readable(exc, markup=False), print_exception=False) from None
         _log_done(fn.__name__, time.monotonic() - began)
         return out
@@ -771,6 +772,8 @@ class Page:
                 self.g_full_btn = gr.Button("Full resolution (whole photo)", elem_id="group-full-button")
                 self.g_full_file = gr.File(label="Download", interactive=False, elem_id="group-full-file",
                                            visible=False)
+            self.g_full_image = gr.Image(label="Full resolution (whole photo)", format="png", interactive=False,
+                                         visible=False, elem_id="group-full-image")
 
     def strip_panel(self) -> None:
         self.strip_status = gr.Markdown("", elem_id="strip-status")
@@ -935,25 +938,27 @@ class Page:
         s.paste.change(stream(s.on_age, status), sel, preview_outputs, show_progress="minimal", **QUICK, **HIDDEN)
         s.paste.change(s.full_button, [s.paste, s.already], s.full_btn, queue=False, **HIDDEN)
         (s.full_btn.click(s.full_busy, None, {s.full_btn, s.full_file}, queue=False, **HIDDEN)
-         .then(job(s.on_full, page=status, desc="rendering"), sel, {s.full_file, s.full_image, status}, **QUICK,
-               **HIDDEN, show_progress_on=[s.full_file])
+         .then(job(s.on_full, page=status, desc="rendering", hide_on_failure=[s.full_file]), sel,
+               {s.full_file, s.full_image, status}, **QUICK, **HIDDEN, show_progress_on=[s.full_file])
          .then(s.full_button, [s.paste, s.already], s.full_btn, queue=False, **HIDDEN))
         # several faces: previews and Full resolution are interactive work, like the single face's
         for trigger in (s.photo.change, s.already.change):
             trigger(s.on_group_photo, [s.photo, s.already],
                     {s.group_pick, s.chosen, s.everyone, s.group_box, s.group_ages, s.g_view, s.g_full_file,
-                     s.g_status}, **QUICK, **HIDDEN)
+                     s.g_full_image, s.g_status}, **QUICK, **HIDDEN)
         s.everyone.input(s.on_everyone, [s.everyone, s.photo], s.chosen, **QUICK, **HIDDEN)
         group_in = [s.photo, s.chosen, s.age, s.group_ages, s.g_who]
-        group_out = {s.group_box, s.group_ages, s.g_who, s.g_info, s.g_view, s.g_full_file, s.g_status}
+        group_out = {s.group_box, s.group_ages, s.g_who, s.g_info, s.g_view, s.g_full_file, s.g_full_image,
+                     s.g_status}
         s.chosen.change(stream(s.on_chosen, s.g_status), group_in, group_out, trigger_mode="always_last", **QUICK,
                         **HIDDEN, show_progress_on=[s.g_view])
         s.picker.select(s.on_group_pick, s.chosen, s.g_who, queue=False, **HIDDEN)
         s.age.release(stream(s.on_group_age, s.g_status), group_in, group_out, trigger_mode="always_last",
                       show_progress="minimal", **QUICK, **HIDDEN)
         (s.g_full_btn.click(s.file_busy, None, s.g_full_file, queue=False, **HIDDEN)
-         .then(job(s.on_group_full, page=s.g_status, desc="rendering every face"), [s.photo, s.chosen, s.group_ages],
-               {s.g_full_file, s.g_status}, **QUICK, **HIDDEN, show_progress_on=[s.g_full_file]))
+         .then(job(s.on_group_full, page=s.g_status, desc="rendering every face", hide_on_failure=[s.g_full_file]),
+               [s.photo, s.chosen, s.group_ages], {s.g_full_file, s.g_full_image, s.g_status}, **QUICK, **HIDDEN,
+               show_progress_on=[s.g_full_file]))
         # the ages strip and style mixing
         s.strip_btn.click(job(s.on_strip, page=s.strip_status, desc="rendering ages", level=LONG),
                           [s.photo, s.strip_ages, s.already, s.face_index], {s.strip, s.strip_info, s.strip_status},
@@ -1156,7 +1161,8 @@ class Page:
         app = self.app
         hide = {self.group_pick: gr.update(visible=False), self.chosen: gr.update(choices=[], value=[]),
                 self.everyone: False, self.group_box: gr.update(visible=False), self.group_ages: {},
-                self.g_view: None, self.g_full_file: file_hidden(), self.g_status: ""}
+                self.g_view: None, self.g_full_file: file_hidden(), self.g_full_image: file_hidden(),
+                self.g_status: ""}
         if image is None or aligned or app.pipe is None or isinstance(image, UnreadableUpload):
             return hide
         try:
@@ -1182,9 +1188,9 @@ class Page:
         quick = None if first else g.preview(wanted, quick=True)
         if quick is not None:
             yield {self.g_view: (g.photo.image, quick), self.g_info: info + " (interpolated preview; exact follows…)",
-                   self.g_full_file: file_hidden(), self.g_status: ""}
+                   self.g_full_file: file_hidden(), self.g_full_image: file_hidden(), self.g_status: ""}
         yield {self.g_view: (g.photo.image, g.preview(wanted, first=first)), self.g_info: info,
-               self.g_full_file: file_hidden(), self.g_status: ""}
+               self.g_full_file: file_hidden(), self.g_full_image: file_hidden(), self.g_status: ""}
         g.start_warm_up()
 
     def on_chosen(self, image: Any, faces: list[int], target: Any, ages: dict, who: str):
@@ -1226,7 +1232,7 @@ class Page:
         out = g.render([ages.get(i, ages.get(str(i), 60)) for i in faces])
         path = self.app.new_path("-group.png")
         out.save(path)
-        return {self.g_full_file: file_shown(str(path)), self.g_status: ""}
+        return {self.g_full_file: file_shown(str(path)), self.g_full_image: file_shown(str(path)), self.g_status: ""}
 
 
 def limit_queue(demo: gr.Blocks, max_size: int = MAX_QUEUE) -> gr.Blocks:

@@ -153,7 +153,7 @@ def faceless(tmp_path_factory) -> str:
 
 
 def test_file_boxes_hidden_until_a_file_and_the_full_image_shown(page):
-    for box in (page.full_file, page.full_image, page.g_full_file, page.v_files, page.c_file):
+    for box in (page.full_file, page.full_image, page.g_full_file, page.g_full_image, page.v_files, page.c_file):
         assert box.visible is False
     first = next(page.on_age(ASTRONAUT, 50, False, 0, False))
     assert first[page.full_file]["visible"] is False and first[page.full_image]["visible"] is False
@@ -162,6 +162,28 @@ def test_file_boxes_hidden_until_a_file_and_the_full_image_shown(page):
     out = page.on_full(ASTRONAUT, 50, False, 0, False)
     assert out[page.full_file]["visible"] and out[page.full_image]["visible"]
     assert Image.open(out[page.full_image]["value"]).size == (page.full, page.full)
+
+
+def test_a_failed_render_hides_its_empty_download_box(page, faceless):
+    """The box is shown empty for the progress (``full_busy`` / ``file_busy``); a failure hides it again."""
+    out = asyncio.run(_wired(page.app.demo, "on_full")(faceless, 50, False, 0, False, None))
+    assert out[page.full_file]["visible"] is False and "No face found" in out[page.status]
+    out = asyncio.run(_wired(page.app.demo, "on_group_full")(faceless, [], {}, None))
+    assert out[page.g_full_file]["visible"] is False and "Choose the faces" in out[page.g_status]
+
+
+def test_the_whole_photo_at_full_resolution_is_shown_as_an_image(page, tmp_path):
+    two = Image.new("RGB", (1024, 512))
+    face = Image.open(ASTRONAUT).convert("RGB").resize((512, 512))
+    two.paste(face, (0, 0))
+    two.paste(face.resize((400, 400)), (562, 56))
+    two.save(tmp_path / "two.png")
+    assert page.g_full_image.visible is False
+    out = asyncio.run(_wired(page.app.demo, "on_group_full")(str(tmp_path / "two.png"), [0, 1], {0: 20, 1: 80}, None))
+    assert out[page.g_full_file]["visible"] and out[page.g_full_image]["visible"]
+    shown = Image.open(out[page.g_full_image]["value"])
+    assert shown.size == (1024, 512)
+    assert out[page.g_full_file]["value"] == out[page.g_full_image]["value"]
 
 
 def test_cancel_only_while_a_video_renders(demo, page):
