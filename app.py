@@ -55,7 +55,7 @@ import gradio_glue
 from sam.ages import key_ages, to_age
 from sam.align import NoFaceError
 from sam.checkpoint import CheckpointError
-from sam.clip import VIDEO_SUFFIXES, ClipLimits, age_clip, probe_clip
+from sam.clip import VIDEO_FORMAT_NAMES, VIDEO_SUFFIXES, ClipLimits, age_clip, probe_clip
 from sam.image_io import ImageLoadError
 from sam.mixing import LAYER_PRESETS as MIXING_PRESETS
 from sam.mixing import layer_groups
@@ -615,11 +615,11 @@ class AgeApp:
             clip = clip.get("path") or clip.get("video")
         path = getattr(clip, "path", None) or clip
         if not path or (isinstance(path, str) and not path.strip()):
-            raise RequestError("add a video first (MP4, MOV, WebM or GIF)")
+            raise RequestError(f"add a video first ({VIDEO_FORMAT_NAMES})")
         path = Path(str(path))
         if path.suffix.lower() not in VIDEO_SUFFIXES:
             raise RequestError(f"this file ({path.suffix or 'no extension'}) is not a video the page takes. Please "
-                               "upload an MP4, MOV, WebM or GIF clip")
+                               f"upload an {VIDEO_FORMAT_NAMES} clip")
         size = path.stat().st_size if path.is_file() else 0
         if size > CLIP_MAX_MB * 2**20:  # MB as the upload limit counts them (Gradio's "30mb": 30 x 2**20 bytes)
             raise RequestError(f"the video is {size / 2**20:.1f} MB; this page takes clips of at most {CLIP_MAX_MB} MB")
@@ -838,7 +838,7 @@ class Page:
     def video_panel(self) -> None:
         full = self.full
         gr.Markdown(f"Age the people in a clip: faces are followed from frame to frame, and the sound is kept. "
-                    f"MP4, MOV, WebM or GIF, up to {CLIP_MAX_SECONDS} s and {CLIP_MAX_MB} MB; this takes a "
+                    f"{VIDEO_FORMAT_NAMES}, up to {CLIP_MAX_SECONDS} s and {CLIP_MAX_MB} MB; this takes a "
                     "while on a CPU (the bar shows frames done and time left).")
         self.c_status = gr.Markdown("", elem_id="clip-status")
         with gr.Row():

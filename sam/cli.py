@@ -25,6 +25,7 @@ from PIL import Image
 
 from .ages import AgeError, to_ages
 from .atomic import atomic_path
+from .clip import VIDEO_FORMAT_NAMES
 from .session import ALL, FaceSession, GroupSession, Photo, RequestError, read_face_ages, read_faces
 from .shard import Shard, current_shard
 
@@ -731,8 +732,8 @@ def build_parser() -> argparse.ArgumentParser:
     faces_args(p)
     p.set_defaults(paste_back=True)  # several faces: one video of the whole photo
 
-    p = add("video", cmd_video, "age the faces of a video clip (MP4, MOV, WebM, GIF): tracked, steady, the sound "
-            "kept; writes H.264 MP4", [model])
+    p = add("video", cmd_video, f"age the faces of a video clip ({VIDEO_FORMAT_NAMES}): tracked, steady, the "
+            "sound kept; writes H.264 MP4", [model])
     p.add_argument("--input", required=True, help="the clip")
     p.add_argument("--output", required=True, help="the MP4 to write")
     p.add_argument("--target_age", type=float, default=70, help="age to show (default 70)")

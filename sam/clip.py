@@ -3,7 +3,7 @@
 The video job shared by ``python -m sam video`` and the app's Video tab (lifespan animations of one photo are
 :mod:`sam.lifespan`). One pass over the clip, frame by frame (memory stays at a few frames whatever its length):
 
-1. **Read** with the ffmpeg binary of ``imageio-ffmpeg`` (MP4, MOV, WebM, MKV, GIF, ...). ffmpeg applies a
+1. **Read** with the ffmpeg binary of ``imageio-ffmpeg`` (:data:`VIDEO_FORMATS`). ffmpeg applies a
    rotation tag while decoding, so a phone's vertical clip comes out upright. Frames are taken as decoded
    (``-fps_mode passthrough``): a variable-frame-rate clip gives each of its frames once, and the output is
    written at a constant rate, the input's average (frames / duration), so count and duration are kept.
@@ -72,14 +72,18 @@ from .video_io import Mp4Writer
 
 __all__ = [
     "ClipInfo", "ClipLimits", "ClipResult", "OneEuroFilter", "CodeSmoother", "FaceTracker", "Track", "probe_clip",
-    "read_frames", "age_clip", "VIDEO_SUFFIXES", "PREVIEW_SIDE",
+    "read_frames", "age_clip", "VIDEO_FORMATS", "VIDEO_FORMAT_NAMES", "VIDEO_SUFFIXES", "PREVIEW_SIDE",
 ]
 
 Progress = Callable[[int, int], None]
-VIDEO_SUFFIXES = {".mp4", ".mov", ".m4v", ".webm", ".mkv", ".avi", ".gif"}
+# the one list of video files taken (the app's upload box, its checks and every text that names them)
+VIDEO_FORMATS = {".mp4": "MP4", ".mov": "MOV", ".m4v": "M4V", ".webm": "WebM", ".mkv": "MKV", ".avi": "AVI",
+                 ".gif": "GIF"}
+VIDEO_SUFFIXES = set(VIDEO_FORMATS)
+VIDEO_FORMAT_NAMES = ", ".join(list(VIDEO_FORMATS.values())[:-1]) + " or " + list(VIDEO_FORMATS.values())[-1]
 PREVIEW_SIDE = 480  # --preview: frames worked on (and written) with the long side at most this
 MP4_AUDIO = {"aac", "mp3", "opus", "flac", "alac", "ac3", "eac3"}  # copied as they are; others become AAC
-NOT_A_VIDEO = "this file is not a video that can be read. Please use an MP4, MOV, WebM or GIF clip"
+NOT_A_VIDEO = f"this file is not a video that can be read. Please use an {VIDEO_FORMAT_NAMES} clip"
 
 
 # --------------------------------------------------------------------------------------------- filters

@@ -169,3 +169,14 @@ def test_architecture_names_every_module():
 
 def test_a_missing_module_is_caught():
     assert undocumented_modules("| `sam/ops.py` | ops |", ["sam/ops.py", "sam/new.py"]) == ["sam/new.py"]
+
+
+def test_one_list_of_video_formats():
+    """The Video tab's formats (``sam.clip.VIDEO_FORMATS``) are the ones the video docs and the CLI's help name."""
+    from sam.clip import VIDEO_FORMAT_NAMES, VIDEO_FORMATS
+
+    assert all(name in VIDEO_FORMAT_NAMES for name in VIDEO_FORMATS.values())
+    assert VIDEO_FORMAT_NAMES in " ".join((ROOT / "docs" / "video.md").read_text().split())
+    commands = next(a for a in sam_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    video = commands.choices["video"]
+    assert VIDEO_FORMAT_NAMES in " ".join(video.format_help().split())
