@@ -549,13 +549,24 @@ def test_main_flags_and_offline_start(tmp_path, monkeypatch):
     assert "not loaded" in texts
 
 
-def test_session_layer_is_the_only_flow(tmp_path):
-    """app.py holds no model flow: no pipeline calls, alignment or paste-back of its own."""
+def test_session_layer_is_the_only_flow(sam_app, monkeypatch):
+    """app.py holds no model flow: no pipeline calls, alignment or paste-back of its own; an aged picture is the
+    face session's render, returned as it is."""
     source = Path(app.__file__).read_text()
     for needle in ("align_face", "paste_back(", "detect_faces", "pipe.latents", "pipe.render", "pipe.encode",
                    ".model.", "make_lifespan", "load_image"):
         assert needle not in source, needle
-    assert isinstance(Photo.load(ASTRONAUT), Photo) and FaceSession.__module__ == "sam.session"
+    rendered = []
+    real_render = FaceSession.render
+
+    def render(self, *args, **kwargs):
+        rendered.append(real_render(self, *args, **kwargs))
+        return rendered[-1]
+
+    monkeypatch.setattr(FaceSession, "render", render)
+    out = sam_app.age(ASTRONAUT, 40, S, False, 0, True)
+    assert len(rendered) == 1 and out is rendered[0]
+    assert out.size == Photo.load(ASTRONAUT).image.size  # pasted back: the whole photo
 
 
 # --------------------------------------------------------------------------------------------- real browser
