@@ -1,5 +1,5 @@
-"""The package's shape: what ``import sam`` promises is there, and no two modules of ``sam/`` need each other (lazy
-imports inside functions count too: a cycle is a cycle)."""
+"""The package's shape: what ``import sam`` promises is there, no two modules of ``sam/`` need each other (lazy
+imports inside functions count too: a cycle is a cycle), and the Docker image holds what the app imports."""
 
 from __future__ import annotations
 
@@ -88,3 +88,35 @@ def test_every_sam_environment_variable_is_read_through_sam_settings():
             direct.append(path.name)
     assert direct == []
     assert mentioned == set(settings.SETTINGS)  # none read elsewhere, none listed that nothing reads
+
+
+def test_docker_image_has_what_the_app_needs():
+    """The Dockerfile copies every module of this repository that the app imports (directly or through another copied
+    module) and installs the torch and torchvision of requirements.txt."""
+    root = SAM_DIR.parent
+    dockerfile = (root / "Dockerfile").read_text()
+    copied = {part.rstrip("/") for line in dockerfile.splitlines() if line.startswith("COPY ")
+              for part in line.split()[1:-1]}
+    local = {p.stem for p in root.glob("*.py")} | {p.name for p in root.iterdir() if (p / "__init__.py").exists()}
+    todo, seen = ["app.py"], set()
+    while todo:
+        name = todo.pop()
+        seen.add(name)
+        assert name in copied, f"the Docker image lacks {name}, which the app imports"
+        path = root / name
+        for file in (path.rglob("*.py") if path.is_dir() else [path]):
+            for node in ast.walk(ast.parse(file.read_text())):
+                if isinstance(node, ast.Import):
+                    modules = [a.name for a in node.names]
+                else:
+                    absolute = isinstance(node, ast.ImportFrom) and node.level == 0 and node.module
+                    modules = [node.module] if absolute else []
+                for module in modules:
+                    top = module.split(".")[0]
+                    entry = top if (root / top).is_dir() else f"{top}.py"
+                    if top in local and entry not in seen:
+                        todo.append(entry)
+    pins = dict(line.split("==") for line in (root / "requirements.txt").read_text().splitlines()
+                if line.startswith(("torch==", "torchvision==")))
+    for package, version in pins.items():
+        assert f"{package}=={version}" in dockerfile, f"the Dockerfile installs another {package} than {version}"
