@@ -9,7 +9,6 @@ import glob
 import json
 import logging
 import os
-import socket
 import threading
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ import app
 from sam.ages import KEY_AGES
 from sam.pipeline import to_pil
 from sam.session import FaceSession, Photo
+from tests.browser import launch, needs_chromium, open_page, screenshot_dir
 from tests.conftest import TINY
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -56,22 +56,9 @@ def text_png(tmp_path_factory) -> str:
     return str(path)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _launch(blocks: gr.Blocks, max_queue: int = app.MAX_QUEUE) -> str:
-    app.limit_queue(blocks, max_queue)
-    _, url, _ = blocks.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True,
-                              quiet=True, show_error=False)
-    return url
-
-
 @pytest.fixture(scope="module")
 def server(demo):
-    url = _launch(demo)
+    url = launch(demo)
     yield url
     demo.close()
 
@@ -477,7 +464,7 @@ def test_queue_limit_answers_busy(tiny_checkpoint):
     pipe = small.sam_app.pipe
     real_render = pipe.render
     pipe.render = lambda *a, **k: time.sleep(0.5) or real_render(*a, **k)
-    url = _launch(small, max_queue=1)
+    url = launch(small, max_queue=1)
     try:
         client = Client(url, verbose=False)
         n = app.QUICK["concurrency_limit"] + 4
@@ -571,31 +558,20 @@ def test_session_layer_is_the_only_flow(sam_app, monkeypatch):
 
 # --------------------------------------------------------------------------------------------- real browser
 
-CHROMIUM = os.environ.get("SAM_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
-
 
 @pytest.mark.slow
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+@needs_chromium
 def test_browser_end_to_end(tiny_checkpoint, faceless, text_png, tmp_path):
     """In headless Chromium: a faceless photo's message still readable after the toasts are gone, a text file
     named .png, two faces and the picker, the slider, Full resolution (busy button, then the file), a huge photo,
     and a video cancelled, then rendered. Screenshots go to $SAM_SCREENSHOT_DIR (default: a temporary folder)."""
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (no browser download)")
-    shots = Path(os.environ.get("SAM_SCREENSHOT_DIR", tmp_path))
-    shots.mkdir(parents=True, exist_ok=True)
+    shots = screenshot_dir(tmp_path)
     page_demo = app.build_demo(str(tiny_checkpoint), device="cpu")
     pipe = page_demo.sam_app.pipe
     real_render = pipe.render
-    url = _launch(page_demo)
     status = "#status"
-    try:
-        with sync_api.sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 1100})
-            page.goto(url, wait_until="load")
-            page.locator("input[type=file]").first.wait_for(state="attached", timeout=30_000)
+    with open_page(page_demo, 1400, 1100) as page:
+        try:
             upload = page.locator("input[type=file]").first
 
             upload.set_input_files(faceless)
@@ -677,10 +653,8 @@ def test_browser_end_to_end(tiny_checkpoint, faceless, text_png, tmp_path):
                 page.screenshot(path=str(shots / "app-video-failed.png"), full_page=True)
                 raise
             page.screenshot(path=str(shots / "app-video.png"), full_page=True)
-            browser.close()
-    finally:
-        pipe.render = real_render
-        page_demo.close()
+        finally:
+            pipe.render = real_render
 
 
 def test_uploads_and_results_do_not_outlive_the_server(tiny_checkpoint, tmp_path):
@@ -700,7 +674,7 @@ def test_uploads_and_results_do_not_outlive_the_server(tiny_checkpoint, tmp_path
     assert not old.exists() and fresh.exists()
     mine = tmp_path / "mine.png"  # not the example photo, which Gradio keeps cached for the page
     Image.open(ASTRONAUT).convert("RGB").rotate(3).save(mine)
-    url = _launch(own)
+    url = launch(own)
     try:
         client = Client(url, verbose=False, download_files=str(tmp_path / "got"))
         client.predict(handle_file(str(mine)), 30, api_name="/age")

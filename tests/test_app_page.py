@@ -10,14 +10,14 @@ import logging
 import os
 import sys
 import time
-from pathlib import Path
 
 import gradio as gr
 import pytest
 from PIL import Image
 
 import app
-from tests.test_app import ASTRONAUT, CHROMIUM, CHROMIUM_ARGS, _launch, _wired
+from tests.browser import needs_chromium, open_page, screenshot_dir
+from tests.test_app import ASTRONAUT, _wired
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -215,30 +215,19 @@ def test_one_log_line_per_request_with_its_time(page, caplog):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+@needs_chromium
 def test_every_tab_reachable_on_a_phone(tiny_checkpoint, tmp_path):
     """In headless Chromium at 390x844: each tab's button is visible and opens its panel (no overflow menu)."""
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (no browser download)")
-    shots = Path(os.environ.get("SAM_SCREENSHOT_DIR", tmp_path))
-    shots.mkdir(parents=True, exist_ok=True)
+    shots = screenshot_dir(tmp_path)
     phone = app.build_demo(str(tiny_checkpoint), device="cpu")
-    url = _launch(phone)
-    try:
-        with sync_api.sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            tab_page = browser.new_page(viewport={"width": 390, "height": 844})
-            tab_page.goto(url, wait_until="load")
-            tab_page.locator("input[type=file]").first.wait_for(state="attached", timeout=30_000)
-            time.sleep(1)  # the tab bar lays itself out after load
-            assert tab_page.locator("#tabs button[aria-label='More tabs']").count() == 0
-            for name, inside in (("Reference style mixing", "#mix-status"), ("Lifespan video", "#video-button"),
-                                 ("Video", "#clip-button"), ("Ages side by side", "#strip-status")):
-                tab = tab_page.get_by_role("tab", name=name, exact=True)
-                assert tab.is_visible(), name
-                tab.click(timeout=10_000)
-                tab_page.locator(inside).wait_for(state="attached", timeout=10_000)
-                assert tab.get_attribute("aria-selected") == "true", name
-            tab_page.screenshot(path=str(shots / "app-phone-tabs.png"), full_page=False)
-            browser.close()
-    finally:
-        phone.close()
+    with open_page(phone, 390, 844) as tab_page:
+        time.sleep(1)  # the tab bar lays itself out after load
+        assert tab_page.locator("#tabs button[aria-label='More tabs']").count() == 0
+        for name, inside in (("Reference style mixing", "#mix-status"), ("Lifespan video", "#video-button"),
+                             ("Video", "#clip-button"), ("Ages side by side", "#strip-status")):
+            tab = tab_page.get_by_role("tab", name=name, exact=True)
+            assert tab.is_visible(), name
+            tab.click(timeout=10_000)
+            tab_page.locator(inside).wait_for(state="attached", timeout=10_000)
+            assert tab.get_attribute("aria-selected") == "true", name
+        tab_page.screenshot(path=str(shots / "app-phone-tabs.png"), full_page=False)

@@ -4,7 +4,6 @@ and aged with the tiny random checkpoint."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from sam import clip
 from sam.align import NoFaceError, ffhq_align
 from sam.pipeline import AgingPipeline, JobCancelledError
 from sam.session import RequestError
+from tests.browser import launch, needs_chromium, open_page, screenshot_dir
 from tests.clipmaker import ASTRONAUT, make_clip, streams
 
 FPS = 25
@@ -291,9 +291,7 @@ def test_app_video_limits_in_words(page, source, tmp_path, monkeypatch):
 def test_app_video_endpoint(page, short_clip, tmp_path):
     from gradio_client import Client, handle_file
 
-    from tests.test_app import _launch
-
-    url = _launch(page)
+    url = launch(page)
     try:
         client = Client(url, verbose=False, download_files=str(tmp_path))
         got = client.predict(handle_file(str(short_clip)), 60, "all", api_name="/video")
@@ -311,36 +309,25 @@ def test_app_video_endpoint(page, short_clip, tmp_path):
 
 
 @pytest.mark.slow
+@needs_chromium
 def test_browser_video_tab(tiny_checkpoint, source, tmp_path):
     """In headless Chromium: the Video tab with the 5 s clip: progress in frames, Cancel (no files or ffmpeg left),
     then a finished clip that plays in the page. Screenshots go to $SAM_SCREENSHOT_DIR (default: a temporary
     folder)."""
     import app
-    from tests.test_app import CHROMIUM, CHROMIUM_ARGS, _launch
 
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM}")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (no browser download)")
-    shots = Path(os.environ.get("SAM_SCREENSHOT_DIR", tmp_path))
-    shots.mkdir(parents=True, exist_ok=True)
+    shots = screenshot_dir(tmp_path)
     demo = app.build_demo(str(tiny_checkpoint), device="cpu")
     pipe = demo.sam_app.pipe
     real_render = pipe.render
-    url = _launch(demo)
-    try:
-        with sync_api.sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(url, wait_until="load")
-            try:
-                _drive_video_tab(page, source, demo.sam_app, real_render, shots)
-            except Exception:
-                page.screenshot(path=str(shots / "video-tab-failure.png"), full_page=True)
-                raise
-            browser.close()
-    finally:
-        pipe.render = real_render
-        demo.close()
+    with open_page(demo, 1400, 1000) as page:
+        try:
+            _drive_video_tab(page, source, demo.sam_app, real_render, shots)
+        except Exception:
+            page.screenshot(path=str(shots / "video-tab-failure.png"), full_page=True)
+            raise
+        finally:
+            pipe.render = real_render
 
 
 def _drive_video_tab(page: Any, source: Path, sam_app: Any, real_render: Any, shots: Path) -> None:

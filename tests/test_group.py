@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import os
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -20,6 +19,7 @@ from PIL import Image
 import app
 from sam import align
 from sam.session import GroupSession, Photo, RequestError, read_face_ages, read_faces
+from tests.browser import needs_chromium, open_page, screenshot_dir
 from tests.conftest import TINY
 
 S = TINY.output_size
@@ -293,64 +293,48 @@ def test_cli_every_face_pasted_back(tiny_checkpoint, tmp_path, photo, capsys):
 # --------------------------------------------------------------------------------------------- the page
 
 
-CHROMIUM = os.environ.get("SAM_CHROMIUM", "/usr/bin/chromium")
-
-
 @pytest.mark.slow
 @needs_group
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+@needs_chromium
 def test_browser_everyone_in_the_picture(tiny_checkpoint, tmp_path):
     """In headless Chromium: the six-face photo, "everyone", the before/after slider of the whole photo, one face
     given its own age by clicking its thumbnail, and Full resolution of the whole photo. Screenshots go to
     $SAM_SCREENSHOT_DIR (default: a temporary folder)."""
-    from tests.test_app import CHROMIUM_ARGS, _launch
-
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (no browser download)")
-    shots = Path(os.environ.get("SAM_SCREENSHOT_DIR", tmp_path))
-    shots.mkdir(parents=True, exist_ok=True)
+    shots = screenshot_dir(tmp_path)
     demo = app.build_demo(str(tiny_checkpoint), device="cpu")
-    url = _launch(demo)
-    try:
-        with sync_api.sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 1400})
-            page.goto(url, wait_until="load")
-            page.locator("input[type=file]").first.wait_for(state="attached", timeout=30_000)
-            page.locator("input[type=file]").first.set_input_files(str(GROUP))
-            thumbs = page.locator("#face-picker button.thumbnail-item")
-            thumbs.nth(5).wait_for(timeout=60_000)
-            assert "best first" in page.locator("#face-picker").inner_text()
-            page.locator("#everyone input").check()
-            view = page.locator("#group-slider img")
-            view.first.wait_for(timeout=60_000)
-            page.wait_for_function("() => document.querySelectorAll('#group-slider img').length >= 2",
-                                   timeout=60_000)
-            info = page.locator("#group-ages")
-            info.get_by_text("face 5").wait_for(timeout=30_000)
-            ages = re.findall(r"face (\d) → (\d+)", info.inner_text())
-            assert [int(i) for i, _ in ages] == list(range(6)) and len({a for _, a in ages}) == 1  # everyone alike
-            start = ages[0][1]
-            page.screenshot(path=str(shots / "app-group-slider.png"), full_page=True)
+    with open_page(demo, 1400, 1400) as page:
+        page.locator("input[type=file]").first.set_input_files(str(GROUP))
+        thumbs = page.locator("#face-picker button.thumbnail-item")
+        thumbs.nth(5).wait_for(timeout=60_000)
+        assert "best first" in page.locator("#face-picker").inner_text()
+        page.locator("#everyone input").check()
+        view = page.locator("#group-slider img")
+        view.first.wait_for(timeout=60_000)
+        page.wait_for_function("() => document.querySelectorAll('#group-slider img').length >= 2",
+                               timeout=60_000)
+        info = page.locator("#group-ages")
+        info.get_by_text("face 5").wait_for(timeout=30_000)
+        ages = re.findall(r"face (\d) → (\d+)", info.inner_text())
+        assert [int(i) for i, _ in ages] == list(range(6)) and len({a for _, a in ages}) == 1  # everyone alike
+        start = ages[0][1]
+        page.screenshot(path=str(shots / "app-group-slider.png"), full_page=True)
 
-            thumbs.nth(2).click()  # face 2 gets its own age
-            page.locator("#group-who input[value='2']").wait_for(timeout=30_000)
-            page.wait_for_function("() => document.querySelector(\"#group-who input[value='2']\").checked",
-                                   timeout=30_000)
-            slider = page.locator("#target-age input[type=range]")
-            box = slider.bounding_box()
-            page.mouse.click(box["x"] + box["width"] * 0.1, box["y"] + box["height"] / 2)
-            page.wait_for_function("s => { const t = document.querySelector('#group-ages').innerText; "
-                                   "return t.includes('face 2 → ') && !t.includes('face 2 → ' + s); }", arg=start,
-                                   timeout=60_000)
-            text = info.inner_text()
-            assert f"face 0 → {start}" in text and f"face 5 → {start}" in text  # the others keep theirs
-            page.screenshot(path=str(shots / "app-group-own-age.png"), full_page=True)
+        thumbs.nth(2).click()  # face 2 gets its own age
+        page.locator("#group-who input[value='2']").wait_for(timeout=30_000)
+        page.wait_for_function("() => document.querySelector(\"#group-who input[value='2']\").checked",
+                               timeout=30_000)
+        slider = page.locator("#target-age input[type=range]")
+        box = slider.bounding_box()
+        page.mouse.click(box["x"] + box["width"] * 0.1, box["y"] + box["height"] / 2)
+        page.wait_for_function("s => { const t = document.querySelector('#group-ages').innerText; "
+                               "return t.includes('face 2 → ') && !t.includes('face 2 → ' + s); }", arg=start,
+                               timeout=60_000)
+        text = info.inner_text()
+        assert f"face 0 → {start}" in text and f"face 5 → {start}" in text  # the others keep theirs
+        page.screenshot(path=str(shots / "app-group-own-age.png"), full_page=True)
 
-            page.locator("#group-full-button").click()
-            page.locator("#group-full-file a").first.wait_for(timeout=60_000)
-            href = page.locator("#group-full-file a").first.get_attribute("href")
-            assert href and "group" in href
-            page.locator("#group-slider").screenshot(path=str(shots / "app-group-comparison.png"))
-            browser.close()
-    finally:
-        demo.close()
+        page.locator("#group-full-button").click()
+        page.locator("#group-full-file a").first.wait_for(timeout=60_000)
+        href = page.locator("#group-full-file a").first.get_attribute("href")
+        assert href and "group" in href
+        page.locator("#group-slider").screenshot(path=str(shots / "app-group-comparison.png"))

@@ -20,9 +20,10 @@ import app
 from sam import clip
 from sam.scheduler import JobCancelledError
 from sam.session import RequestError
+from tests.browser import free_port, launch
 from tests.clipmaker import make_clip
 from tests.conftest import TINY
-from tests.test_app import ASTRONAUT, _ffmpeg_children, _free_port, _launch, _local
+from tests.test_app import ASTRONAUT, _ffmpeg_children, _local
 
 S = TINY.output_size
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,7 +42,7 @@ def busy_server(tiny_checkpoint):
             return real_render(*args, **kwargs)
 
     pipe.render = slow_render
-    url = _launch(demo)
+    url = launch(demo)
     yield url, demo.sam_app
     demo.close()
 
@@ -174,7 +175,7 @@ def test_sigterm_during_a_video_leaves_nothing(tiny_checkpoint, tmp_path):
     temp.mkdir()
     uploads.mkdir()
     source = make_clip(tmp_path / "in.mp4", seconds=8.0)
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "TMPDIR": str(temp), "GRADIO_TEMP_DIR": str(uploads), "GRADIO_ANALYTICS_ENABLED": "False"}
     proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--checkpoint", str(tiny_checkpoint),
                              "--no-download", "--device", "cpu", "--port", str(port)], cwd=ROOT, env=env,
