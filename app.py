@@ -7,16 +7,18 @@ clip (``sam/clip.py``). Named API endpoints for ``gradio_client``: ``/age``, ``/
 
 Thin: every photo's flow (loading, faces, alignment, encoding, ages, paste-back, measures) lives in
 ``sam/session.py``; this file wires the page, runs model calls as cancellable jobs in one queue, and turns every
-failure into a message in words (a status line that stays, a toast, or the API's error text; one log line each).
-The page is :class:`Page`: one builder per panel, the handlers as its methods, all the wiring in ``Page.wire``.
+failure into a message in words (on the page a status line that stays, no toast; the API's error text; one log
+line each). The page is :class:`Page`: one builder per panel, the handlers as its methods, all the wiring in
+``Page.wire``.
 
 Modules of the page besides this file (the Dockerfile copies each): ``gradio_glue.py``, every use of Gradio's
 internals (event liveness, the queue limit, the upload check, the raw-HTTP defaults, cache clean-up).
 
     python app.py [--checkpoint weights/sam_ffhq_aging.pt] [--host 0.0.0.0] [--port 7860] [--device cpu]
-                  [--share] [--no-download] [--int8-style-heads]
+                  [--share] [--no-download] [--int8-style-heads] [--max-queue 16] [--precision auto]
 
-(``--checkpoint_path``, ``--int8_style_heads`` and ``--no_download``, the CLI's spellings, work too.)
+(``--checkpoint_path``, ``--int8_style_heads``, ``--no_download`` and ``--max_queue``, the CLI's spellings, work
+too.)
 
 Host and port default to ``$GRADIO_SERVER_NAME`` / ``$GRADIO_SERVER_PORT`` (else 127.0.0.1:7860). When the
 checkpoint is missing it is downloaded at start (``sam/checkpoint.py``); offline, the page still loads and says how
@@ -908,7 +910,7 @@ class Page:
                         "faces=\"all\" or \"1,3\": the whole photo with those faces aging together", **SLOW),
             a_btn.click(job(app.video, desc="ageing frames", unit="frames", level=LONG),
                         [a_clip, a_age, a_faces, a_csize, a_cstart, a_cend, a_preview], a_video, api_name="video",
-                        api_description="Age the people in a video clip (sound kept): (video, target_age) -> MP4",
+                        api_description="Age the people in a video clip (sound kept): (clip, target_age) -> MP4",
                         **SLOW),
         ]
         # gradio_client's job.cancel() stops the server's work only when an event cancels that endpoint

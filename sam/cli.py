@@ -661,9 +661,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="approximate: int8 encoder style heads, faster on CPU, not exact "
                         "(docs/speed.md, Approximate modes)")
     g.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default=None,
-                   help="auto (default; fp32 for evaluate): exact float32 outputs, bfloat16 for lifespan videos on "
-                        "CPUs with native bfloat16; fp32: exact everywhere; bf16 / fp16: everything reduced "
-                        "(docs/precision.md)")
+                   help="auto (default; fp32 for evaluate): exact float32 outputs, bfloat16 for lifespan videos and "
+                        "video clips below full size on CPUs with native bfloat16; fp32: exact everywhere; bf16 / "
+                        "fp16: everything reduced (docs/precision.md)")
 
     data = argparse.ArgumentParser(add_help=False)
     g = data.add_argument_group("inputs and outputs")
@@ -725,7 +725,8 @@ def build_parser() -> argparse.ArgumentParser:
     ages(p, help="key ages")
     p.add_argument("--frames_per_step", type=int, default=10, help="frames between consecutive key ages")
     p.add_argument("--fps", type=float, default=20)
-    p.add_argument("--output_size", type=int, default=256, help="frame side: 256, 512 or 1024 (default 256)")
+    p.add_argument("--output_size", type=int, default=256,
+                   help="frame side in px, 8 up to the model's output size (default 256)")
     p.add_argument("--boomerang", action="store_true", help="play forward then backward")
     p.add_argument("--gif", action="store_true", help="also write a GIF")
     p.add_argument("--label", action="store_true", help="burn the age into each frame")

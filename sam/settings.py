@@ -1,11 +1,12 @@
 """The environment variables the package reads, in one place: their names, what they change, their defaults.
 
-Each is read when it is needed (not at import), so a launcher or a test can set it late. Command-line flags,
-where both exist, win over these.
+Each is read when it is needed (not at import), so a launcher or a test can set it late; the one exception is
+``SAM_ZEROGPU_SECONDS``, read once when :mod:`sam.zerogpu` is imported. Command-line flags, where both exist, win
+over these.
 
 =========================  ===========================================================================
 ``SAM_CHECKPOINT``          the SAM checkpoint file, or a folder holding ``sam_ffhq_aging.pt``
-``SAM_CACHE_DIR``           where downloads go when ``weights/`` is not writable (default: the user cache)
+``SAM_CACHE_DIR``           the checkpoint's folder when there is no ``weights/`` folder (default ``~/.cache/sam-age``)
 ``SAM_NO_DOWNLOAD``         ``1``: never download the checkpoint (offline machines, CI)
 ``SAM_HF_REPO``             a Hugging Face mirror of the checkpoint (``owner/name``; no default)
 ``SAM_HF_FILENAME``         the file's name in that repository (default ``sam_ffhq_aging.pt``)
@@ -15,7 +16,7 @@ where both exist, win over these.
 ``SAM_DISABLE_CUDA_OPS``    ``1``: use the PyTorch versions of the StyleGAN2 ops on CUDA too (:mod:`sam.ops`)
 ``SAM_ZEROGPU_SECONDS``     the longest one model call may hold a ZeroGPU device (default 60)
 ``SAM_LANDMARKS_PATH``      dlib's 68-point landmark model (else found in the installed packages)
-``SAM_FACE_LANDMARKS5_MODEL`` dlib's 5-point shape predictor (identity readouts)
+``SAM_FACE_LANDMARKS5_MODEL`` dlib's 5-point shape predictor (the age and identity readouts' face chips)
 ``SAM_FACE_DESCRIPTOR_MODEL`` dlib's face descriptor model (identity readouts)
 ``SAM_AGE_MODEL``           the apparent-age ONNX model (age readouts)
 ``SPACES_ZERO_GPU``         set by Hugging Face on ZeroGPU hardware (not ours; read to know where we run)
