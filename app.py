@@ -871,7 +871,8 @@ class Page:
         with gr.Column(visible=False):
             a_img = gr.File(label="image", type="filepath")
             a_ref = gr.File(label="reference", type="filepath")
-            a_age = gr.Number(60, label="target_age")
+            a_age = gr.Number(60, label="target_age")  # /age, /mix: the photo slider's start
+            a_cage = gr.Number(70, label="target_age")  # /video: the Video tab's and the CLI's start
             a_size = gr.Number(full, label="size")
             a_aligned = gr.Checkbox(False, label="already_aligned")
             a_ref_aligned = gr.Checkbox(False, label="reference_aligned")
@@ -909,7 +910,7 @@ class Page:
                         a_video, api_name="lifespan", api_description="Lifespan MP4 from start_age to end_age; "
                         "faces=\"all\" or \"1,3\": the whole photo with those faces aging together", **SLOW),
             a_btn.click(job(app.video, desc="ageing frames", unit="frames", level=LONG),
-                        [a_clip, a_age, a_faces, a_csize, a_cstart, a_cend, a_preview], a_video, api_name="video",
+                        [a_clip, a_cage, a_faces, a_csize, a_cstart, a_cend, a_preview], a_video, api_name="video",
                         api_description="Age the people in a video clip (sound kept): (clip, target_age) -> MP4",
                         **SLOW),
         ]

@@ -484,7 +484,8 @@ def cmd_video(args) -> int:
 
     out = Path(args.output)
     if out.suffix.lower() not in (".mp4", ".m4v", ".mov"):
-        raise SystemExit(f"error: --output {out.name}: the video is written as H.264 MP4; give a name ending in .mp4")
+        raise SystemExit(f"error: --output {out.name}: the video is written as H.264 MP4; give a name ending in "
+                         ".mp4, .m4v or .mov")
     try:
         to_age(args.target_age)
     except ValueError as exc:

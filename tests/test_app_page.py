@@ -231,3 +231,58 @@ def test_every_tab_reachable_on_a_phone(tiny_checkpoint, tmp_path):
             tab_page.locator(inside).wait_for(state="attached", timeout=10_000)
             assert tab.get_attribute("aria-selected") == "true", name
         tab_page.screenshot(path=str(shots / "app-phone-tabs.png"), full_page=False)
+
+
+def test_api_defaults_are_the_python_defaults(demo):
+    """Each named endpoint's defaults (what gradio_client shows and fills in) are those of the AgeApp method it calls,
+    and /video starts at the Video tab's and the CLI's age: one default per knob, wherever it is asked."""
+    import inspect
+
+    from sam.cli import build_parser
+
+    info = demo.get_api_info()["named_endpoints"]
+    a = demo.sam_app
+    for name, method in [("/age", a.age), ("/mix", a.mix), ("/lifespan", a.lifespan), ("/video", a.video)]:
+        shown = {p["parameter_name"]: p.get("parameter_default") for p in info[name]["parameters"]}
+        signature = inspect.signature(method).parameters
+        compared = 0
+        for key, default in shown.items():
+            if key not in signature or signature[key].default is inspect.Parameter.empty or default is None:
+                continue
+            python = signature[key].default
+            if key == "size":  # None means the model's full size; no size is above it (a tiny test model's 32)
+                python = a.full_size if python is None else min(python, a.full_size)
+            if python is None:  # "not given" (no per-face ages, start and end of the clip): the box's 0 or ""
+                continue
+            assert default == python, f"{name} {key}: API default {default!r}, {method.__name__}() default {python!r}"
+            compared += 1
+        assert compared >= 3, f"{name}: only {compared} defaults compared"
+    video = {p["parameter_name"]: p.get("parameter_default") for p in info["/video"]["parameters"]}
+    cli = build_parser().parse_args(["video", "--input", "a.mp4", "--output", "b.mp4"])
+    assert video["target_age"] == cli.target_age == demo.sam_page.c_age.value
+
+
+def test_docs_api_table_shows_the_defaults(demo):
+    """docs/app.md's endpoint table gives each parameter's default as the endpoint has it (sizes as for the published
+    1024 px model; the tiny test model caps them at its own size)."""
+    import ast
+    import re
+    from pathlib import Path
+
+    table = Path(__file__).resolve().parents[1] / "docs" / "app.md"
+    info = demo.get_api_info()["named_endpoints"]
+    full = demo.sam_app.full_size
+    checked = 0
+    for row in table.read_text(encoding="utf-8").splitlines():
+        m = re.match(r"\| `(/\w+)` \| (.*?) \|", row)
+        if not m:
+            continue
+        shown = {p["parameter_name"]: p.get("parameter_default") for p in info[m.group(1)]["parameters"]}
+        for name, value in re.findall(r"`(\w+)` \((`\"[^`]*\"`|-?[\d.]+|True|False)[);:]", m.group(2)):
+            documented = ast.literal_eval(value.strip("`"))
+            if name == "size":  # /age, /mix, /lifespan: the model's size at most (output_size is the clip's own)
+                documented = min(documented, full)
+            assert shown[name] == documented, f"docs/app.md {m.group(1)} {name}: documented {documented!r}, " \
+                                              f"the endpoint's {shown[name]!r}"
+            checked += 1
+    assert checked >= 20, f"only {checked} documented defaults found in docs/app.md"
