@@ -155,12 +155,10 @@ def main() -> None:
     tmp = None
     path = args.checkpoint
     if path is None:
-        sys.path.insert(0, str(ROOT.parent / "shared" / "reference"))
-        import synthetic_weights
+        from sam import synthetic
 
         tmp = tempfile.TemporaryDirectory()
-        path = Path(tmp.name) / "sam_seed0.pt"
-        torch.save(synthetic_weights.build(0), path)
+        path = synthetic.save(Path(tmp.name) / "sam_seed0.pt", seed=0)
 
     rows: list[dict] = []
     host = machine(dev)

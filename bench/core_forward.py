@@ -2,8 +2,8 @@
 
     python bench/core_forward.py --checkpoint /tmp/sam_seed0.pt [--device cpu] [--threads 2]
 
-Without --checkpoint, the seed-0 synthetic checkpoint is built in a temporary folder from
-../shared/reference/synthetic_weights.py. Prints a small Markdown table; peak RSS is the process maximum.
+Without --checkpoint, the seed-0 synthetic checkpoint is built in a temporary folder by ``sam.synthetic``. Prints
+a small Markdown table; peak RSS is the process maximum.
 """
 
 from __future__ import annotations
@@ -37,14 +37,10 @@ def main() -> None:
     tmp = None
     path = args.checkpoint
     if path is None:
-        ref = Path(__file__).resolve().parents[2] / "shared" / "reference"
-        sys.path.insert(0, str(ref))
-        import synthetic_weights
+        from sam import synthetic
 
         tmp = tempfile.TemporaryDirectory()
-        path = Path(tmp.name) / "sam_seed0.pt"
-        torch.save(synthetic_weights.build(0), path)
-        del synthetic_weights
+        path = synthetic.save(Path(tmp.name) / "sam_seed0.pt", seed=0)
     rows = []
     rss0 = peak_rss_gb()
     t = time.perf_counter()

@@ -716,16 +716,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("style-mixing", cmd_style_mixing, "age and inject random styles into the masked W+ rows", [model, data])
     ages(p, "60", "one target age")
-    p.add_argument("--n_outputs_to_generate", type=int, default=5)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--latent_mask", default="8-17")
-    p.add_argument("--mix_alpha", type=float, default=None)
+    p.add_argument("--n_outputs_to_generate", type=int, default=5, help="random styles per photo (default 5)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random styles (default 0)")
+    p.add_argument("--latent_mask", default="8-17",
+                   help="W+ rows to inject, e.g. 8-17 (default: the fine rows, colour and texture) or 8,9")
+    p.add_argument("--mix_alpha", type=float, default=None, help="blend weight of the random style (default: replace)")
     p.add_argument("--resize_outputs", action="store_true", help="256 px outputs")
 
     p = add("lifespan", cmd_lifespan, "one lifespan MP4 per photo", [model, data])
     ages(p, help="key ages")
     p.add_argument("--frames_per_step", type=int, default=10, help="frames between consecutive key ages")
-    p.add_argument("--fps", type=float, default=20)
+    p.add_argument("--fps", type=float, default=20, help="frames per second (default 20)")
     p.add_argument("--output_size", type=int, default=256,
                    help="frame side in px, 8 up to the model's output size (default 256)")
     p.add_argument("--boomerang", action="store_true", help="play forward then backward")
@@ -752,7 +753,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
 
     p = add("align", cmd_align, "FFHQ-align the faces of a folder of photos", [data])
-    p.add_argument("--output_size", type=int, default=256)
+    p.add_argument("--output_size", type=int, default=256, help="side of the aligned faces in px (default 256)")
     p.add_argument("--all_faces", action="store_true", help="every face (name_face0.png, ...) instead of the best one")
 
     p = add("evaluate", cmd_evaluate, "age every face to every target and measure apparent age and identity "
@@ -772,11 +773,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="check this file (never downloads): exit 1 with the reason unless it is the published model")
     p = add("random-checkpoint", cmd_random_checkpoint,
             "write a random-weights checkpoint in the published layout (to try the tools without real weights)", [])
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="the .pt file to write")
     p.add_argument("--size", choices=["tiny", "full"], default="tiny",
                    help="tiny: 32 px output, seconds per image; full: the published 1024 px size (2.3 GB)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     return ap
 
 

@@ -68,3 +68,13 @@ def test_latent_mask_rule():
     assert cli.latent_mask(SimpleNamespace(latent_mask="8-10"), pipe) == [8, 9, 10]
     with pytest.raises(SystemExit, match="^error: "):
         cli.latent_mask(SimpleNamespace(latent_mask="8-40"), pipe)
+
+
+def test_every_flag_says_what_it_does():
+    """``--help`` (of ``python -m sam`` and ``python -m train``) explains every flag it lists (hidden ones excepted): no bare ``--seed SEED`` line."""
+    from train.options import build_parser as train_parser
+
+    parsers = {**_parsers(), "python -m train": train_parser()}
+    bare = [f"{name} {action.option_strings[0]}" for name, p in parsers.items() for action in p._actions
+            if action.option_strings and action.help is None]
+    assert not bare, f"flags without help text: {bare}"

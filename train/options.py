@@ -77,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--val_interval", default=1000, type=int, help="steps between validations")
     a("--save_interval", default=None, type=int, help="steps between checkpoints (default: max_steps)")
     a("--target_age", default=None, type=str, help="'uniform_random' (0..100) or an age / comma list of ages")
-    a("--use_weighted_id_loss", action="store_true", help="weight the id loss by 0.25 cos(pi |dt|) + 0.75")
+    a("--use_weighted_id_loss", action="store_true", help="weight each id loss by 0.25 cos(pi d) + 0.75, "
+      "d = |target age - input age| / 100 (or target age / 100: --id_weight_age)")
     a("--pretrained_psp_path", default=str(WEIGHTS / "psp_ffhq_encode.pt"), type=str,
       help="pSp FFHQ encoder (frozen, for --start_from_encoded_w_plus), or 'random'")
     # ---- data
