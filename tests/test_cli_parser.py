@@ -71,7 +71,8 @@ def test_latent_mask_rule():
 
 
 def test_every_flag_says_what_it_does():
-    """``--help`` (of ``python -m sam`` and ``python -m train``) explains every flag it lists (hidden ones excepted): no bare ``--seed SEED`` line."""
+    """``--help`` (of ``python -m sam`` and ``python -m train``) explains every flag it lists (hidden ones
+    excepted): no bare ``--seed SEED`` line."""
     from train.options import build_parser as train_parser
 
     parsers = {**_parsers(), "python -m train": train_parser()}
