@@ -483,9 +483,10 @@ def cmd_video(args) -> int:
     from .session import RequestError
 
     out = Path(args.output)
-    if out.suffix.lower() not in (".mp4", ".m4v", ".mov"):
+    endings = (".mp4", ".m4v", ".mov")  # H.264 MP4 under the names players accept for it
+    if out.suffix.lower() not in endings:
         raise SystemExit(f"error: --output {out.name}: the video is written as H.264 MP4; give a name ending in "
-                         ".mp4, .m4v or .mov")
+                         f"{', '.join(endings[:-1])} or {endings[-1]}")
     try:
         to_age(args.target_age)
     except ValueError as exc:

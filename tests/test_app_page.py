@@ -233,6 +233,12 @@ def test_every_tab_reachable_on_a_phone(tiny_checkpoint, tmp_path):
         tab_page.screenshot(path=str(shots / "app-phone-tabs.png"), full_page=False)
 
 
+def _endpoint_defaults(demo) -> dict[str, dict]:
+    """Each named endpoint's parameters and their defaults, as gradio_client is told them."""
+    return {name: {p["parameter_name"]: p.get("parameter_default") for p in ep["parameters"]}
+            for name, ep in demo.get_api_info()["named_endpoints"].items()}
+
+
 def test_api_defaults_are_the_python_defaults(demo):
     """Each named endpoint's defaults (what gradio_client shows and fills in) are those of the AgeApp method it calls,
     and /video starts at the Video tab's and the CLI's age: one default per knob, wherever it is asked."""
@@ -240,10 +246,10 @@ def test_api_defaults_are_the_python_defaults(demo):
 
     from sam.cli import build_parser
 
-    info = demo.get_api_info()["named_endpoints"]
+    endpoints = _endpoint_defaults(demo)
     a = demo.sam_app
     for name, method in [("/age", a.age), ("/mix", a.mix), ("/lifespan", a.lifespan), ("/video", a.video)]:
-        shown = {p["parameter_name"]: p.get("parameter_default") for p in info[name]["parameters"]}
+        shown = endpoints[name]
         signature = inspect.signature(method).parameters
         compared = 0
         for key, default in shown.items():
@@ -257,7 +263,7 @@ def test_api_defaults_are_the_python_defaults(demo):
             assert default == python, f"{name} {key}: API default {default!r}, {method.__name__}() default {python!r}"
             compared += 1
         assert compared >= 3, f"{name}: only {compared} defaults compared"
-    video = {p["parameter_name"]: p.get("parameter_default") for p in info["/video"]["parameters"]}
+    video = endpoints["/video"]
     cli = build_parser().parse_args(["video", "--input", "a.mp4", "--output", "b.mp4"])
     assert video["target_age"] == cli.target_age == demo.sam_page.c_age.value
 
@@ -270,14 +276,14 @@ def test_docs_api_table_shows_the_defaults(demo):
     from pathlib import Path
 
     table = Path(__file__).resolve().parents[1] / "docs" / "app.md"
-    info = demo.get_api_info()["named_endpoints"]
+    endpoints = _endpoint_defaults(demo)
     full = demo.sam_app.full_size
     checked = 0
     for row in table.read_text(encoding="utf-8").splitlines():
         m = re.match(r"\| `(/\w+)` \| (.*?) \|", row)
         if not m:
             continue
-        shown = {p["parameter_name"]: p.get("parameter_default") for p in info[m.group(1)]["parameters"]}
+        shown = endpoints[m.group(1)]
         for name, value in re.findall(r"`(\w+)` \((`\"[^`]*\"`|-?[\d.]+|True|False)[);:]", m.group(2)):
             documented = ast.literal_eval(value.strip("`"))
             if name == "size":  # /age, /mix, /lifespan: the model's size at most (output_size is the clip's own)
