@@ -156,7 +156,8 @@ def readable(exc: BaseException, markup: bool = True) -> str:
     text = text.strip() or "Something went wrong on the server. Please try again."
     for secret in {str(ROOT), tempfile.gettempdir()}:
         text = text.replace(secret, "…")
-    text = text[:1].upper() + text[1:]
+    if "_" not in text.split(" ", 1)[0]:  # a sentence starts with a capital; a parameter name keeps its spelling
+        text = text[:1].upper() + text[1:]
     text = text if text.endswith((".", "!", "?")) else text + "."
     return html.escape(text, quote=False) if markup else text
 

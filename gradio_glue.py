@@ -89,16 +89,18 @@ def limit_queue(demo: gr.Blocks, max_size: int, busy_message: str) -> gr.Blocks:
 
 def on_file_outside_uploads(demo: gr.Blocks, refuse: Callable[[Exception], BaseException]) -> gr.Blocks:
     """A request naming a file that was not uploaded is refused by Gradio's ``Blocks.preprocess_data`` with an
-    ``InvalidPathError`` (an empty error for the client and a traceback in the log); this raises ``refuse(exc)``
-    instead."""
+    ``InvalidPathError``, and a file reference without Gradio's ``meta`` marker (``{"path": "/etc/passwd"}``) with
+    pydantic's ``ValidationError`` from the component's data model: both give the client an empty error and the log
+    a traceback. This raises ``refuse(exc)`` instead."""
     from gradio.exceptions import InvalidPathError
+    from pydantic import ValidationError
 
     preprocess: Callable[..., Awaitable[Any]] = demo.preprocess_data
 
     async def checked(*args: Any, **kwargs: Any) -> Any:
         try:
             return await preprocess(*args, **kwargs)
-        except InvalidPathError as exc:
+        except (InvalidPathError, ValidationError) as exc:
             raise refuse(exc) from None
 
     demo.preprocess_data = checked

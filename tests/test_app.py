@@ -228,6 +228,9 @@ def test_readable_messages_escape_html_and_hide_paths():
     assert str(app.ROOT) not in text
     assert app.readable(RuntimeError("CUDA kernel at 0x7f")) == "Something went wrong on the server. Please try again."
     assert app.readable(app.JobCancelledError()) == "Cancelled."
+    assert app.readable(ValueError("age must be a number")) == "Age must be a number."
+    assert app.readable(ValueError("already_aligned must be true or false")) == \
+        "already_aligned must be true or false."  # the API parameter's own spelling, as the client sent it
 
 
 def test_photo_input_refuses_non_images_before_gradio_decodes(text_png, tmp_path):

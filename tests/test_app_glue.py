@@ -123,6 +123,8 @@ def test_files_outside_the_uploads_raise_invalid_path_in_preprocess_data():
         gradio_glue.on_file_outside_uploads(demo, lambda exc: gr.Error(f"refused: {type(exc).__name__}"))
         with pytest.raises(gr.Error, match="refused: InvalidPathError"):
             asyncio.run(demo.preprocess_data(block_fn, list(outside), None))
+        with pytest.raises(gr.Error, match="refused: ValidationError"):  # no meta marker: the data model refuses
+            asyncio.run(demo.preprocess_data(block_fn, [{"path": "/etc/passwd"}], None))
     finally:
         LocalContext.blocks.reset(token)
 

@@ -218,13 +218,15 @@ def _ffmpeg_of(folder: Path) -> list[int]:
     return found
 
 
-@pytest.mark.parametrize("target", ["/etc/passwd", "CHECKPOINT"])
+@pytest.mark.parametrize("target", ["/etc/passwd", "CHECKPOINT", "NO_META"])
 def test_a_file_reference_outside_the_uploads_gets_words(busy_server, tiny_checkpoint, capfd, caplog, target):
+    """A path outside the uploads, the server's own checkpoint, or a bare ``{"path": ...}`` without Gradio's marker."""
     import httpx
 
     url, _ = busy_server
-    path = str(tiny_checkpoint) if target == "CHECKPOINT" else target
-    body = {"data": [{"path": path, "meta": {"_type": "gradio.FileData"}}, 40, S, False, 0, False]}
+    path = str(tiny_checkpoint) if target == "CHECKPOINT" else "/etc/passwd"
+    reference = {"path": path} if target == "NO_META" else {"path": path, "meta": {"_type": "gradio.FileData"}}
+    body = {"data": [reference, 40, S, False, 0, False]}
     with caplog.at_level("INFO", logger="sam.app"), httpx.Client(timeout=30) as http:
         event = http.post(f"{url}gradio_api/call/age", json=body).json()["event_id"]
         answer = http.get(f"{url}gradio_api/call/age/{event}").text
