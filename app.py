@@ -55,15 +55,16 @@ from PIL import Image
 
 import gradio_glue
 from sam.ages import key_ages, to_age
-from sam.align import NoFaceError
-from sam.checkpoint import CheckpointError
-from sam.clip import VIDEO_FORMAT_NAMES, VIDEO_SUFFIXES, ClipLimits, age_clip, probe_clip
-from sam.image_io import ImageLoadError
-from sam.mixing import LAYER_PRESETS as MIXING_PRESETS
-from sam.mixing import layer_groups
-from sam.pipeline import AgingPipeline, JobCancelledError
-from sam.precision import PRECISIONS
-from sam.scheduler import (
+from sam.cancel import JobCancelledError
+from sam.faces.detect import NoFaceError
+from sam.faces.image_io import ImageLoadError
+from sam.network.checkpoint import CheckpointError
+from sam.network.mixing import LAYER_PRESETS as MIXING_PRESETS
+from sam.network.mixing import layer_groups
+from sam.network.precision import PRECISIONS
+from sam.pipeline import AgingPipeline
+from sam.requests import RequestError, is_best, read_flag, read_number, read_size
+from sam.serving.scheduler import (
     INTERACTIVE,
     LONG,
     JobLimitError,
@@ -74,19 +75,8 @@ from sam.scheduler import (
     running,
     stopping,
 )
-from sam.session import (
-    MAX_FRAMES_BETWEEN,
-    FaceSession,
-    GroupSession,
-    RequestError,
-    SessionCache,
-    is_best,
-    read_flag,
-    read_number,
-    read_size,
-    stop_background_work,
-    warm_up,
-)
+from sam.session import MAX_FRAMES_BETWEEN, FaceSession, GroupSession, SessionCache, stop_background_work, warm_up
+from sam.video.clip import VIDEO_FORMAT_NAMES, VIDEO_SUFFIXES, ClipLimits, age_clip, probe_clip
 
 log = logging.getLogger("sam.app")
 

@@ -46,11 +46,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sam.checkpoint import load_model  # noqa: E402
-from sam.lifespan import make_lifespan  # noqa: E402
-from sam.model import SAM  # noqa: E402
+from sam.network.checkpoint import load_model  # noqa: E402
+from sam.network.model import SAM  # noqa: E402
+from sam.network.precision import FP32, Precision, cpu_has_native_bf16, cpu_model, fast_encoder, isa_summary  # noqa: E402
 from sam.pipeline import AgingPipeline, to_pil  # noqa: E402
-from sam.precision import FP32, Precision, cpu_has_native_bf16, cpu_model, fast_encoder, isa_summary  # noqa: E402
+from sam.video.lifespan import make_lifespan  # noqa: E402
 
 AGES11 = list(range(0, 101, 10))
 
@@ -155,7 +155,7 @@ def main() -> None:
     tmp = None
     path = args.checkpoint
     if path is None:
-        from sam import synthetic
+        from sam.network import synthetic
 
         tmp = tempfile.TemporaryDirectory()
         path = synthetic.save(Path(tmp.name) / "sam_seed0.pt", seed=0)
@@ -325,7 +325,7 @@ def main() -> None:
         use(FP32)
 
     if dev == "cpu" and not args.no_int8:  # the opt-in approximate mode: int8 style heads (sam/quantize.py)
-        from sam.quantize import quantize_style_heads
+        from sam.network.quantize import quantize_style_heads
 
         t = time.perf_counter()
         quantize_style_heads(net)

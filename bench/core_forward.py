@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from sam.checkpoint import load_model  # noqa: E402
-from sam.model import add_age_channel  # noqa: E402
+from sam.network.checkpoint import load_model  # noqa: E402
+from sam.network.model import add_age_channel  # noqa: E402
 
 
 def peak_rss_gb() -> float:
@@ -37,7 +37,7 @@ def main() -> None:
     tmp = None
     path = args.checkpoint
     if path is None:
-        from sam import synthetic
+        from sam.network import synthetic
 
         tmp = tempfile.TemporaryDirectory()
         path = synthetic.save(Path(tmp.name) / "sam_seed0.pt", seed=0)

@@ -48,16 +48,16 @@ sys.path.insert(0, str(ROOT))
 
 from bench import report  # noqa: E402
 from bench.benchmark import machine, machine_slug  # noqa: E402
-from sam.clip import age_clip, probe_clip, read_frames  # noqa: E402
-from sam.model import SAM, TINY_CONFIG, random_init_  # noqa: E402
+from sam.network.model import SAM, TINY_CONFIG, random_init_  # noqa: E402
 from sam.pipeline import AgingPipeline  # noqa: E402
+from sam.video.clip import age_clip, probe_clip, read_frames  # noqa: E402
 from tests.clipmaker import make_clip  # noqa: E402
 
 # Run in the old commit's worktree: the same job, timed the same way (frames / wall of age_clip).
 BEFORE_SCRIPT = """
 import json, sys, time, torch
 sys.path.insert(0, sys.argv[1])
-from sam.clip import age_clip, probe_clip
+from sam.video.clip import age_clip, probe_clip
 from sam.pipeline import AgingPipeline
 torch.set_num_threads(int(sys.argv[5]))
 pipe = AgingPipeline.from_pretrained(sys.argv[2], download=False, device=sys.argv[6])
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="sam-video-bench-") as tmp:
         tmp = Path(tmp)
         if args.full:
-            from sam import synthetic
+            from sam.network import synthetic
 
             ckpt, model_name = synthetic.save(tmp / "sam_seed0.pt", seed=0), "full"
         elif args.checkpoint:

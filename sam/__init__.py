@@ -12,10 +12,10 @@ import os
 # Read by PyTorch's CPU allocator at its first large allocation; set THP_MEM_ALLOC_ENABLE=0 to opt out.
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
-from .checkpoint import CheckpointError, load_model  # noqa: E402
-from .config import SAMConfig  # noqa: E402
-from .model import SAM  # noqa: E402
-from .pipeline import AgingPipeline  # noqa: E402
+from sam.network.checkpoint import CheckpointError, load_model  # noqa: E402
+from sam.network.config import SAMConfig  # noqa: E402
+from sam.network.model import SAM  # noqa: E402
+from sam.pipeline import AgingPipeline  # noqa: E402
 
 __all__ = ["SAM", "SAMConfig", "CheckpointError", "AgingPipeline", "load_model"]
 __version__ = "0.1.0"

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .metrics import AGE_CHIP_SIZE, AGE_MEANS, AGE_WEIGHTS, age_model_path
+from sam.faces.metrics import AGE_CHIP_SIZE, AGE_MEANS, AGE_WEIGHTS, age_model_path
 
 __all__ = ["AgeNet", "FFHQ_AGE_CHIP_BOX"]
 

@@ -24,8 +24,8 @@ DATA_DIR = Path(__file__).resolve().parent / "data"
 # tests that compare the in-repo copies with it need it.
 SHARED_REFERENCE_DIR = Path(os.environ.get("SAM_REFERENCE_DIR", ROOT.parent / "shared" / "reference"))
 
-from sam import checkpoint  # noqa: E402
-from sam.model import SAM, TINY_CONFIG, SAMConfig, random_init_  # noqa: E402, F401
+from sam.network import checkpoint  # noqa: E402
+from sam.network.model import SAM, TINY_CONFIG, SAMConfig, random_init_  # noqa: E402, F401
 
 TINY = TINY_CONFIG
 
@@ -80,7 +80,7 @@ def shared_reference_dir() -> Path:
 @pytest.fixture(scope="session")
 def seed0_checkpoint(tmp_path_factory):
     """The full-size seed-0 synthetic checkpoint (2.3 GB, ~20 s), built once per test run by ``sam.synthetic``."""
-    from sam import synthetic
+    from sam.network import synthetic
 
     path = synthetic.save(tmp_path_factory.mktemp("weights") / "sam_seed0.pt", seed=0)
     yield path

@@ -14,8 +14,9 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
-from sam import align
-from sam.align import AlignedFace, Face, NoFaceError
+from sam.faces import align
+from sam.faces.align import AlignedFace
+from sam.faces.detect import Face, NoFaceError
 
 ASTRONAUT_PATH = Path(__file__).resolve().parent.parent / "assets" / "astronaut.png"
 
@@ -324,7 +325,7 @@ def test_no_face_gives_clear_error(astronaut: Image.Image) -> None:
 
 
 def test_bad_input_raises_image_load_error() -> None:
-    from sam.image_io import ImageLoadError
+    from sam.faces.image_io import ImageLoadError
 
     with pytest.raises(ImageLoadError):
         align.align_face(b"definitely not an image")

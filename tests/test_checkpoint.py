@@ -7,10 +7,10 @@ import sys
 import pytest
 import torch
 
-from sam import checkpoint
-from sam.checkpoint import CheckpointError, load_model
 from sam.cli import main as cli
-from sam.model import SAM, SAMConfig
+from sam.network import checkpoint
+from sam.network.checkpoint import CheckpointError, load_model
+from sam.network.model import SAM, SAMConfig
 from sam.pipeline import AgingPipeline
 
 from .conftest import ROOT, TINY, published_like, randomize_

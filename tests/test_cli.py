@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sam.checkpoint import load_model
 from sam.cli import main
+from sam.network.checkpoint import load_model
 
 from .conftest import TINY
 
@@ -181,7 +181,7 @@ def test_random_checkpoint_command(tmp_path, data):
 
 
 def test_parse_latent_mask():
-    from sam.mixing import parse_latent_mask
+    from sam.network.mixing import parse_latent_mask
 
     assert parse_latent_mask("8,9", 18) == [8, 9]
     assert parse_latent_mask("8-10, 2", 18) == [2, 8, 9, 10]
@@ -261,7 +261,7 @@ def test_save_leaves_no_partial_file_on_failure(tmp_path):
 
 def test_interrupted_gif_is_not_left_behind(ckpt, data, tmp_path, monkeypatch):
     """A lifespan whose GIF fails leaves neither file (so the next run does the pair again)."""
-    from sam import lifespan
+    from sam.video import lifespan
 
     def broken_gif(frames, path, fps=20):
         Path(path).with_name(Path(path).stem + ".partial.gif").write_bytes(b"")

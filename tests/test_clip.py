@@ -15,10 +15,12 @@ import pytest
 import torch
 from PIL import Image
 
-from sam import clip
-from sam.align import NoFaceError, ffhq_align
-from sam.pipeline import AgingPipeline, JobCancelledError
-from sam.session import RequestError
+from sam.cancel import JobCancelledError
+from sam.faces.align import ffhq_align
+from sam.faces.detect import NoFaceError
+from sam.pipeline import AgingPipeline
+from sam.requests import RequestError
+from sam.video import clip
 from tests.browser import launch, needs_chromium, open_page, screenshot_dir
 from tests.clipmaker import ASTRONAUT, make_clip, streams
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sam import ops
+from sam.network import ops
 
 HAS_GPU = torch.cuda.is_available()
 gpu = pytest.mark.skipif(not HAS_GPU, reason="needs a CUDA device")
@@ -209,7 +209,7 @@ def test_fused_leaky_relu_cuda_matches_torch(compiled, dtype):
 @gpu
 def test_whole_tiny_model_gpu_matches_cpu(gpu_ops, no_tf32, tiny_model):
     """The same tiny model on the GPU (CUDA ops, unfolded layers) and the CPU (bands, folded epilogues)."""
-    from sam.model import add_age_channel
+    from sam.network.model import add_age_channel
 
     x4 = add_age_channel(torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1, [20, 70])
     with torch.no_grad():

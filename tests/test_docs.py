@@ -173,7 +173,7 @@ def test_a_missing_module_is_caught():
 
 def test_one_list_of_video_formats():
     """The Video tab's formats (``sam.clip.VIDEO_FORMATS``) are the ones the video docs and the CLI's help name."""
-    from sam.clip import VIDEO_FORMAT_NAMES, VIDEO_FORMATS
+    from sam.video.clip import VIDEO_FORMAT_NAMES, VIDEO_FORMATS
 
     assert all(name in VIDEO_FORMAT_NAMES for name in VIDEO_FORMATS.values())
     assert VIDEO_FORMAT_NAMES in " ".join((ROOT / "docs" / "video.md").read_text().split())

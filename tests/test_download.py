@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from sam import checkpoint
-from sam.checkpoint import CheckpointError, CheckpointNotFoundError
-from sam.model import SAM
+from sam.network import checkpoint
+from sam.network.checkpoint import CheckpointError, CheckpointNotFoundError
+from sam.network.model import SAM
 from sam.pipeline import AgingPipeline
 from tests.conftest import TINY, randomize_
 

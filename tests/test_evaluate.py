@@ -11,8 +11,11 @@ from PIL import Image, ImageOps
 pytest.importorskip("onnxruntime")
 pytest.importorskip("dlib")
 
-from sam import evaluate, metrics  # noqa: E402
-from sam.cli import main  # noqa: E402
+from sam.cli import (
+    evaluate,
+    main,  # noqa: E402
+)
+from sam.faces import metrics  # noqa: E402
 from sam.pipeline import AgingPipeline  # noqa: E402
 
 ASTRONAUT = Path(__file__).resolve().parents[1] / "assets" / "astronaut.png"
@@ -31,7 +34,7 @@ def ckpt(tiny_checkpoint) -> Path:
 @pytest.fixture(scope="module")
 def faces(tmp_path_factory) -> Path:
     """Two aligned faces (the astronaut and its mirror image) and a file that is not an image."""
-    from sam.align import align_face
+    from sam.faces.align import align_face
 
     d = tmp_path_factory.mktemp("faces")
     face = align_face(Image.open(ASTRONAUT), output_size=256).image

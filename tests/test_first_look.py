@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from sam import onednn
-from sam.model import add_age_channel
+from sam.network import onednn
+from sam.network.model import add_age_channel
+from sam.network.precision import apply_precision, fast_encoder, resolve_precision
 from sam.pipeline import AgingPipeline, SideBySide, to_tensor
-from sam.precision import apply_precision, fast_encoder, resolve_precision
 
 FACE = Image.fromarray(np.random.default_rng(3).integers(0, 255, (64, 64, 3), dtype=np.uint8))
 

@@ -17,8 +17,9 @@ import pytest
 from PIL import Image
 
 import app
-from sam import align
-from sam.session import GroupSession, Photo, RequestError, read_face_ages, read_faces
+from sam.faces import align
+from sam.requests import RequestError, read_face_ages, read_faces
+from sam.session import GroupSession, Photo
 from tests.browser import needs_chromium, open_page, screenshot_dir
 from tests.conftest import TINY
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sam.image_io import (
+from sam.faces.image_io import (
     DEFAULT_MAX_PIXELS,
     ImageLoadError,
     ImageNotFoundError,

@@ -6,8 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
-from sam.lifespan import draw_age_label, interpolate_codes, make_lifespan
 from sam.pipeline import AgingPipeline
+from sam.video.lifespan import draw_age_label, interpolate_codes, make_lifespan
 
 
 def test_interpolation_counts_and_endpoints():

@@ -12,8 +12,8 @@ from PIL import Image, ImageOps
 pytest.importorskip("onnxruntime")
 pytest.importorskip("dlib")
 
-from sam import metrics  # noqa: E402
-from sam.metrics import FaceMetrics, MetricModelMissingError, similarity_from_distance  # noqa: E402
+from sam.faces import metrics  # noqa: E402
+from sam.faces.metrics import FaceMetrics, MetricModelMissingError, similarity_from_distance  # noqa: E402
 
 ASTRONAUT = Path(__file__).resolve().parents[1] / "assets" / "astronaut.png"
 
@@ -40,7 +40,7 @@ def photo() -> Image.Image:
 
 @pytest.fixture(scope="module")
 def aligned(photo) -> Image.Image:
-    from sam.align import align_face
+    from sam.faces.align import align_face
 
     return align_face(photo, output_size=256).image
 

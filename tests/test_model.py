@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sam.model import SAM, add_age_channel, mix_styles
-from sam.stylegan2 import Generator, ModulatedConv2d
+from sam.network.model import SAM, add_age_channel, mix_styles
+from sam.network.stylegan2 import Generator, ModulatedConv2d
 
 from .conftest import TINY, randomize_
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sam import ops
+from sam.network import ops
 
 
 def upfirdn2d_loops(x: np.ndarray, k: np.ndarray, up: int, down: int, pad: tuple[int, int, int, int]) -> np.ndarray:
@@ -114,7 +114,7 @@ def test_fused_leaky_relu_autograd_function():
 
 
 def test_make_kernel_matches_published_buffers():
-    from sam.checkpoint import published_layout
+    from sam.network.checkpoint import published_layout
 
     manifest = published_layout()
     fixed = torch.tensor(manifest["state_dict"]["decoder.convs.0.conv.blur.kernel"]["fixed"])

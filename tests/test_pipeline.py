@@ -5,8 +5,8 @@ import pytest
 import torch
 from PIL import Image
 
-from sam.image_io import ImageLoadError
-from sam.model import add_age_channel
+from sam.faces.image_io import ImageLoadError
+from sam.network.model import add_age_channel
 from sam.pipeline import AgingPipeline, to_pil, to_tensor
 
 from .conftest import TINY

@@ -12,10 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
-from sam import precision as P
-from sam.checkpoint import load_model
+from sam.network import precision as P
+from sam.network.checkpoint import load_model
+from sam.network.stylegan2 import Generator
 from sam.pipeline import AgingPipeline, to_pil
-from sam.stylegan2 import Generator
 
 from .conftest import randomize_
 

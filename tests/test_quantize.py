@@ -4,8 +4,8 @@ import torch
 from PIL import Image
 
 from sam.cli import main
+from sam.network.quantize import is_quantized, quantize_style_heads
 from sam.pipeline import AgingPipeline
-from sam.quantize import is_quantized, quantize_style_heads
 
 from .test_cli import ASTRONAUT, S
 

@@ -5,7 +5,7 @@ through ``AgingPipeline.from_pretrained`` (the app's and the CLI's door) and thr
 import pytest
 import torch
 
-from sam.model import add_age_channel
+from sam.network.model import add_age_channel
 from sam.pipeline import AgingPipeline
 
 pytestmark = pytest.mark.slow

@@ -8,11 +8,11 @@ import time
 
 import pytest
 
-from sam.scheduler import (
+from sam.cancel import JobCancelledError
+from sam.serving.scheduler import (
     BACKGROUND,
     INTERACTIVE,
     LONG,
-    JobCancelledError,
     JobLimitError,
     LongJobs,
     ModelLock,

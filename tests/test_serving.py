@@ -17,9 +17,9 @@ import imageio_ffmpeg
 import pytest
 
 import app
-from sam import clip
-from sam.scheduler import JobCancelledError
-from sam.session import RequestError
+from sam.cancel import JobCancelledError
+from sam.requests import RequestError
+from sam.video import clip
 from tests.browser import free_port, launch
 from tests.clipmaker import make_clip
 from tests.conftest import TINY
@@ -107,7 +107,7 @@ def test_cancel_is_answered_at_once(busy_server):
 
 
 def _wait_idle(sam_app, timeout: float = 20.0) -> None:
-    from sam.scheduler import running
+    from sam.serving.scheduler import running
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and (running.count or _ffmpeg_children()):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import sam.session as session_module
-from sam.align import detect_faces
+from sam.faces.detect import detect_faces
 from sam.pipeline import AgingPipeline
 from sam.session import SessionCache
 from tests.test_app import ASTRONAUT

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from sam import evaluate
-from sam.shard import Shard, current_shard
+from sam.cli import evaluate
+from sam.cli.shard import Shard, current_shard
 
 ROOT = Path(__file__).resolve().parents[1]
 ASTRONAUT = ROOT / "assets" / "astronaut.png"
@@ -96,7 +96,7 @@ def test_torchrun_inference_writes_what_one_process_writes(tiny_checkpoint, phot
 
 @pytest.mark.slow
 def test_torchrun_evaluate_writes_the_rows_one_process_writes_and_resumes(tiny_checkpoint, photos, tmp_path):
-    from sam.metrics import FaceMetrics
+    from sam.faces.metrics import FaceMetrics
 
     if any(FaceMetrics().available().values()):
         pytest.skip("the age and identity models are not installed")

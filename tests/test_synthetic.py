@@ -9,8 +9,8 @@ import json
 import pytest
 import torch
 
-from sam import synthetic
-from sam.checkpoint import published_layout
+from sam.network import synthetic
+from sam.network.checkpoint import published_layout
 
 # Sums (float64) of the seed-0 values as published with the reference data.
 CHECKSUMS = {

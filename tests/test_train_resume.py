@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from sam.model import SAM, random_init_
+from sam.network.model import SAM, random_init_
 from train.__main__ import main
 from train.coach import optimizer_path
 from train.options import TINY_TRAIN_CONFIG

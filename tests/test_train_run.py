@@ -13,8 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from sam.checkpoint import load_model
-from sam.model import SAM, add_age_channel
+from sam.network.checkpoint import load_model
+from sam.network.model import SAM, add_age_channel
 from train.__main__ import main
 from train.coach import Coach, TrainingDivergedError, optimizer_path
 from train.options import TINY_TRAIN_CONFIG, parse_args

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sam import clip, lifespan, video_io
-from sam.video_io import Mp4Writer, write_mp4
+from sam.video import clip, lifespan
+from sam.video import mp4 as video_io
+from sam.video.mp4 import Mp4Writer, write_mp4
 
 
 def _frames(n: int, w: int, h: int) -> list[np.ndarray]:

@@ -8,8 +8,8 @@ import types
 import pytest
 import torch
 
-from sam import zerogpu
 from sam.pipeline import AgingPipeline
+from sam.serving import zerogpu
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sam.encoders import EncoderConfig, IRSEBackbone
+from sam.network.encoders import EncoderConfig, IRSEBackbone
 
 __all__ = [
     "ArcFace", "DexVGG", "LPIPSAlex", "AuxConfig", "load_weights", "build_arcface", "build_age_net",

@@ -37,8 +37,8 @@ from PIL import Image, ImageDraw
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from sam.checkpoint import load_file, load_model
-from sam.model import SAM, add_age_channel
+from sam.network.checkpoint import load_file, load_model
+from sam.network.model import SAM, add_age_channel
 
 from . import state as rng_state
 from .aux_nets import AuxConfig, build_age_net, build_arcface, build_lpips, load_weights

@@ -18,7 +18,7 @@ from PIL import Image
 from torch.utils.data import Dataset, Sampler
 from torchvision import transforms
 
-from sam.image_io import load_image
+from sam.faces.image_io import load_image
 
 __all__ = ["IMAGE_EXTENSIONS", "list_images", "FaceFolder", "EpochSampler", "AgeSampler", "prepare_aligned",
            "NO_AGING_PROB"]
@@ -122,7 +122,7 @@ class AgeSampler:
 
 def prepare_aligned(src: str | Path, dst: str | Path, size: int = 256) -> Path:
     """FFHQ-align every image under ``src`` into ``dst`` once (kept between runs); undetected faces are skipped."""
-    from sam.align import align_face
+    from sam.faces.align import align_face
 
     src, dst = Path(src), Path(dst)
     dst.mkdir(parents=True, exist_ok=True)

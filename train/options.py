@@ -16,8 +16,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sam.encoders import EncoderConfig
-from sam.model import SAMConfig
+from sam.network.encoders import EncoderConfig
+from sam.network.model import SAMConfig
 
 __all__ = ["build_parser", "parse_args", "model_config", "TINY_TRAIN_CONFIG", "RANDOM"]
 

@@ -1,0 +1,5 @@
+"""``python -m sam``: the command line."""
+
+from sam.cli.commands import build_parser, main
+
+__all__ = ["build_parser", "main"]
