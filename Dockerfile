@@ -19,7 +19,8 @@ COPY requirements.txt .
 RUN pip install --index-url "$TORCH_INDEX" torch==2.14.1 torchvision==0.29.1 && pip install -r requirements.txt
 
 COPY sam/ sam/
-COPY app.py gradio_glue.py ./
+COPY web/ web/
+COPY app.py ./
 COPY assets/ assets/
 COPY weights/README.md weights/README.md
 

@@ -20,12 +20,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import app
+import web
 from sam.ages import KEY_AGES
+from sam.cancel import JobCancelledError
 from sam.pipeline import to_pil
 from sam.session import FaceSession, Photo
 from tests.browser import launch, needs_chromium, open_page, screenshot_dir
 from tests.conftest import TINY
+from web.limits import Limits
+from web.messages import BUSY_MESSAGE, ROOT, readable
+from web.uploads import UnreadableUpload, photo_input
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 ASTRONAUT = str(Path(__file__).resolve().parents[1] / "assets" / "astronaut.png")
@@ -34,11 +38,11 @@ S = TINY.output_size
 
 @pytest.fixture(scope="module")
 def demo(tiny_checkpoint) -> gr.Blocks:
-    return app.build_demo(str(tiny_checkpoint), device="cpu")
+    return web.build_demo(str(tiny_checkpoint), device="cpu")
 
 
 @pytest.fixture(scope="module")
-def sam_app(demo) -> app.AgeApp:
+def sam_app(demo) -> web.AgeApp:
     return demo.sam_app
 
 
@@ -70,12 +74,12 @@ def _run_job(fn, *args):
 
 def _wired(demo: gr.Blocks, name: str):
     """The page's handler ``name`` as the page calls it: the function wired to an event (its wrapper included),
-    checked to be the :class:`app.Page` method of that name."""
+    checked to be the method of that name of one of the page's panels."""
     wired = [d.fn for d in demo.fns.values() if getattr(d.fn, "__name__", "") == name]
     assert wired, f"no event calls {name}"
-    method = getattr(demo.sam_page, name)
+    method = next(getattr(p, name) for p in demo.sam_page.panels if hasattr(p, name))
     assert all(getattr(fn, "__wrapped__", getattr(fn, "handler", fn)) == method for fn in wired), \
-        f"{name} is not Page.{name}"
+        f"{name} is not the panel's {name}"
     return wired[0]
 
 
@@ -95,18 +99,18 @@ def _local(result) -> str:
 def test_page_without_weights_says_so_without_server_paths(tmp_path, monkeypatch, caplog):
     monkeypatch.delenv("SAM_CHECKPOINT", raising=False)
     with caplog.at_level(logging.WARNING, logger="sam.app"):
-        page = app.build_demo(str(tmp_path / "missing.pt"))
+        page = web.build_demo(str(tmp_path / "missing.pt"))
     texts = " ".join(str(getattr(b, "value", "")) for b in page.blocks.values())
     assert "not loaded" in texts and str(tmp_path) not in texts and "missing.pt" not in texts
     assert "missing.pt" in caplog.text and "SAM_CHECKPOINT" in caplog.text  # the operator's details: in the log
     with pytest.raises(gr.Error, match="not loaded") as info:
-        _run_job(app.job(page.sam_app.age), ASTRONAUT, 40, None, False, 0, False)
+        _run_job(page.sam_app.jobs.job(page.sam_app.age), ASTRONAUT, 40, None, False, 0, False)
     assert str(tmp_path) not in str(info.value)
 
 
 def test_page_with_download_problem(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="sam.app"):
-        page = app.build_demo(str(tmp_path / "missing.pt"), problem="<urlopen error [Errno -3] offline>")
+        page = web.build_demo(str(tmp_path / "missing.pt"), problem="<urlopen error [Errno -3] offline>")
     texts = " ".join(str(getattr(b, "value", "")) for b in page.blocks.values())
     assert "not loaded" in texts and "<urlopen" not in texts
     assert "urlopen error" in caplog.text
@@ -160,7 +164,7 @@ def test_cancelled_lifespan_leaves_no_file(sam_app):
         seen.append(bool(glob.glob(str(sam_app.workdir / "*partial*"))))
         return seen[-1] or len(seen) > 2000
 
-    with pytest.raises(app.JobCancelledError):
+    with pytest.raises(JobCancelledError):
         sam_app.lifespan(ASTRONAUT, 0, 100, 5, 10, S, should_stop=stop_once_a_partial_file_exists)
     assert seen[-1]  # the video was being written when the job stopped
     assert not glob.glob(str(sam_app.workdir / "*partial*"))
@@ -204,11 +208,11 @@ BAD_VALUES = [
 def test_bad_values_give_readable_messages(sam_app, faceless, text_png, name, args, words, caplog):
     args = tuple({"TEXT": text_png, "FACELESS": faceless}.get(a, a) if isinstance(a, str) else a for a in args)
     with caplog.at_level(logging.INFO, logger="sam.app"), pytest.raises(gr.Error) as info:
-        _run_job(app.job(getattr(sam_app, name)), *args)
+        _run_job(sam_app.jobs.job(getattr(sam_app, name)), *args)
     message = str(info.value.message)
     assert words.lower() in message.lower()
     assert "Traceback" not in message and "Something went wrong" not in message
-    assert "/tmp" not in message and str(app.ROOT) not in message and "api_" not in message
+    assert "/tmp" not in message and str(ROOT) not in message and "api_" not in message
     assert "Traceback" not in caplog.text and len(caplog.records) == 1  # one log line per rejected request
 
 
@@ -222,25 +226,26 @@ def test_page_errors_go_to_the_status_line(demo, faceless):
 
 
 def test_readable_messages_escape_html_and_hide_paths():
-    assert app.readable(ValueError("<urlopen error [Errno 111]>")) == "&lt;urlopen error [Errno 111]&gt;."
-    assert app.readable(ValueError("0 <= start"), markup=False) == "0 <= start."  # API clients get plain text
-    text = app.readable(ValueError(f"cannot read {app.ROOT}/weights/x.pt"))
-    assert str(app.ROOT) not in text
-    assert app.readable(RuntimeError("CUDA kernel at 0x7f")) == "Something went wrong on the server. Please try again."
-    assert app.readable(app.JobCancelledError()) == "Cancelled."
-    assert app.readable(ValueError("age must be a number")) == "Age must be a number."
-    assert app.readable(ValueError("already_aligned must be true or false")) == \
+    assert readable(ValueError("<urlopen error [Errno 111]>")) == "&lt;urlopen error [Errno 111]&gt;."
+    assert readable(ValueError("0 <= start"), markup=False) == "0 <= start."  # API clients get plain text
+    text = readable(ValueError(f"cannot read {ROOT}/weights/x.pt"))
+    assert str(ROOT) not in text
+    assert readable(RuntimeError("CUDA kernel at 0x7f")) == "Something went wrong on the server. Please try again."
+    assert readable(JobCancelledError()) == "Cancelled."
+    assert readable(ValueError("age must be a number")) == "Age must be a number."
+    assert readable(ValueError("already_aligned must be true or false")) == \
         "already_aligned must be true or false."  # the API parameter's own spelling, as the client sent it
 
 
 def test_photo_input_refuses_non_images_before_gradio_decodes(text_png, tmp_path):
     from gradio.data_classes import FileData
 
-    box = app.photo_input()
+    box = photo_input()
     passed_on = box.preprocess(FileData(path=text_png))
-    assert isinstance(passed_on, app.UnreadableUpload) and text_png not in passed_on
+    assert isinstance(passed_on, UnreadableUpload) and text_png not in passed_on
     with pytest.raises(gr.Error, match="not an image the app can read"):
-        _run_job(app.job(app.AgeApp(None).age), passed_on, 40)
+        nothing = web.AgeApp(None)
+        _run_job(nothing.jobs.job(nothing.age), passed_on, 40)
     assert box.preprocess(FileData(path=ASTRONAUT)) == ASTRONAUT
 
 
@@ -259,7 +264,7 @@ def test_huge_photo_works_on_a_downscaled_copy(sam_app, tmp_path):
 def test_key_age_warm_up_and_requests_overlap(tiny_checkpoint):
     """The warm-up thread fills the code cache while requests read it: no 'dictionary changed size', and the
     encoder never runs twice at once (one model lock)."""
-    fresh = app.AgeApp.load(str(tiny_checkpoint), device="cpu")
+    fresh = web.AgeApp.load(str(tiny_checkpoint), device="cpu")
     model = fresh.pipe.model
     inside, most = [0], [0]
     real_encode = model.encode
@@ -293,9 +298,9 @@ def test_key_age_warm_up_and_requests_overlap(tiny_checkpoint):
 
 
 def test_slider_moves_rerun_only_the_age_dependent_part(tiny_checkpoint, monkeypatch):
-    import sam.session as session_module
+    import sam.session.photo as session_module
 
-    fresh = app.AgeApp.load(str(tiny_checkpoint), device="cpu")
+    fresh = web.AgeApp.load(str(tiny_checkpoint), device="cpu")
     encodes, detections = [], []
     fresh.pipe.model.pretrained_encoder.register_forward_hook(lambda *a: encodes.append(1))
     real_detect = session_module.detect_faces
@@ -400,9 +405,9 @@ def test_cancelled_jobs_leave_the_server_idle(sam_app, server):
         jobs = [c.submit(handle_file(ASTRONAUT), 0, 100, 60, 20, S, api_name="/lifespan") for c in clients]
         # whichever job arrived first runs (the others show their place in the line): wait until it writes frames
         deadline = time.monotonic() + 30
-        while not (rendered[0] and _ffmpeg_children()) and time.monotonic() < deadline:
+        while not (rendered[0] and glob.glob(str(sam_app.workdir / "*partial*"))) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert _ffmpeg_children(), "the running job should be writing its video"
+        assert glob.glob(str(sam_app.workdir / "*partial*")), "the running job should be writing its video"
         assert any(j.status().progress_data for j in jobs), "no job showed progress or its place in the line"
         for j in jobs:
             j.cancel()
@@ -463,14 +468,14 @@ def test_queue_limit_answers_busy(tiny_checkpoint):
     """More requests than running slots plus the queue's room: the rest are told the server is busy."""
     from gradio_client import Client, handle_file
 
-    small = app.build_demo(str(tiny_checkpoint), device="cpu")
+    small = web.build_demo(str(tiny_checkpoint), device="cpu")
     pipe = small.sam_app.pipe
     real_render = pipe.render
     pipe.render = lambda *a, **k: time.sleep(0.5) or real_render(*a, **k)
     url = launch(small, max_queue=1)
     try:
         client = Client(url, verbose=False)
-        n = app.QUICK["concurrency_limit"] + 4
+        n = small.sam_page.quick["concurrency_limit"] + 4
         jobs = [client.submit(handle_file(ASTRONAUT), 40 + i, S, api_name="/age") for i in range(n)]
         messages = []
         for j in jobs:
@@ -484,7 +489,7 @@ def test_queue_limit_answers_busy(tiny_checkpoint):
             body = {"data": [image, 40, S, False, 0, False]}
             answers = [http.post(f"{url}gradio_api/call/age", json=body) for _ in range(n)]
         refused = [r for r in answers if r.status_code != 200]
-        assert refused and all(app.BUSY_MESSAGE in r.text for r in refused)
+        assert refused and all(BUSY_MESSAGE in r.text for r in refused)
     finally:
         small.close()
 
@@ -529,10 +534,12 @@ def _is_rendering(thread: threading.Thread) -> bool:
 
 
 def test_main_flags_and_offline_start(tmp_path, monkeypatch):
+    from app import main as app_main
+
     launched = {}
     monkeypatch.setattr(gr.Blocks, "launch", lambda self, **kw: launched.update(kw, blocks=self))
     monkeypatch.setenv("SAM_NO_DOWNLOAD", "1")
-    app.main(["--checkpoint", str(tmp_path / "absent.pt"), "--host", "127.0.0.1", "--port", "7999"])
+    app_main(["--checkpoint", str(tmp_path / "absent.pt"), "--host", "127.0.0.1", "--port", "7999"])
     assert launched["server_name"] == "127.0.0.1" and launched["server_port"] == 7999
     assert launched["show_error"] is False  # internal errors never reach a client with server details
     texts = " ".join(str(getattr(b, "value", "")) for b in launched["blocks"].blocks.values())
@@ -540,9 +547,10 @@ def test_main_flags_and_offline_start(tmp_path, monkeypatch):
 
 
 def test_session_layer_is_the_only_flow(sam_app, monkeypatch):
-    """app.py holds no model flow: no pipeline calls, alignment or paste-back of its own; an aged picture is the
-    face session's render, returned as it is."""
-    source = Path(app.__file__).read_text()
+    """app.py and the web package hold no model flow: no pipeline calls, alignment or paste-back of their own; an
+    aged picture is the face session's render, returned as it is."""
+    root = Path(web.__file__).resolve().parents[1]
+    source = "\n".join(p.read_text() for p in [root / "app.py", *(root / "web").rglob("*.py")])
     for needle in ("align_face", "paste_back(", "detect_faces", "pipe.latents", "pipe.render", "pipe.encode",
                    ".model.", "make_lifespan", "load_image"):
         assert needle not in source, needle
@@ -569,7 +577,7 @@ def test_browser_end_to_end(tiny_checkpoint, faceless, text_png, tmp_path):
     named .png, two faces and the picker, the slider, Full resolution (busy button, then the file), a huge photo,
     and a video cancelled, then rendered. Screenshots go to $SAM_SCREENSHOT_DIR (default: a temporary folder)."""
     shots = screenshot_dir(tmp_path)
-    page_demo = app.build_demo(str(tiny_checkpoint), device="cpu")
+    page_demo = web.build_demo(str(tiny_checkpoint), device="cpu")
     pipe = page_demo.sam_app.pipe
     real_render = pipe.render
     status = "#status"
@@ -665,12 +673,12 @@ def test_uploads_and_results_do_not_outlive_the_server(tiny_checkpoint, tmp_path
     server stops (and at exit)."""
     from gradio_client import Client, handle_file
 
-    own = app.build_demo(str(tiny_checkpoint), device="cpu")
-    assert own.delete_cache == (app.OUTPUT_MAX_AGE_S, app.OUTPUT_MAX_AGE_S)
+    own = web.build_demo(str(tiny_checkpoint), device="cpu")
+    assert own.delete_cache == (Limits.output_max_age_s, Limits.output_max_age_s)
     results = own.sam_app
     old = results.new_path(".mp4")
     old.write_bytes(b"x")
-    os.utime(old, (time.time() - 2 * app.OUTPUT_MAX_AGE_S,) * 2)
+    os.utime(old, (time.time() - 2 * Limits.output_max_age_s,) * 2)
     fresh = results.new_path(".png")
     fresh.write_bytes(b"y")
     results.sweep()  # what the app's timer runs every few minutes (test_serving: the timer itself)
@@ -694,10 +702,10 @@ def test_repeated_photo_event_is_skipped_with_a_valid_update(demo):
     returns an update Gradio accepts (an empty dict would read as one missing value)."""
     import types
 
-    import gradio_glue
+    from web import glue
 
     handler = _wired(demo, "on_photo")
-    with gradio_glue.request_context(types.SimpleNamespace(session_hash="repeat-test")):
+    with glue.request_context(types.SimpleNamespace(session_hash="repeat-test")):
         first = list(handler(ASTRONAUT, False, 40, False))
         second = list(handler(ASTRONAUT, False, 40, False))
     assert len(first[0]) >= 6 and len(second) == 1 and len(second[0]) == 1
@@ -708,7 +716,7 @@ def test_a_new_photo_shows_its_preview_before_the_readouts(tiny_checkpoint, monk
     """The first update of a new photo carries the aligned face and a preview; the age and identity readouts come
     in a later update; the last preview is the one from the exact frozen-encoder code (what later moves use)."""
     monkeypatch.setenv("SAM_CPU_BF16", "1")  # auto: exact float32, fast bfloat16, whatever this CPU has
-    page = app.build_demo(str(tiny_checkpoint), device="cpu", precision="auto")
+    page = web.build_demo(str(tiny_checkpoint), device="cpu", precision="auto")
     assert page.sam_app.pipe.precision.fast != page.sam_app.pipe.precision.exact
     by_id = {getattr(b, "elem_id", None): b for b in page.blocks.values()}
     handler = _wired(page, "on_photo")
@@ -729,9 +737,9 @@ def test_a_new_photo_shows_its_preview_before_the_readouts(tiny_checkpoint, monk
 
 def test_a_photo_is_decoded_once_per_upload(tiny_checkpoint, monkeypatch):
     """Every slider move names the same upload: it is found by its bytes, not decoded again."""
-    import sam.session as session_module
+    import sam.session.photo as session_module
 
-    fresh = app.AgeApp.load(str(tiny_checkpoint), device="cpu")
+    fresh = web.AgeApp.load(str(tiny_checkpoint), device="cpu")
     decoded = []
     real_load = session_module.load_image
     monkeypatch.setattr(session_module, "load_image", lambda *a, **k: decoded.append(1) or real_load(*a, **k))

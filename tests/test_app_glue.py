@@ -1,4 +1,4 @@
-"""The Gradio internals ``gradio_glue.py`` relies on, each pinned by name: after a Gradio upgrade, this file says which
+"""The Gradio internals ``web/glue.py`` relies on, each pinned by name: after a Gradio upgrade, this file says which
 internal moved or changed (the page and its other tests would only show the symptom). Servers listen on 127.0.0.1
 only."""
 
@@ -14,11 +14,11 @@ from pathlib import Path
 import gradio as gr
 import pytest
 
-import gradio_glue
+from web import glue as gradio_glue
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 ASTRONAUT = str(Path(__file__).resolve().parents[1] / "assets" / "astronaut.png")
-WRITTEN_FOR = f"(gradio_glue.py was written against gradio {gradio_glue.GRADIO_VERSION}; this is {gr.__version__})"
+WRITTEN_FOR = f"(web/glue.py was written against gradio {gradio_glue.GRADIO_VERSION}; this is {gr.__version__})"
 
 
 def _free_port() -> int:

@@ -15,20 +15,23 @@ import gradio as gr
 import pytest
 from PIL import Image
 
-import app
+import web
+import web.server
 from tests.browser import needs_chromium, open_page, screenshot_dir
 from tests.test_app import ASTRONAUT, _wired
+from web.messages import NOT_LOADED_HERE, WithoutRetryLines
+from web.page import on_cancel, video_idle, video_running
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 
 @pytest.fixture(scope="module")
 def demo(tiny_checkpoint) -> gr.Blocks:
-    return app.build_demo(str(tiny_checkpoint), device="cpu")
+    return web.build_demo(str(tiny_checkpoint), device="cpu")
 
 
 @pytest.fixture(scope="module")
-def page(demo) -> app.Page:
+def page(demo) -> web.Page:
     return demo.sam_page
 
 
@@ -46,7 +49,7 @@ def _by_id(blocks: gr.Blocks) -> dict:
 
 def test_without_weights_one_actionable_message(tmp_path, monkeypatch, toasts):
     monkeypatch.delenv("SAM_CHECKPOINT", raising=False)
-    page = app.build_demo(str(tmp_path / "missing.pt"))
+    page = web.build_demo(str(tmp_path / "missing.pt"))
     texts = [str(getattr(b, "value", "")) for b in page.blocks.values()]
     banner = _by_id(page)["weights-problem"].value
     for words in ("weights/", "--checkpoint PATH", "python -m sam weights",
@@ -55,11 +58,11 @@ def test_without_weights_one_actionable_message(tmp_path, monkeypatch, toasts):
     assert sum("not loaded" in t for t in texts) == 1 and "missing.pt" not in banner
     status = _by_id(page)["status"]
     updates = list(_wired(page, "on_photo")(ASTRONAUT, False, 40, False))
-    assert updates == [{status: app.status(app.NOT_LOADED_HERE)}]  # a pointer to the banner, not a second copy
+    assert updates == [{status: status(NOT_LOADED_HERE)}]  # a pointer to the banner, not a second copy
     clip_status = _by_id(page)["clip-status"]
     clip = str(tmp_path / "clip.mp4")
     out = asyncio.run(_wired(page, "on_clip")(clip, 70, "largest", 256, 0, 0, False, "auto", None))
-    assert out == {clip_status: app.status(app.NOT_LOADED_HERE)}
+    assert out == {clip_status: status(NOT_LOADED_HERE)}
     assert not toasts
 
 
@@ -82,7 +85,7 @@ def test_a_failed_download_is_one_log_line(tmp_path, monkeypatch, capfd, caplog)
     monkeypatch.setattr(gdown, "download", offline)
     capfd.readouterr()
     with caplog.at_level(logging.INFO, logger="sam.app"):
-        page = app.build_demo(str(tmp_path / "absent.pt"), download=True)
+        page = web.build_demo(str(tmp_path / "absent.pt"), download=True)
     err = capfd.readouterr().err
     assert page.sam_app.pipe is None and "Retrying" not in err, err
     lines = [r for r in caplog.records if r.name == "sam.app"]
@@ -93,7 +96,7 @@ def test_stderr_filter_keeps_everything_else():
     import io
 
     sink = io.StringIO()
-    out = app.WithoutRetryLines(sink)
+    out = WithoutRetryLines(sink)
     print("Retrying (1/5) in 0.3s: boom", file=out)
     print("Downloading sam_ffhq_aging.pt ...", file=out)
     out.write("\r 40%|####")
@@ -101,18 +104,20 @@ def test_stderr_filter_keeps_everything_else():
 
 
 def test_the_clis_flag_spellings(monkeypatch, tmp_path):
+    from app import main as app_main
+
     seen = {}
 
     def fake_build(checkpoint, device, **kwargs):
         seen.update(kwargs, checkpoint=checkpoint)
         raise SystemExit(0)
 
-    monkeypatch.setattr(app, "build_demo", fake_build)
+    monkeypatch.setattr(web.server, "build_demo", fake_build)
     for argv in (["--checkpoint_path", "x.pt", "--int8_style_heads", "--no_download"],
                  ["--checkpoint", "x.pt", "--int8-style-heads", "--no-download"]):
         seen.clear()
         with pytest.raises(SystemExit):
-            app.main(argv)
+            app_main(argv)
         assert seen["checkpoint"] == "x.pt" and seen["int8_style_heads"] and seen["download"] is False, argv
 
 
@@ -133,15 +138,15 @@ def test_each_panel_has_its_status_line(demo):
 
 def test_messages_are_not_toasts_and_go_with_their_photo(page, tmp_path, faceless, toasts):
     updates = list(_wired(page.app.demo, "on_photo")(faceless, False, 40, False))
-    assert "No face found" in updates[-1][page.status]
+    assert "No face found" in updates[-1][page.photo.status]
     two = Image.new("RGB", (1024, 512))
     face = Image.open(ASTRONAUT).convert("RGB").resize((512, 512))
     two.paste(face, (0, 0))
     two.paste(face.resize((400, 400)), (562, 56))
     two.save(tmp_path / "two.png")
-    updates = list(page.on_photo(str(tmp_path / "two.png"), False, 40, False))
-    assert updates[0][page.status] == ""  # the previous photo's message goes with it
-    assert any("2 faces found" in str(u.get(page.status, "")) for u in updates)
+    updates = list(page.photo.on_photo(str(tmp_path / "two.png"), False, 40, False))
+    assert updates[0][page.photo.status] == ""  # the previous photo's message goes with it
+    assert any("2 faces found" in str(u.get(page.photo.status, "")) for u in updates)
     assert not toasts
 
 
@@ -153,23 +158,25 @@ def faceless(tmp_path_factory) -> str:
 
 
 def test_file_boxes_hidden_until_a_file_and_the_full_image_shown(page):
-    for box in (page.full_file, page.full_image, page.g_full_file, page.g_full_image, page.v_files, page.c_file):
+    photo, group = page.photo, page.group
+    for box in (photo.full_file, photo.full_image, group.g_full_file, group.g_full_image, page.lifespan.v_files,
+                page.video.c_file):
         assert box.visible is False
-    first = next(page.on_age(ASTRONAUT, 50, False, 0, False))
-    assert first[page.full_file]["visible"] is False and first[page.full_image]["visible"] is False
-    busy = page.full_busy()
-    assert busy[page.full_file]["visible"] is True and busy[page.full_btn]["interactive"] is False
-    out = page.on_full(ASTRONAUT, 50, False, 0, False)
-    assert out[page.full_file]["visible"] and out[page.full_image]["visible"]
-    assert Image.open(out[page.full_image]["value"]).size == (page.full, page.full)
+    first = next(page.photo.on_age(ASTRONAUT, 50, False, 0, False))
+    assert first[page.photo.full_file]["visible"] is False and first[page.photo.full_image]["visible"] is False
+    busy = page.photo.full_busy()
+    assert busy[page.photo.full_file]["visible"] is True and busy[page.photo.full_btn]["interactive"] is False
+    out = page.photo.on_full(ASTRONAUT, 50, False, 0, False)
+    assert out[page.photo.full_file]["visible"] and out[page.photo.full_image]["visible"]
+    assert Image.open(out[page.photo.full_image]["value"]).size == (page.full, page.full)
 
 
 def test_a_failed_render_hides_its_empty_download_box(page, faceless):
     """The box is shown empty for the progress (``full_busy`` / ``file_busy``); a failure hides it again."""
     out = asyncio.run(_wired(page.app.demo, "on_full")(faceless, 50, False, 0, False, None))
-    assert out[page.full_file]["visible"] is False and "No face found" in out[page.status]
+    assert out[page.photo.full_file]["visible"] is False and "No face found" in out[page.photo.status]
     out = asyncio.run(_wired(page.app.demo, "on_group_full")(faceless, [], {}, None))
-    assert out[page.g_full_file]["visible"] is False and "Choose the faces" in out[page.g_status]
+    assert out[page.group.g_full_file]["visible"] is False and "Choose the faces" in out[page.group.g_status]
 
 
 def test_the_whole_photo_at_full_resolution_is_shown_as_an_image(page, tmp_path):
@@ -178,33 +185,35 @@ def test_the_whole_photo_at_full_resolution_is_shown_as_an_image(page, tmp_path)
     two.paste(face, (0, 0))
     two.paste(face.resize((400, 400)), (562, 56))
     two.save(tmp_path / "two.png")
-    assert page.g_full_image.visible is False
+    assert page.group.g_full_image.visible is False
     out = asyncio.run(_wired(page.app.demo, "on_group_full")(str(tmp_path / "two.png"), [0, 1], {0: 20, 1: 80}, None))
-    assert out[page.g_full_file]["visible"] and out[page.g_full_image]["visible"]
-    shown = Image.open(out[page.g_full_image]["value"])
+    assert out[page.group.g_full_file]["visible"] and out[page.group.g_full_image]["visible"]
+    shown = Image.open(out[page.group.g_full_image]["value"])
     assert shown.size == (1024, 512)
-    assert out[page.g_full_file]["value"] == out[page.g_full_image]["value"]
+    assert out[page.group.g_full_file]["value"] == out[page.group.g_full_image]["value"]
 
 
 def test_cancel_only_while_a_video_renders(demo, page):
-    assert page.v_cancel.interactive is False and page.c_cancel.interactive is False
-    on, off = page.video_running(), page.video_idle()
+    assert page.lifespan.v_cancel.interactive is False and page.video.c_cancel.interactive is False
+    on, off = video_running(), video_idle()
     assert [u["interactive"] for u in on] == [False, True] and [u["interactive"] for u in off] == [True, False]
-    assert page.on_cancel()[1:] == off
+    assert on_cancel()[1:] == off
     fns = demo.fns.items()
-    for button, cancel, name in ((page.c_btn, page.c_cancel, "on_clip"), (page.v_btn, page.v_cancel, "on_video")):
+    clip, lifespan = page.video, page.lifespan
+    for button, cancel, name in ((clip.c_btn, clip.c_cancel, "on_clip"),
+                                 (lifespan.v_btn, lifespan.v_cancel, "on_video")):
         job_id = next(i for i, d in fns if getattr(d.fn, "__name__", "") == name)
-        starts = [d for _, d in fns if d.fn == page.video_running and (button._id, "click") in d.targets]
+        starts = [d for _, d in fns if d.fn == video_running and (button._id, "click") in d.targets]
         assert starts and set(starts[0].outputs) == {button, cancel}
         on_click = [d for _, d in fns if (cancel._id, "click") in d.targets]
-        assert any(d.fn == page.on_cancel for d in on_click), name
+        assert any(d.fn == on_cancel for d in on_click), name
         assert any(job_id in (d.cancels or []) for d in on_click), f"{name}'s Cancel does not cancel it"
 
 
 def test_one_log_line_per_request_with_its_time(page, caplog):
     with caplog.at_level(logging.INFO, logger="sam.app"):
         list(_wired(page.app.demo, "on_age")(ASTRONAUT, 30, False, 0, False))
-        asyncio.run(app.job(page.app.age)(ASTRONAUT, 40, None))
+        asyncio.run(page.app.jobs.job(page.app.age)(ASTRONAUT, 40, None))
         asyncio.run(_wired(page.app.demo, "on_clip")(None, 70, "largest", 256, 0, 0, False, "auto", None))
     lines = [r.getMessage() for r in caplog.records if r.name == "sam.app"]
     assert len(lines) == 3, lines
@@ -219,7 +228,7 @@ def test_one_log_line_per_request_with_its_time(page, caplog):
 def test_every_tab_reachable_on_a_phone(tiny_checkpoint, tmp_path):
     """In headless Chromium at 390x844: each tab's button is visible and opens its panel (no overflow menu)."""
     shots = screenshot_dir(tmp_path)
-    phone = app.build_demo(str(tiny_checkpoint), device="cpu")
+    phone = web.build_demo(str(tiny_checkpoint), device="cpu")
     with open_page(phone, 390, 844) as tab_page:
         time.sleep(1)  # the tab bar lays itself out after load
         assert tab_page.locator("#tabs button[aria-label='More tabs']").count() == 0
@@ -265,7 +274,7 @@ def test_api_defaults_are_the_python_defaults(demo):
         assert compared >= 3, f"{name}: only {compared} defaults compared"
     video = endpoints["/video"]
     cli = build_parser().parse_args(["video", "--input", "a.mp4", "--output", "b.mp4"])
-    assert video["target_age"] == cli.target_age == demo.sam_page.c_age.value
+    assert video["target_age"] == cli.target_age == demo.sam_page.video.c_age.value
 
 
 def test_docs_api_table_shows_the_defaults(demo):

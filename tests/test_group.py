@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import app
+import web
 from sam.faces import align
 from sam.requests import RequestError, read_face_ages, read_faces
 from sam.session import GroupSession, Photo
@@ -48,8 +48,8 @@ def photo() -> Photo:
 
 
 @pytest.fixture(scope="module")
-def sam_app(tiny_checkpoint) -> app.AgeApp:
-    demo = app.build_demo(str(tiny_checkpoint), device="cpu")
+def sam_app(tiny_checkpoint) -> web.AgeApp:
+    demo = web.build_demo(str(tiny_checkpoint), device="cpu")
     yield demo.sam_app
     demo.close()
 
@@ -181,7 +181,7 @@ def test_read_face_ages_rules():
 
 
 def _run(fn, *args):
-    return asyncio.run(app.job(fn)(*args, None))
+    return asyncio.run(fn.__self__.jobs.job(fn)(*args, None))
 
 
 @needs_group
@@ -302,7 +302,7 @@ def test_browser_everyone_in_the_picture(tiny_checkpoint, tmp_path):
     given its own age by clicking its thumbnail, and Full resolution of the whole photo. Screenshots go to
     $SAM_SCREENSHOT_DIR (default: a temporary folder)."""
     shots = screenshot_dir(tmp_path)
-    demo = app.build_demo(str(tiny_checkpoint), device="cpu")
+    demo = web.build_demo(str(tiny_checkpoint), device="cpu")
     with open_page(demo, 1400, 1400) as page:
         page.locator("input[type=file]").first.set_input_files(str(GROUP))
         thumbs = page.locator("#face-picker button.thumbnail-item")

@@ -124,7 +124,7 @@ def test_torch_age_net_matches_onnxruntime_and_is_differentiable(m, aligned):
     pytest.importorskip("onnx")
     import torch
 
-    from sam.age_net import AgeNet
+    from train.cydral_age import AgeNet
 
     net = AgeNet.from_onnx().eval()
     session, means, _, inp, out = m._age_session()

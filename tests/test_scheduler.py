@@ -1,5 +1,5 @@
-"""The order of model work (sam/scheduler.py): the priority model lock and the fair line of long jobs. Threads and
-events only, no models; every wait is bounded."""
+"""The order of model work (sam/serving/scheduler.py): the priority model lock, the fair line of long jobs, and the one
+Scheduler object that holds them for an app. Threads and events only, no models; every wait is bounded."""
 
 from __future__ import annotations
 
@@ -16,10 +16,9 @@ from sam.serving.scheduler import (
     JobLimitError,
     LongJobs,
     ModelLock,
-    current_priority,
+    Scheduler,
+    Urgency,
     describe_wait,
-    interactive_request,
-    priority,
 )
 
 
@@ -71,14 +70,15 @@ def test_passed_over_calls_are_not_starved():
 
 
 def test_lock_is_reentrant_and_thread_priority_is_scoped():
-    lock = ModelLock()
-    assert current_priority() == INTERACTIVE
-    with priority(BACKGROUND):
-        assert current_priority() == BACKGROUND
+    urgency = Urgency()
+    lock = ModelLock(urgency)
+    assert urgency.current() == INTERACTIVE
+    with urgency.priority(BACKGROUND):
+        assert urgency.current() == BACKGROUND
         with lock, lock:
             assert lock.locked()
         assert not lock.locked()
-    assert current_priority() == INTERACTIVE
+    assert urgency.current() == INTERACTIVE
     assert lock.grants[BACKGROUND] == 1
     with pytest.raises(RuntimeError):
         lock.release()
@@ -189,14 +189,15 @@ def test_describe_wait(ahead, seconds, text):
 def test_long_work_waits_between_the_passes_of_an_interactive_request():
     """While a visitor's request is in progress, a video's pass waits for the request to end (or at most
     ``hold_back_s``), so the request's passes run back to back."""
-    lock = ModelLock(hold_back_s=30.0)
+    urgency = Urgency()
+    lock = ModelLock(urgency, hold_back_s=30.0)
     got = threading.Event()
 
     def long_pass():
-        with priority(LONG), lock:
+        with urgency.priority(LONG), lock:
             got.set()
 
-    with interactive_request():
+    with urgency.interactive_request():
         with lock:
             t = threading.Thread(target=long_pass, daemon=True)
             t.start()
@@ -210,9 +211,41 @@ def test_long_work_waits_between_the_passes_of_an_interactive_request():
 
 
 def test_long_work_is_held_back_for_a_bounded_time():
-    lock = ModelLock(hold_back_s=0.2)
-    with interactive_request():
+    urgency = Urgency()
+    lock = ModelLock(urgency, hold_back_s=0.2)
+    with urgency.interactive_request():
         began = time.monotonic()
-        with priority(BACKGROUND), lock:
+        with urgency.priority(BACKGROUND), lock:
             waited = time.monotonic() - began
     assert 0.15 <= waited < 5
+
+
+def test_two_schedulers_do_not_share_their_order():
+    """One app's interactive requests and stopping leave another app's order alone (no module globals)."""
+    a, b = Scheduler(), Scheduler()
+    with a.interactive_request():
+        assert a.urgency.interactive_requests() == 1 and b.urgency.interactive_requests() == 0
+    a.stop()
+    stop_a, stop_b = a.should_stop(), b.should_stop(lambda: False)
+    assert stop_a() and not stop_b()
+    assert a.long_jobs.stopping is a.stopping and b.long_jobs.stopping.is_set() is False
+
+
+def test_a_stopping_scheduler_lets_no_waiting_job_start():
+    scheduler = Scheduler(max_waiting=2, poll_s=0.01)
+    outcome: list = []
+
+    def waiter():
+        try:
+            with scheduler.long_jobs.turn("v2", "video", 5):
+                outcome.append("ran")
+        except JobCancelledError:
+            outcome.append("cancelled")
+
+    t = threading.Thread(target=waiter, daemon=True)
+    with scheduler.long_jobs.turn("v1", "video", 5):
+        t.start()
+        _wait_for(lambda: scheduler.long_jobs.snapshot() == (1, 1))
+        scheduler.stop()
+        t.join(5)
+    assert outcome == ["cancelled"]

@@ -1,18 +1,20 @@
-"""The face session's first look at a new photo (sam.session): the best face from a quick detection for the first
+"""The face session's first look at a new photo (sam.session.photo): the best face from a quick detection for the first
 preview, then the full detection for the face picker, with the numbering of faces unchanged (0 = the best)."""
 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-import sam.session as session_module
+import sam.session.photo as session_module
 from sam.faces.detect import detect_faces
 from sam.pipeline import AgingPipeline
 from sam.session import SessionCache
-from tests.test_app import ASTRONAUT
+
+ASTRONAUT = str(Path(__file__).resolve().parents[1] / "assets" / "astronaut.png")
 
 
 @pytest.fixture(scope="module")

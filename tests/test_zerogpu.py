@@ -1,4 +1,5 @@
-"""ZeroGPU support (sam/zerogpu.py): model calls go through ``spaces.GPU`` only on ZeroGPU hardware."""
+"""ZeroGPU support (sam/serving/zerogpu.py): the app hands its pipeline the ZeroGPU door, and model calls go through
+``spaces.GPU`` only on ZeroGPU hardware."""
 
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ def test_pipeline_model_calls_get_a_gpu_on_zerogpu(fake_spaces, monkeypatch, tin
     plain = pipe.render(pipe.latents(image, [20, 60]))
     monkeypatch.setenv("SPACES_ZERO_GPU", "true")
     assert zerogpu.active()
-    zero = AgingPipeline(tiny_model)
+    zero = AgingPipeline(tiny_model, **zerogpu.pipeline_options())  # what the app does
     images = zero.render(zero.latents(image, [20, 60]))
     assert fake_spaces == ["encode_pretrained", "encode", "decoder", "decoder"]  # one GPU call each
     torch.testing.assert_close(images, plain)
@@ -63,6 +64,11 @@ def test_pipeline_model_calls_get_a_gpu_on_zerogpu(fake_spaces, monkeypatch, tin
 def test_random_styles_go_through_the_door_too(fake_spaces, monkeypatch, tiny_model):
     plain = AgingPipeline(tiny_model).random_styles(3, seed=5)
     monkeypatch.setenv("SPACES_ZERO_GPU", "true")
-    zero = AgingPipeline(tiny_model).random_styles(3, seed=5)
+    zero = AgingPipeline(tiny_model, **zerogpu.pipeline_options()).random_styles(3, seed=5)
     assert fake_spaces == ["style"]
     torch.testing.assert_close(zero, plain)
+
+
+def test_off_zerogpu_the_app_hands_its_pipeline_nothing(monkeypatch):
+    monkeypatch.delenv("SPACES_ZERO_GPU", raising=False)
+    assert zerogpu.pipeline_options() == {} and zerogpu.default_device() is None

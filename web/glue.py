@@ -1,4 +1,4 @@
-"""Every use of Gradio's internals by the page (``app.py``), in one place. Written against **gradio 6.31.0**.
+"""Every use of Gradio's internals by the page (the ``web`` package), in one place. Written against **gradio 6.31.0**.
 
 The page needs a few things Gradio has no public API for: which event a handler runs for and whether its client is
 still there (to stop abandoned work), the request of the running event (outside a handler's parameters), a

@@ -1,0 +1,53 @@
+"""The app's limits, declared once: what one server accepts and keeps, read by the service, the page and the docs.
+
+A public Space often has two CPU cores and many visitors: uploads are bounded in size, clips in length, rate and
+frame size, the queue in events, and the line of videos in jobs; results and uploads are deleted after an hour. Tests
+and operators make their own :class:`Limits` (``Limits(clip_max_seconds=5)``) instead of changing module constants.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sam.video.probe import ClipLimits
+
+__all__ = ["Limits", "STRIP_AGES", "VIDEO_SIZES"]
+
+STRIP_AGES = list(range(0, 101, 10))  # the ages strip's default ages
+VIDEO_SIZES = [128, 256, 512, 1024]  # the lifespan video's resolutions (those up to the model's size are offered)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Every limit of one app (defaults: a public Space on two CPU cores)."""
+
+    cache_entries: int = 8  # photos and face sessions kept in memory
+    output_max_age_s: float = 3600.0  # results and uploads are deleted after an hour, and when the server stops
+    sweep_every_s: float = 300.0  # how often results older than that are deleted
+    max_upload_mb: int = 30  # any upload (Gradio's max_file_size; MB of 2**20 bytes)
+    clip_max_mb: int = 30  # the Video tab: file size, length, frame rate, frames, frame size, the side it works at
+    clip_max_seconds: float = 20.0
+    clip_max_fps: float = 60.0
+    clip_max_frames: int = 600  # 20 s at 30 frames per second
+    clip_max_pixels: int = 7680 * 4320  # 8K frames at most
+    clip_max_side: int = 1280  # frames are worked on with the long side at most this
+    max_queue: int = 16  # events waiting for a slot at once; more get "busy, try again"
+    max_long_waiting: int = 4  # videos waiting for their turn (sam.serving.scheduler.LongJobs); more are refused
+    quick_concurrency: int = 4  # quick events (sliders, picks, full resolution, mixing) started at once
+    stop_wait_s: float = 20.0  # on SIGTERM, how long running jobs get to reach their next frame and clean up
+    duplicate_window_s: float = 2.0  # a repeated "photo changed" event within this is skipped
+
+    @property
+    def max_upload(self) -> str:
+        """The upload limit as Gradio's ``max_file_size`` takes it."""
+        return f"{self.max_upload_mb}mb"
+
+    @property
+    def long_concurrency(self) -> int:
+        """Long events (videos, the ages strip) started at once: the line's waiting places and two more."""
+        return self.max_long_waiting + 2
+
+    def clip_limits(self) -> ClipLimits:
+        """What a clip may hold (:func:`sam.video.probe.probe_clip` checks it)."""
+        return ClipLimits(seconds=self.clip_max_seconds, frames=self.clip_max_frames, fps=self.clip_max_fps,
+                          pixels=self.clip_max_pixels)
