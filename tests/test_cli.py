@@ -220,7 +220,7 @@ def test_resumed_run_renders_only_missing_ages_and_keeps_timings(ckpt, data, tmp
 
 
 def test_ctrl_c_ends_with_a_summary_and_no_partial_files(ckpt, data, tmp_path, monkeypatch, capsys):
-    from sam import cli
+    from sam.cli import photos as cli
 
     calls = []
 
@@ -247,7 +247,7 @@ def test_ctrl_c_ends_with_a_summary_and_no_partial_files(ckpt, data, tmp_path, m
 
 
 def test_save_leaves_no_partial_file_on_failure(tmp_path):
-    from sam import cli
+    from sam.cli import batch as cli
 
     class Broken:
         def save(self, path, format=None):

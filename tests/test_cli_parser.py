@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from sam import cli
+from sam.cli import batch, parser
 
 DATA = ["--data_path", "photos", "--exp_dir", "out"]
 MODEL_COMMANDS = {"inference": DATA, "side-by-side": DATA, "reference-guided": DATA + ["--ref_images_paths_file", "r"],
@@ -52,22 +53,22 @@ def test_help_is_plain_words():
 
 
 def test_plain():
-    assert cli.plain("``inference`` with :func:`sam.align.paste_back`, `x` and :class:`~sam.clip.ClipResult`") == (
+    assert parser.plain("``inference`` with :func:`sam.align.paste_back`, `x` and :class:`~sam.clip.ClipResult`") == (
         "inference with sam.align.paste_back, x and sam.clip.ClipResult")
 
 
 def test_output_size_rule():
     big, tiny = SimpleNamespace(output_size=1024), SimpleNamespace(output_size=32)
-    assert cli.output_size(SimpleNamespace(resize_outputs=True), big) == 256
-    assert cli.output_size(SimpleNamespace(resize_outputs=False), big) == 1024
-    assert cli.output_size(SimpleNamespace(resize_outputs=True), tiny) == 32  # never above the model's
+    assert batch.output_size(SimpleNamespace(resize_outputs=True), big) == 256
+    assert batch.output_size(SimpleNamespace(resize_outputs=False), big) == 1024
+    assert batch.output_size(SimpleNamespace(resize_outputs=True), tiny) == 32  # never above the model's
 
 
 def test_latent_mask_rule():
     pipe = SimpleNamespace(n_styles=18)
-    assert cli.latent_mask(SimpleNamespace(latent_mask="8-10"), pipe) == [8, 9, 10]
+    assert batch.latent_mask(SimpleNamespace(latent_mask="8-10"), pipe) == [8, 9, 10]
     with pytest.raises(SystemExit, match="^error: "):
-        cli.latent_mask(SimpleNamespace(latent_mask="8-40"), pipe)
+        batch.latent_mask(SimpleNamespace(latent_mask="8-40"), pipe)
 
 
 def test_every_flag_says_what_it_does():

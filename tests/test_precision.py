@@ -158,14 +158,14 @@ def test_cli_and_app_take_precision(monkeypatch):
     evaluate = build_parser().parse_args(["evaluate", "--data_path", "x", "--exp_dir", "y"])
     asked = []
     monkeypatch.setattr(AgingPipeline, "from_pretrained", classmethod(lambda cls, *a, **k: asked.append(k)))
-    from sam import cli as cli_module
+    from sam.cli import batch as cli_module
 
     for args in (lifespan, evaluate):
         cli_module.load_pipeline(args)
     assert [k["precision"] for k in asked] == ["auto", "fp32"]  # evaluate: exact unless asked
     with pytest.raises(SystemExit):
         build_parser().parse_args(["inference", "--data_path", "x", "--exp_dir", "y", "--precision", "fp8"])
-    from sam import cli
+    from sam.cli import batch as cli
 
     seen = []
     monkeypatch.setattr(AgingPipeline, "from_pretrained", lambda *a, **k: seen.append(k["precision"]))

@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import os
 import statistics
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,8 @@ from typing import Any
 from PIL import Image, ImageDraw, ImageFont
 
 from sam.atomic import atomic_path
+from sam.cli.batch import Item, Summary, list_inputs, load_pipeline, run_items
+from sam.cli.shard import current_shard
 
 __all__ = ["CSV_FIELDS", "AGE_MODEL_MAX", "Evaluator", "TargetStats", "read_rows", "summarize", "write_report",
            "plot_ages", "worst_cases_grid"]
@@ -339,3 +342,48 @@ def worst_cases_grid(rows: Sequence[dict[str, Any]], exp_dir: str | os.PathLike[
                 d.text((2 * cell + 8, y + 10 + 20 * i), line, fill="black", font=small)
             y += cell
     return img
+
+
+# --------------------------------------------------------------------------------------------------- the command
+
+
+def cmd_evaluate(args) -> int:
+    """``python -m sam evaluate``: every face to every target age, measured; resumable; rank 0 merges and reports."""
+    from sam.faces.metrics import FaceMetrics
+
+    metrics = FaceMetrics()
+    problems = [p for p in metrics.available().values() if p]
+    if problems:
+        raise SystemExit("error: evaluate needs the age and identity models: " + "; ".join(dict.fromkeys(problems)))
+    pipe = load_pipeline(args)
+    exp = Path(args.exp_dir)
+    shard = current_shard()
+    if args.overwrite and shard.world > 1:
+        raise SystemExit("error: --overwrite with several processes: delete the output folder instead")
+    ev = Evaluator(pipe, exp, args.target_age, metrics=metrics, size=args.output_size, overwrite=args.overwrite,
+                   csv_name=shard.part_name("evaluation", ".csv"))
+    summary = Summary()
+    names: list[str] = []
+    already: set[str] = set()
+
+    def work(item: Item) -> None:
+        names.append(item.name)
+        if not ev.process(item.name, item.session(pipe).face_image):
+            already.add(item.name)
+
+    run_items(args, summary, lambda it: [], work)
+    summary.done = [n for n in summary.done if n not in already]
+    summary.existing += len(already)
+    shard.barrier()
+    if not shard.main:  # rank 0 merges every rank's rows and writes the report
+        summary.report()
+        return summary.exit_code
+    if shard.world > 1:
+        ev.merge_parts(sorted(exp.glob("evaluation.part*-of-*.csv")))
+        every = list_inputs(Path(args.data_path), getattr(args, "n_images", None))
+        names = sorted({n for (n, _) in ev.rows} & {p.name for p in every})
+    report = ev.report(images=names, worst=args.worst)
+    n_rows = sum(1 for (n, a) in ev.rows if n in set(names) and a in ev.target_ages)
+    print(f"{n_rows} rows in {ev.csv_path}; report: {report}", file=sys.stderr)
+    summary.report()
+    return summary.exit_code
