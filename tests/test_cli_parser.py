@@ -9,7 +9,8 @@ from types import SimpleNamespace
 import pytest
 
 from sam import cli
-from sam.cli import batch, parser
+from sam.cli import batch
+from sam.cli import parser as cli_parser
 
 DATA = ["--data_path", "photos", "--exp_dir", "out"]
 MODEL_COMMANDS = {"inference": DATA, "side-by-side": DATA, "reference-guided": DATA + ["--ref_images_paths_file", "r"],
@@ -53,8 +54,8 @@ def test_help_is_plain_words():
 
 
 def test_plain():
-    assert parser.plain("``inference`` with :func:`sam.align.paste_back`, `x` and :class:`~sam.clip.ClipResult`") == (
-        "inference with sam.align.paste_back, x and sam.clip.ClipResult")
+    text = "``inference`` with :func:`sam.faces.paste.paste_back`, `x` and :class:`~sam.video.clip.ClipResult`"
+    assert cli_parser.plain(text) == "inference with sam.faces.paste.paste_back, x and sam.video.clip.ClipResult"
 
 
 def test_output_size_rule():
