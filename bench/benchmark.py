@@ -9,9 +9,10 @@ an interpolated preview (generator only), and a lifespan video (11 key ages x 10
 one vary by 10-20 % between runs, so a fixed calibration workload (dense 3x3 convolutions) is timed in the same run
 and every line also shows its achieved GFLOP/s and the ratio to the calibration's GFLOP/s. Short steps are timed
 several times with a new age or photo each time (no cache helps) and the fastest run is reported. On CPU the
-opt-in int8 style heads (``sam/quantize.py``) are timed last, with their error against the exact path.
+opt-in int8 style heads (``sam/network/quantize.py``) are timed last, with their error against the exact path.
 
-bfloat16 (``sam/precision.py``, what ``precision="auto"`` uses for previews and videos on CPUs with native bfloat16):
+bfloat16 (``sam/network/precision.py``, what ``precision="auto"`` uses for previews and videos on CPUs with native
+bfloat16):
 the slider previews, a 1024 px generator pass and the lifespan video are timed in float32 and bfloat16 alternately
 (same run, so machine load affects both alike; the process CPU time of all threads is recorded too, as it is less
 sensitive to other work on the machine), and each bfloat16 line shows its PSNR against float32 (images as
@@ -324,7 +325,7 @@ def main() -> None:
                    cpu_s=took_cpu)
         use(FP32)
 
-    if dev == "cpu" and not args.no_int8:  # the opt-in approximate mode: int8 style heads (sam/quantize.py)
+    if dev == "cpu" and not args.no_int8:  # the opt-in approximate mode: int8 style heads (sam/network/quantize.py)
         from sam.network.quantize import quantize_style_heads
 
         t = time.perf_counter()

@@ -2,8 +2,8 @@
 
     python bench/core_forward.py --checkpoint /tmp/sam_seed0.pt [--device cpu] [--threads 2]
 
-Without --checkpoint, the seed-0 synthetic checkpoint is built in a temporary folder by ``sam.synthetic``. Prints
-a small Markdown table; peak RSS is the process maximum.
+Without --checkpoint, the seed-0 synthetic checkpoint is built in a temporary folder by ``sam.network.synthetic``.
+Prints a small Markdown table; peak RSS is the process maximum.
 """
 
 from __future__ import annotations

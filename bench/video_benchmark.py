@@ -1,4 +1,4 @@
-"""Speed and accuracy of the video job (``sam/clip.py``): before/after in one run, on the same clip.
+"""Speed and accuracy of the video job (``sam/video/clip.py``): before/after in one run, on the same clip.
 
     python bench/video_benchmark.py [--checkpoint PATH | --full] [--seconds 2.4] [--size 640x480] [--threads 2]
                                     [--output_size 256] [--key_frames auto] [--before every-frame|COMMIT]

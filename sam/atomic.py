@@ -5,7 +5,7 @@ Every result the project writes (images, MP4s and GIFs, evaluation reports, chec
 kept, so tools that choose a format by extension still do), which is renamed into place when the writer finishes
 and removed when it fails or is interrupted. A cancelled job, a full disk or Ctrl-C never leaves a half-written
 file under the real name. (Checkpoint downloads keep their partial file on purpose, to resume:
-:mod:`sam.checkpoint`.)
+:mod:`sam.network.checkpoint`.)
 """
 
 from __future__ import annotations

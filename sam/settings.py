@@ -1,8 +1,8 @@
 """The environment variables the package reads, in one place: their names, what they change, their defaults.
 
 Each is read when it is needed (not at import), so a launcher or a test can set it late; the one exception is
-``SAM_ZEROGPU_SECONDS``, read once when :mod:`sam.zerogpu` is imported. Command-line flags, where both exist, win
-over these.
+``SAM_ZEROGPU_SECONDS``, read once when :mod:`sam.serving.zerogpu` is imported. Command-line flags, where both exist,
+win over these.
 
 =========================  ===========================================================================
 ``SAM_CHECKPOINT``          the SAM checkpoint file, or a folder holding ``sam_ffhq_aging.pt``
@@ -12,8 +12,8 @@ over these.
 ``SAM_HF_FILENAME``         the file's name in that repository (default ``sam_ffhq_aging.pt``)
 ``SAM_HF_REVISION``         a branch, tag or commit of that repository
 ``SAM_MAX_PIXELS``          the largest image accepted, in pixels (``0``: no limit; default 120 million)
-``SAM_CPU_BF16``            ``0`` / ``1``: override the CPU's bfloat16 detection (:mod:`sam.precision`)
-``SAM_DISABLE_CUDA_OPS``    ``1``: use the PyTorch versions of the StyleGAN2 ops on CUDA too (:mod:`sam.ops`)
+``SAM_CPU_BF16``            ``0`` / ``1``: override the CPU's bfloat16 detection (:mod:`sam.network.precision`)
+``SAM_DISABLE_CUDA_OPS``    ``1``: use the PyTorch versions of the StyleGAN2 ops on CUDA too (:mod:`sam.network.ops`)
 ``SAM_ZEROGPU_SECONDS``     the longest one model call may hold a ZeroGPU device (default 60)
 ``SAM_LANDMARKS_PATH``      dlib's 68-point landmark model (else found in the installed packages)
 ``SAM_FACE_LANDMARKS5_MODEL`` dlib's 5-point shape predictor (the age and identity readouts' face chips)

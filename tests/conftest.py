@@ -1,5 +1,5 @@
 """Shared fixtures: tiny model configs for fast unit tests, the full-size seed-0 synthetic checkpoint (built by
-``sam.synthetic``) and its reference outputs (``tests/data``), and no downloads unless a test asks for one."""
+``sam.network.synthetic``) and its reference outputs (``tests/data``), and no downloads unless a test asks for one."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ TINY = TINY_CONFIG
 
 
 def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Non-trivial deterministic weights (see ``sam.model.random_init_``)."""
+    """Non-trivial deterministic weights (see ``sam.network.model.random_init_``)."""
     return random_init_(model, seed)
 
 
@@ -79,7 +79,8 @@ def shared_reference_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def seed0_checkpoint(tmp_path_factory):
-    """The full-size seed-0 synthetic checkpoint (2.3 GB, ~20 s), built once per test run by ``sam.synthetic``."""
+    """The full-size seed-0 synthetic checkpoint (2.3 GB, ~20 s), built once per test run by
+    ``sam.network.synthetic``."""
     from sam.network import synthetic
 
     path = synthetic.save(tmp_path_factory.mktemp("weights") / "sam_seed0.pt", seed=0)

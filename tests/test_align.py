@@ -1,4 +1,4 @@
-"""Tests of sam.align: dlib detection, FFHQ alignment, multi-face handling and paste-back, on the astronaut photo
+"""Tests of sam.faces.align: dlib detection, FFHQ alignment, multi-face handling and paste-back, on the astronaut photo
 (NASA, public domain) and harder variants built from it (rotated, off-centre on a large canvas, downscaled,
 mirrored, two faces side by side)."""
 
@@ -387,7 +387,7 @@ def test_paste_back_colour_match(astronaut: Image.Image, reference: AlignedFace)
 
 
 def _old_colour_shift(new_face: Image.Image, reference: Image.Image, size: int, **resize) -> np.ndarray:
-    """The shift as match_color and sam.clip each computed it before they shared sam.align.color_shift."""
+    """The shift as match_color and sam.video.clip each computed it before they shared sam.faces.paste.color_shift."""
     ref = np.asarray(reference.resize((size, size), Image.Resampling.BILINEAR, **resize).convert("YCbCr"), np.float64)
     new = np.asarray(new_face.resize((size, size), Image.Resampling.BILINEAR, **resize).convert("YCbCr"), np.float64)
     c = (np.arange(size, dtype=np.float64) + 0.5) / size * 2.0 - 1.0
@@ -402,7 +402,7 @@ def _old_apply(face: Image.Image, delta: np.ndarray) -> np.ndarray:
 
 
 def test_color_shift_is_what_match_color_and_the_clip_computed_before(reference: AlignedFace) -> None:
-    """One colour shift (sam.align.color_shift / apply_color_shift) for the photo (match_color, 128 px copies) and
+    """One colour shift (sam.faces.paste.color_shift / apply_color_shift) for the photo (match_color, 128 px copies) and
     the video job (64 px copies, Pillow's default resize): bit-identical to the two copies it replaced."""
     noise = np.random.default_rng(0).normal(0, 6, (256, 256, 3))
     cast = np.asarray(reference.image, np.float64) * [0.85, 1.05, 0.9] + [12, -5, 20] + noise

@@ -47,7 +47,7 @@ def test_help_is_plain_words():
     for name, parser in _parsers().items():
         text = parser.format_help()
         assert "`" not in text and ":func:" not in text and ":mod:" not in text, f"{name} --help:\n{text}"
-        assert "largest face" not in text, name  # the faces chosen are the best (sam.session.read_faces)
+        assert "largest face" not in text, name  # the faces chosen are the best (sam.requests.read_faces)
     top = cli.build_parser().format_help()
     assert "Commands: inference, side-by-side," in top
     assert "the best face of each photo" in _parsers()["inference"].format_help()

@@ -1,4 +1,4 @@
-"""The video job (``sam.clip``): frame count, rate, duration and sound kept; steady alignment (One Euro filter);
+"""The video job (``sam.video.clip``): frame count, rate, duration and sound kept; steady alignment (One Euro filter);
 no flicker; tracking; bad inputs; cancellation without leftovers. Clips are made here (``tests/clipmaker.py``)
 and aged with the tiny random checkpoint."""
 

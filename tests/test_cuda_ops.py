@@ -1,5 +1,5 @@
-"""The CUDA kernels of sam/csrc: a compile test wherever ``nvcc`` exists (slow; no GPU needed), and on a GPU their
-values and gradients against the PyTorch ops computed in float64 on the CPU (so TF32 and half-precision rounding
+"""The CUDA kernels of sam/network/csrc: a compile test wherever ``nvcc`` exists (slow; no GPU needed), and on a GPU
+their values and gradients against the PyTorch ops computed in float64 on the CPU (so TF32 and half-precision rounding
 of the reference cannot fail a correct kernel), half precision, empty batches, CPU-made FIR taps, and the whole
 tiny model on the GPU against the CPU."""
 
@@ -79,8 +79,8 @@ def _wheel_paths() -> tuple[list[str], list[str]]:
 
 @pytest.mark.slow
 def test_cuda_kernels_compile(tmp_path, monkeypatch):
-    """sam/csrc compiles and imports with the local nvcc (GPU or not), so a kernel that does not compile fails here
-    and not on a user's GPU. About 2 minutes; skipped with the reason where no matching nvcc exists."""
+    """sam/network/csrc compiles and imports with the local nvcc (GPU or not), so a kernel that does not compile fails
+    here and not on a user's GPU. About 2 minutes; skipped with the reason where no matching nvcc exists."""
     reason = _toolchain_mismatch()
     if reason:
         pytest.skip(reason)

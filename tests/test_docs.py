@@ -91,7 +91,7 @@ def test_every_documented_command_is_real(doc, program, tokens):
 
 def test_a_made_up_flag_or_command_is_caught():
     text = "```\npython -m sam inference --data_path x/ --exp_dir y/ --made_up_flag 3\npython -m sam ageify\n```"
-    (inference, args), (ageify, args2) = commands(text + "\n`python -m sam.synthetic --out x.pt`")
+    (inference, args), (ageify, args2) = commands(text + "\n`python -m sam.network.synthetic --out x.pt`")
     assert problems(inference, args) == ["unknown flag --made_up_flag for sam inference"]
     assert problems(ageify, args2)[0].startswith("unknown command 'ageify'")
     assert problems("train", ["--exp_dir", "x", "--learning_rat", "1"]) == ["unknown flag --learning_rat for train"]
@@ -168,11 +168,13 @@ def test_architecture_names_every_module():
 
 
 def test_a_missing_module_is_caught():
-    assert undocumented_modules("| `sam/ops.py` | ops |", ["sam/ops.py", "sam/new.py"]) == ["sam/new.py"]
+    table = "| `sam/network/ops.py` | ops |"
+    assert undocumented_modules(table, ["sam/network/ops.py", "sam/new.py"]) == ["sam/new.py"]
 
 
 def test_one_list_of_video_formats():
-    """The Video tab's formats (``sam.clip.VIDEO_FORMATS``) are the ones the video docs and the CLI's help name."""
+    """The Video tab's formats (``sam.video.clip.VIDEO_FORMATS``) are the ones the video docs and the CLI's help
+    name."""
     from sam.video.clip import VIDEO_FORMAT_NAMES, VIDEO_FORMATS
 
     assert all(name in VIDEO_FORMAT_NAMES for name in VIDEO_FORMATS.values())

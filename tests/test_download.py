@@ -1,5 +1,5 @@
-"""Fetching the checkpoint (sam/checkpoint.py): gdown against a fake Google Drive on 127.0.0.1 (confirmation page,
-quota page, wrong file, a connection cut mid-way), and the Hugging Face mirror through a stand-in for
+"""Fetching the checkpoint (sam/network/checkpoint.py): gdown against a fake Google Drive on 127.0.0.1 (confirmation
+page, quota page, wrong file, a connection cut mid-way), and the Hugging Face mirror through a stand-in for
 ``hf_hub_download``. No traffic leaves 127.0.0.1: the fake Drive's requests adapter refuses every other host."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """A photo's first look: the two fast encoders side by side (sam.pipeline.SideBySide) and the prepacked style heads
-of the bfloat16 copies (sam.onednn). Tiny model; the speed itself is measured by bench/first_preview.py."""
+of the bfloat16 copies (sam.network.onednn). Tiny model; the speed itself is measured by bench/first_preview.py."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Several faces of one photo aged together (issue 22): the multi-face paste (sam.align.paste_faces), the one rule
+"""Several faces of one photo aged together (issue 22): the multi-face paste (sam.faces.paste.paste_faces), the one rule
 for ``faces`` and per-face ages (sam.session), the app's ``/age`` and ``/lifespan`` and the CLI, on a real group
 photo with six faces (insightface's ``t1.jpg``, shipped in its wheel: requirements-dev.txt) and a tiny checkpoint."""
 

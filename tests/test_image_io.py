@@ -1,4 +1,4 @@
-"""Tests of sam.image_io.load_image: every accepted input kind, mode conversions, and every bad-input case."""
+"""Tests of sam.faces.image_io.load_image: every accepted input kind, mode conversions, and every bad-input case."""
 
 from __future__ import annotations
 

@@ -232,7 +232,8 @@ def test_old_names_of_packages_that_stayed():
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        from sam.pipeline import AgingPipeline, check_stop as old_check_stop  # noqa: F401
+        from sam.pipeline import AgingPipeline  # noqa: F401
+        from sam.pipeline import check_stop as old_check_stop
         from sam.session import RequestError as OldRequestError
     assert OldRequestError is RequestError and old_check_stop is check_stop
     with pytest.raises(AttributeError, match="sam.faces"):

@@ -1,5 +1,5 @@
-"""Reduced precision (sam.precision): CPU detection, what ``auto`` picks, where each dtype is used, and the error
-of the bfloat16 path against float32 (tiny model here; the full-size seed-0 checkpoint in the slow test)."""
+"""Reduced precision (sam.network.precision): CPU detection, what ``auto`` picks, where each dtype is used, and the
+error of the bfloat16 path against float32 (tiny model here; the full-size seed-0 checkpoint in the slow test)."""
 
 import contextlib
 import copy

@@ -1,4 +1,4 @@
-"""Batch jobs over several processes (sam.shard): each rank a disjoint, deterministic share of the inputs, the
+"""Batch jobs over several processes (sam.cli.shard): each rank a disjoint, deterministic share of the inputs, the
 outputs and the one-file results (stats, evaluation CSV, report) the same as one process writes."""
 
 from __future__ import annotations

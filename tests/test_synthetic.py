@@ -1,5 +1,5 @@
-"""The project's seed-0 builder (sam.synthetic) and its carried reference data agree with the published reference
-tools (../shared/reference, where present), so the fidelity test means the same thing in a lone clone."""
+"""The project's seed-0 builder (sam.network.synthetic) and its carried reference data agree with the published
+reference tools (../shared/reference, where present), so the fidelity test means the same thing in a lone clone."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The one MP4 writer (sam.video_io): a list of frames (lifespan) and a stream of frames (clip) both give a
+"""The one MP4 writer (sam.video.mp4): a list of frames (lifespan) and a stream of frames (clip) both give a
 readable H.264 / yuv420p MP4 of the right frame count and size; both callers use it."""
 
 import imageio_ffmpeg

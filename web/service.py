@@ -49,8 +49,9 @@ log = logging.getLogger("sam.app")
 
 
 def _warm_up(pipe: AgingPipeline, measures: Any, should_stop: Callable[[], bool]) -> None:
-    """The start-up warm-up (:func:`sam.session.warm_up`), after importing matplotlib: Gradio imports it on its event
-    loop at the first event (to choose a plotting backend), which held the first visitor's upload up by ~0.3 s."""
+    """The start-up warm-up (:func:`sam.session.background.warm_up`), after importing matplotlib: Gradio imports it on
+    its event loop at the first event (to choose a plotting backend), which held the first visitor's upload up by
+    ~0.3 s."""
     with contextlib.suppress(ImportError):
         import matplotlib.pyplot  # noqa: F401
     warm_up(pipe, measures, should_stop)

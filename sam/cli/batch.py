@@ -79,7 +79,7 @@ class Summary:
 
 
 def list_inputs(data_path: Path, n_images: int | None = None, shard: Shard | None = None) -> list[Path]:
-    """The input files, sorted; under torchrun, this rank's share of them (see :mod:`sam.shard`)."""
+    """The input files, sorted; under torchrun, this rank's share of them (see :mod:`sam.cli.shard`)."""
     if not data_path.exists():
         raise SystemExit(f"error: --data_path {data_path} does not exist")
     files = [data_path] if data_path.is_file() else sorted(p for p in data_path.iterdir() if p.is_file())
@@ -186,7 +186,7 @@ def output_size(args, pipe) -> int:
 
 
 def latent_mask(args, pipe) -> list[int]:
-    """``--latent_mask`` as W+ rows of this model (:func:`sam.mixing.parse_latent_mask`); a bad one ends the run
+    """``--latent_mask`` as W+ rows of this model (:func:`sam.network.mixing.parse_latent_mask`); a bad one ends the run
     with its reason."""
     from sam.network.mixing import parse_latent_mask
 

@@ -2,7 +2,7 @@
 same person? (``python -m sam evaluate``.)
 
 For every face and every target age the aged face is rendered, its apparent age is estimated and its identity is
-compared with the input face (:mod:`sam.metrics`). Files written to the experiment folder:
+compared with the input face (:mod:`sam.faces.metrics`). Files written to the experiment folder:
 
 * ``evaluation.csv``: one row per (image, target age): ``image, target_age, estimated_age, age_error,
   input_age, identity_distance, identity_similarity, same_person``. Written as each image finishes, so an
@@ -84,7 +84,7 @@ class Evaluator:
         pipe: an :class:`sam.pipeline.AgingPipeline`.
         exp_dir: output folder.
         target_ages: the ages to render.
-        metrics: a :class:`sam.metrics.FaceMetrics` (default: the shared one).
+        metrics: a :class:`sam.faces.metrics.FaceMetrics` (default: the shared one).
         size: side of the rendered faces; at most 256 uses the generator stopped early (the measurements use 64 px
             and 150 px face chips, so 256 px loses nothing).
         overwrite: forget the rows already in the CSV and start it again.
@@ -106,7 +106,7 @@ class Evaluator:
         self.rows = read_rows(self.csv_path)
         if self.csv_path.exists():
             self._rewrite()  # drop incomplete lines an interrupted run may have left
-        if csv_name != CSV_NAME:  # one process's part (sam.shard): rows already in the merged CSV are done too
+        if csv_name != CSV_NAME:  # one process's part (sam.cli.shard): rows already in the merged CSV are done too
             self.rows = {**read_rows(self.exp_dir / CSV_NAME), **self.rows}
 
     def missing(self, name: str) -> list[int]:

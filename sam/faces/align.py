@@ -272,7 +272,7 @@ def align_face(
     """Detect faces in ``img`` and FFHQ-align one of them.
 
     Args:
-        img: PIL image (used as is) or anything :func:`sam.image_io.load_image` accepts.
+        img: PIL image (used as is) or anything :func:`sam.faces.image_io.load_image` accepts.
         output_size: side of the aligned image (SAM: 256; 1024 for FFHQ resolution).
         face_index: which face of :func:`detect_faces`'s best-first list to align.
         face: a face from :func:`detect_faces` on this same image (skips detection).

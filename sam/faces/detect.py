@@ -193,7 +193,7 @@ def detect_faces(
     """Detect all faces and their 68 landmarks, best first (see :func:`face_rank`).
 
     Args:
-        img: PIL image (used as is) or anything :func:`sam.image_io.load_image` accepts.
+        img: PIL image (used as is) or anything :func:`sam.faces.image_io.load_image` accepts.
         upsample: dlib's upsampling count (1 finds faces down to about 40 px). When nothing is found in a small
             image, detection is retried once with one more upsampling.
         max_side: photos with a longer side are downscaled to it for detection (when nothing is found there,

@@ -44,7 +44,8 @@ def _radius(u: np.ndarray, v: np.ndarray, order: float) -> np.ndarray:
 
 def face_weights(size: int) -> np.ndarray:
     """Weights (1 inside, 0 outside) of the central face region (cheeks, nose, forehead) on an aligned ``size`` x
-    ``size`` grid: where colour is compared (:func:`color_shift`) and, in :mod:`sam.clip`, how much a face changed."""
+    ``size`` grid: where colour is compared (:func:`color_shift`) and, in :mod:`sam.video.clip`, how much a face
+    changed."""
     c = (np.arange(size, dtype=np.float64) + 0.5) / size * 2.0 - 1.0
     u, v = np.meshgrid(c, c)
     return ((u / 0.38) ** 2 + ((v - 0.08) / 0.45) ** 2 <= 1.0).astype(np.float64)

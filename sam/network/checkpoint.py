@@ -427,14 +427,14 @@ def _latent_avg(value: Any, config: SAMConfig, source: str) -> torch.Tensor:
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", mmap: bool = True,
                precision: str | Precision = "auto", int8_style_heads: bool = False) -> SAM:
-    """A :class:`~sam.model.SAM` in eval mode from a checkpoint file in the published format: the one loader (the
-    pipeline's ``from_pretrained``, training, the benchmarks and the tests all load through it).
+    """A :class:`~sam.network.model.SAM` in eval mode from a checkpoint file in the published format: the one loader
+    (the pipeline's ``from_pretrained``, training, the benchmarks and the tests all load through it).
 
     The ``opts`` are validated (:func:`config_from_opts`), tensors are checked strictly against the model they
     describe and, where the file format allows, memory-mapped and assigned without a copy. ``precision``:
-    ``"auto" | "fp32" | "bf16" | "fp16"`` by the one rule of :func:`sam.precision.precision_for` (``auto``: exact
-    float32, and bfloat16 for the work labelled fast on CPUs with native bfloat16). ``int8_style_heads`` (CPU,
-    approximate): see :mod:`sam.quantize`."""
+    ``"auto" | "fp32" | "bf16" | "fp16"`` by the one rule of :func:`sam.network.precision.precision_for` (``auto``:
+    exact float32, and bfloat16 for the work labelled fast on CPUs with native bfloat16). ``int8_style_heads`` (CPU,
+    approximate): see :mod:`sam.network.quantize`."""
     path = Path(path)
     ckpt = load_file(path, mmap=mmap)
     opts = ckpt.get("opts")

@@ -1,6 +1,6 @@
 """The model's sizes: :class:`SAMConfig` (the published 1024 px FFHQ aging model by default), the tiny test config,
 and the published training options that describe a checkpoint's model. Plain data, imported by the model
-(:mod:`sam.model`) and by the checkpoint door (:mod:`sam.checkpoint`) alike."""
+(:mod:`sam.network.model`) and by the checkpoint door (:mod:`sam.network.checkpoint`) alike."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from sam.network.encoders import EncoderConfig
 __all__ = ["SAMConfig", "TINY_CONFIG", "OPTS_FIELDS"]
 
 
-# The published training options the model reads (sam.checkpoint validates them; SAMConfig.from_opts maps them).
+# The published training options the model reads (sam.network.checkpoint validates them; SAMConfig.from_opts maps them).
 OPTS_FIELDS = ("output_size", "input_nc", "start_from_encoded_w_plus", "start_from_latent_avg")
 
 

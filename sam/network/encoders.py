@@ -140,7 +140,7 @@ class GradualStyleEncoder(nn.Module):
 
     coarse_ind = 3
     middle_ind = 7
-    heads_channels_last = False  # True once sam.onednn has packed the heads (they take channels-last maps)
+    heads_channels_last = False  # True once sam.network.onednn has packed the heads (they take channels-last maps)
 
     def __init__(self, input_nc: int = 3, n_styles: int = 18, cfg: EncoderConfig = EncoderConfig()):
         super().__init__()
@@ -165,7 +165,7 @@ class GradualStyleEncoder(nn.Module):
         self.latlayer2 = nn.Conv2d(cfg.widths[1], top, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """W+ codes (float32) of ``x``, computed in the dtype of the encoder's weights (see sam.precision)."""
+        """W+ codes (float32) of ``x``, computed in the dtype of the encoder's weights (see sam.network.precision)."""
         x = x.to(self.input_layer[0].weight.dtype)
         # CPU inference runs the IR-SE body in channels-last (5 % faster here, same sums); the feature taps go
         # back to NCHW, the faster layout for plain style-head convolutions (prepacked heads take channels-last)

@@ -11,8 +11,8 @@ Style mixing (Sec. 4.4, "reference-guided"): rows ``latent_mask`` of W+ are repl
 ``alpha`` into) another code, e.g. ``pretrained_encoder(reference) + latent_avg``.
 
 :class:`SAM` keeps the published module names (``encoder``, ``pretrained_encoder``, ``decoder``) and call
-signature and saves the published layout; :func:`sam.checkpoint.load_model` loads ``sam_ffhq_aging.pt`` into it
-(strict key checking). Its sizes are :class:`sam.config.SAMConfig`.
+signature and saves the published layout; :func:`sam.network.checkpoint.load_model` loads ``sam_ffhq_aging.pt`` into it
+(strict key checking). Its sizes are :class:`sam.network.config.SAMConfig`.
 """
 
 from __future__ import annotations
@@ -67,12 +67,12 @@ class SAM(nn.Module):
         self.pretrained_encoder.requires_grad_(False)
         # Stored beside (not inside) the state_dict in the published checkpoint, hence not persistent here.
         self.register_buffer("latent_avg", torch.zeros(n, config.style_dim), persistent=False)
-        # exact / fast dtypes (sam.precision); float32 unless sam.checkpoint.load_model(precision=...) says
+        # exact / fast dtypes (sam.network.precision); float32 unless the checkpoint's load_model(precision=...) says
         self.precision: Precision = FP32
 
     def encode_pretrained(self, rgb: torch.Tensor, fast: bool = False) -> torch.Tensor:
         """The frozen pretrained encoder's code of ``B x 3 x H x W`` faces (float32; ``fast``: computed by a copy in
-        ``self.precision.fast``, e.g. for a photo's first preview, see :mod:`sam.precision`)."""
+        ``self.precision.fast``, e.g. for a photo's first preview, see :mod:`sam.network.precision`)."""
         if not fast:
             return self.pretrained_encoder(rgb)
         return fast_encoder(self, "pretrained_encoder")(rgb).float()
@@ -131,7 +131,7 @@ class SAM(nn.Module):
         """W+ codes of ``B x 4 x H x W`` inputs: trained residual (+ frozen encoder's code) (+ latent_avg).
 
         ``fast``: the trained encoder runs in ``self.precision.fast`` (e.g. a bfloat16 copy; see
-        :mod:`sam.precision`); the frozen encoder's code is computed in the exact dtype. Codes are float32."""
+        :mod:`sam.network.precision`); the frozen encoder's code is computed in the exact dtype. Codes are float32."""
         residual = (fast_encoder(self) if fast else self.encoder)(x)
         if self.config.start_from_encoded_w_plus and pretrained_codes is None:
             pretrained_codes = self.pretrained_encoder(x[:, :-1])

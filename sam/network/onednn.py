@@ -1,14 +1,14 @@
 """Prepacked oneDNN convolutions for the encoders' style heads on a CPU (the bfloat16 copies of ``auto``).
 
 The pSp encoder (Richardson et al., CVPR 2021, Sec. 3) maps each of the 18 W+ rows with its own head: stride-2 3x3
-convolutions of 512 channels from a 64, 32 or 16 px map down to 1x1 (:class:`~sam.encoders.GradualStyleBlock`).
+convolutions of 512 channels from a 64, 32 or 16 px map down to 1x1 (:class:`~sam.network.encoders.GradualStyleBlock`).
 Their maps are small, so a plain ``conv2d`` call spends most of its time reordering its 4.7 MB bfloat16 weight
 into oneDNN's blocked layout, every call, and converting the map's layout. Here each head convolution keeps its
 weight reordered once, runs on channels-last maps, and applies its LeakyReLU inside the same oneDNN call (the
 operators PyTorch's own CPU compiler uses for frozen models). Measured on a 2-core Intel Xeon with AMX, one
 convolution: 64 px map 4.9 -> 2.5 ms, 32 px 1.9 -> 0.9 ms, 8 px 0.83 -> 0.28 ms, 2 px 0.74 -> 0.18 ms.
 
-Only the reduced-precision copies that :func:`sam.precision.fast_encoder` makes are packed (previews, the first
+Only the reduced-precision copies that :func:`sam.network.precision.fast_encoder` makes are packed (previews, the first
 look, videos: work that is approximate already); the exact float32 path is untouched. Packing checks itself on
 one head against the plain convolution and is skipped (the copy stays plain) where the operators are missing or
 disagree, e.g. in a PyTorch build without oneDNN.
@@ -25,7 +25,7 @@ from sam.network.encoders import GradualStyleBlock, GradualStyleEncoder
 
 __all__ = ["PackedConv2d", "pack_style_heads"]
 
-log = logging.getLogger("sam.onednn")
+log = logging.getLogger("sam.network.onednn")
 
 CHECK_TOLERANCE = 0.05  # largest difference to the plain head on a random map (bfloat16 rounding is ~0.01 here)
 
@@ -51,7 +51,7 @@ class PackedConv2d(nn.Module):
 
 def _packed_head(head: GradualStyleBlock, side: int) -> nn.Sequential | None:
     """The convolutions of ``head`` (input maps ``side`` px) packed, or None when its layers are not plain
-    conv + LeakyReLU pairs (e.g. the int8 heads of :mod:`sam.quantize`)."""
+    conv + LeakyReLU pairs (e.g. the int8 heads of :mod:`sam.network.quantize`)."""
     layers = list(head.convs)
     pairs = list(zip(layers[::2], layers[1::2]))
     if len(layers) % 2 or not all(isinstance(c, nn.Conv2d) and type(a) is nn.LeakyReLU for c, a in pairs):

@@ -4,7 +4,7 @@ Karras et al., "Analyzing and Improving the Image Quality of StyleGAN" (CVPR 202
 low-pass filter around every resolution change and fold the bias add into the activation. Both ops exist twice:
 
 * a pure-PyTorch formulation (always available, used on CPU, differentiable by autograd), and
-* CUDA kernels (``sam/csrc/*.cu``) compiled on first use when a tensor lives on a GPU. If compiling fails, the
+* CUDA kernels (``sam/network/csrc/*.cu``) compiled on first use when a tensor lives on a GPU. If compiling fails, the
   PyTorch formulation is used instead and a warning says why. ``SAM_DISABLE_CUDA_OPS=1`` skips the compile.
 
 Both paths compute the same numbers. The CUDA path is wrapped in :class:`torch.autograd.Function` objects whose

@@ -162,7 +162,7 @@ def resolve_precision(precision: str | Precision | None, device: str | torch.dev
 def precision_for(
     precision: str | Precision | None, device: str | torch.device = "cpu", int8_style_heads: bool = False
 ) -> Precision:
-    """:func:`resolve_precision`, reconciled with the opt-in int8 style heads (:mod:`sam.quantize`), which exist
+    """:func:`resolve_precision`, reconciled with the opt-in int8 style heads (:mod:`sam.network.quantize`), which exist
     in the float32 encoders only: with them ``auto`` means float32, and ``bf16`` / ``fp16`` are refused."""
     p = resolve_precision(precision, device)
     if int8_style_heads and (p.exact != torch.float32 or p.fast != torch.float32):
@@ -178,7 +178,7 @@ def precision_for(
 
 
 def apply_precision(model: nn.Module, precision: Precision) -> nn.Module:
-    """Attach ``precision`` to a loaded :class:`~sam.model.SAM` (``model.precision``) and convert what it needs.
+    """Attach ``precision`` to a loaded :class:`~sam.network.model.SAM` (``model.precision``) and convert what it needs.
 
     With a reduced *exact* dtype (``"bf16"`` / ``"fp16"`` asked for) both encoders are converted in place (the
     memory of their float32 weights is released). The generator keeps float32 weights in every setting (they
@@ -208,7 +208,7 @@ def fast_encoder(model: nn.Module, name: str = "encoder") -> nn.Module:
         if dtype == torch.bfloat16:
             from sam.network.onednn import pack_style_heads
 
-            pack_style_heads(enc)  # CPU: the heads' weights reordered once (sam.onednn); elsewhere a no-op
+            pack_style_heads(enc)  # CPU: the heads' weights reordered once (sam.network.onednn); elsewhere a no-op
         copies[(name, dtype)] = enc
     return enc
 

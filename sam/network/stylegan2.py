@@ -428,7 +428,7 @@ class Generator(nn.Module):
             resolution: stop at this output resolution (a power of two <= size) and return that
                 intermediate skip image; the full image when None.
             dtype: the feature maps' dtype (default float32), e.g. ``torch.bfloat16`` for the fast path of
-                :mod:`sam.precision`. The weights stay as they are: each layer's modulated weight is built from
+                :mod:`sam.network.precision`. The weights stay as they are: each layer's modulated weight is built from
                 them and the style in float32, then cast; the noise is cast; the RGB skip image stays float32.
 
         Returns ``(image, latent)``; ``latent`` (B x n_latent x D) only when ``return_latents``.

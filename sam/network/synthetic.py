@@ -2,7 +2,7 @@
 
 The published weights cannot be shipped or fetched in tests, so the reference outputs (``tests/data``) were made
 from a checkpoint of pseudo-random values with every tensor of the published layout
-(:func:`sam.checkpoint.published_layout`). This module rebuilds it exactly; each value depends only on
+(:func:`sam.network.checkpoint.published_layout`). This module rebuilds it exactly; each value depends only on
 ``(seed, tensor name, shape)`` and on torch's CPU generator:
 
 * each tensor gets its own ``torch.Generator`` seeded with ``(seed * 1000003 + crc32(name)) mod 2**63`` and draws
@@ -13,7 +13,7 @@ from a checkpoint of pseudo-random values with every tensor of the published lay
   run time), other weights ``N / sqrt(fan_in)``; FIR kernels keep their fixed values, counters are zero;
 * ``latent_avg`` is ``0.5 * N`` from the generator of the name ``"latent_avg"``.
 
-    python -m sam.synthetic --out /tmp/sam_seed0.pt      # 2.3 GB, about 20 s
+    python -m sam.network.synthetic --out /tmp/sam_seed0.pt      # 2.3 GB, about 20 s
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def save(path: str | Path, seed: int = 0) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m sam.synthetic", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m sam.network.synthetic", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", required=True)

@@ -66,8 +66,8 @@ def default_device() -> str:
 def to_tensor(image: ImageLike, size: int = 256) -> torch.Tensor:
     """An aligned face -> ``3 x size x size`` float tensor in [-1, 1] (bilinear resize, as the published transforms).
 
-    Accepts a PIL image, or anything :func:`sam.image_io.load_image` reads (path, bytes, array). Alignment is not
-    done here (see ``sam.align``).
+    Accepts a PIL image, or anything :func:`sam.faces.image_io.load_image` reads (path, bytes, array). Alignment is not
+    done here (see ``sam.faces.align``).
     """
     if not isinstance(image, Image.Image):
         image = load_image(image)  # paths, bytes, arrays: the safe loader (EXIF, modes, size limit, clear errors)
@@ -148,9 +148,9 @@ class SideBySide:
 
 
 class AgingPipeline:
-    """Age aligned faces with a loaded :class:`~sam.model.SAM` model.
+    """Age aligned faces with a loaded :class:`~sam.network.model.SAM` model.
 
-    >>> pipe = AgingPipeline.from_pretrained()           # found or downloaded: see sam.checkpoint
+    >>> pipe = AgingPipeline.from_pretrained()           # found or downloaded: see sam.network.checkpoint
     >>> young, old = pipe("aligned.png", [10, 80])         # PIL images, 1024 x 1024
     """
 
@@ -174,17 +174,18 @@ class AgingPipeline:
     ) -> AgingPipeline:
         """Find the checkpoint, fetch it if it is missing (and ``download`` is on), check it and load it onto
         ``device`` (default: CUDA if present). Where it is looked for and how it is fetched and checked: see
-        :mod:`sam.checkpoint`. The one way the app, the CLI and ``python -m sam weights`` load the model.
+        :mod:`sam.network.checkpoint`. The one way the app, the CLI and ``python -m sam weights`` load the model.
 
-        ``verify`` first checks the file is the published model with finite weights (:func:`sam.checkpoint.verify`,
+        ``verify`` first checks the file is the published model with finite weights
+        (:func:`sam.network.checkpoint.verify`,
         reads the whole file; a download is always checked so). ``int8_style_heads`` (CPU only) trades exactness
-        for speed: see :mod:`sam.quantize`. ``precision``: ``"auto" | "fp32" | "bf16" | "fp16"``, see
-        :mod:`sam.precision` (``auto``: full-size results exact float32, previews and videos bfloat16 where the CPU
-        has native bfloat16). Other keywords go to the pipeline itself (``batch_size``, ``lock``, ``call``).
+        for speed: see :mod:`sam.network.quantize`. ``precision``: ``"auto" | "fp32" | "bf16" | "fp16"``, see
+        :mod:`sam.network.precision` (``auto``: full-size results exact float32, previews and videos bfloat16 where
+        the CPU has native bfloat16). Other keywords go to the pipeline itself (``batch_size``, ``lock``, ``call``).
 
         Raises:
-            sam.checkpoint.CheckpointNotFoundError: no file, and none downloaded; the message says what to do.
-            sam.checkpoint.CheckpointError: the file is unreadable or not a SAM checkpoint.
+            sam.network.checkpoint.CheckpointNotFoundError: no file, and none downloaded; the message says what to do.
+            sam.network.checkpoint.CheckpointError: the file is unreadable or not a SAM checkpoint.
         """
         found = checkpoint.ensure(path, download=download)
         if verify:
@@ -203,7 +204,7 @@ class AgingPipeline:
 
     @property
     def precision(self) -> Precision:
-        """The exact and fast dtypes (see :mod:`sam.precision`)."""
+        """The exact and fast dtypes (see :mod:`sam.network.precision`)."""
         return self.model.precision
 
     @property

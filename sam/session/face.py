@@ -113,7 +113,7 @@ class FaceSession:
         for a in ages:
             check_stop(should_stop)
             if a not in self.pipe.cached_ages(self.encoded, fast=True):
-                self.pipe.latents(self.encoded, [a], fast=True)  # for previews: the fast dtype (sam.precision)
+                self.pipe.latents(self.encoded, [a], fast=True)  # for previews: the fast dtype (sam.network.precision)
 
     def start_warm_up(self, should_stop: ShouldStop | None = None) -> threading.Thread | None:
         """:meth:`warm_key_ages` as background work (:attr:`background`; at most one per session); ``None`` when

@@ -28,7 +28,7 @@ GROUP_VIDEO_SIDE = 1280  # a group lifespan video shows the whole photo with at 
 
 class GroupSession:
     """Several faces of one photo aged together, each to its own age, pasted back into the one photo
-    (:func:`sam.align.paste_faces`: feathered, each face's colour matched, close faces handed over smoothly).
+    (:func:`sam.faces.paste.paste_faces`: feathered, each face's colour matched, close faces handed over smoothly).
 
     >>> g = GroupSession(photo, [FaceSession(pipe, photo, i) for i in range(len(photo.faces))])
     >>> g.render(g.ages(70)).save("everyone_at_70.png")

@@ -16,7 +16,7 @@ log = logging.getLogger("sam.session")
 
 
 class FaceMeasures:
-    """Apparent age and identity (:mod:`sam.metrics`) as optional extras: a missing model file or any failure
+    """Apparent age and identity (:mod:`sam.faces.metrics`) as optional extras: a missing model file or any failure
     leaves them out (logged once) and never breaks the flow."""
 
     def __init__(self, metrics: Any = None):

@@ -41,7 +41,7 @@ class Photo:
 
     @classmethod
     def load(cls, src: Any, what: str = "photo") -> Photo:
-        """Load a path, bytes, array or PIL image. :class:`~sam.image_io.ImageLoadError` in words when it is not
+        """Load a path, bytes, array or PIL image. :class:`~sam.faces.image_io.ImageLoadError` in words when it is not
         a usable image (the message never names a server path)."""
         if src is None or (isinstance(src, str) and not src.strip()):
             raise RequestError(f"add a {what} first (upload, webcam, paste, or pick an example)")
