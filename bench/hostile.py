@@ -2,6 +2,7 @@
 nothing is left running afterwards.
 
     python bench/hostile.py --checkpoint /tmp/sam_seed0.pt
+    python bench/hostile.py --probe          # the clip check alone, in this process (no server, no checkpoint)
 
 Starts ``app.py`` on a free loopback port and, through ``gradio_client`` (and raw HTTP for a closed stream):
 
@@ -10,7 +11,12 @@ Starts ``app.py`` on a free loopback port and, through ``gradio_client`` (and ra
 * starts a real ``/video`` job, waits for its progress, calls ``job.cancel()`` and times the answer; does the same
   three times with a 300-minute clip during its check;
 * closes a client's result stream in the middle of a job;
-* then counts the ffmpeg processes the server still has.
+* then counts the ffmpeg processes the server still has (the video layer starts none: PyAV decodes and encodes in
+  the server's own process; the count checks that it stays so).
+
+``--probe`` times :func:`sam.video.probe.probe_clip` itself with the app's limits on the same clips, how soon the
+frame count of a 120 s 640x480 clip stops once ``should_stop`` turns true, a normal 5 s clip probed and decoded, and
+how much of its idle pace a CPU-bound Python thread (a slider's request) keeps while a clip is counted.
 
 Prints a table and writes ``bench/results/<date>-hostile-<cpu>.md`` / ``.json``.
 """
@@ -55,22 +61,107 @@ def ffmpeg_children(pid: int) -> int:
     return n
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--checkpoint", required=True)
-    ap.add_argument("--no-save", action="store_true")
-    args = ap.parse_args(argv)
-    from gradio_client import Client, handle_file
-
-    tmp = Path(tempfile.mkdtemp(prefix="sam-hostile-"))
-    print("making the clips ...", flush=True)
-    clips = {
+def hostile_clips(tmp: Path) -> dict[str, Path]:
+    return {
         "20-minute 720p clip": lavfi(tmp / "long.mp4", "color=c=gray:s=1280x720:r=30:d=1200", "-c:v", "libx264",
                                      "-preset", "ultrafast", "-crf", "51"),
         "19 s at 1000 frames/s": lavfi(tmp / "fast.mp4", "testsrc=s=64x48:r=1000:d=19", "-c:v", "libx264",
                                        "-preset", "ultrafast"),
         "16000x16000 PNG frames (MKV)": lavfi(tmp / "bomb.mkv", "color=c=gray:s=16000x16000:r=1:d=2", "-c:v", "png"),
     }
+
+
+def _spin(seconds: float) -> int:
+    """A CPU-bound pure-Python loop (the worst case for the GIL): iterations done in ``seconds``."""
+    n, end = 0, time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        n += sum(range(200))
+    return n
+
+
+def probe_rows(tmp: Path) -> list[dict]:
+    """``probe_clip`` itself: refusals, the stop of a cancelled count, a normal clip, a thread beside a count."""
+    import threading
+
+    from sam.cancel import JobCancelledError
+    from sam.video.probe import probe_clip, read_frames
+    from web.limits import Limits
+
+    limits = Limits().clip_limits()
+    rows = []
+    for name, path in hostile_clips(tmp).items():
+        times, message = [], ""
+        for _ in range(5):
+            t0 = time.perf_counter()
+            try:
+                probe_clip(path, limits)
+                message = "accepted!"
+            except Exception as exc:  # noqa: BLE001 - the refusal is the point
+                message = str(exc)
+            times.append(time.perf_counter() - t0)
+        rows.append({"case": f"probe_clip refuses the {name} ({path.stat().st_size / 1e6:.1f} MB): best of 5 "
+                             f"(worst {max(times):.4f} s)", "seconds": min(times), "answer": message[:160]})
+        print(rows[-1], flush=True)
+    slow = lavfi(tmp / "slow.mp4", "testsrc=s=640x480:r=25:d=120", "-c:v", "libx264", "-preset", "ultrafast")
+    for _ in range(3):
+        state: dict[str, float] = {"began": time.monotonic()}
+
+        def stop(state: dict[str, float] = state) -> bool:
+            if time.monotonic() - state["began"] > 0.3:
+                state.setdefault("at", time.monotonic())
+                return True
+            return False
+
+        try:
+            probe_clip(slow, should_stop=stop)
+            answer = "not cancelled!"
+        except JobCancelledError:
+            answer = "JobCancelledError"
+        rows.append({"case": "the frame count of a 120 s 640x480 clip: seconds from should_stop turning true to "
+                             "the stop", "seconds": time.monotonic() - state["at"], "answer": answer})
+        print(rows[-1], flush=True)
+    idle = _spin(2.0)
+    spun: list[int] = []
+    spinner = threading.Thread(target=lambda: spun.append(_spin(2.0)))
+    spinner.start()
+    t0 = time.perf_counter()
+    frames = probe_clip(slow).frames
+    counted = time.perf_counter() - t0
+    spinner.join()
+    rows.append({"case": f"a CPU-bound Python thread beside the count ({frames} frames in {counted:.1f} s)",
+                 "seconds": None, "answer": f"{100 * spun[0] / idle:.0f} % of its idle pace"})
+    print(rows[-1], flush=True)
+    normal = make_clip(tmp / "normal.mp4", seconds=5.0)
+    best_probe = best_read = float("inf")
+    for _ in range(5):
+        t0 = time.perf_counter()
+        info = probe_clip(normal)
+        t1 = time.perf_counter()
+        n = sum(1 for _ in read_frames(info))
+        best_probe, best_read = min(best_probe, t1 - t0), min(best_read, time.perf_counter() - t1)
+    rows.append({"case": f"a 5 s 320x240 clip: probe_clip ({info.frames} frames), best of 5", "seconds": best_probe,
+                 "answer": "ok"})
+    rows.append({"case": f"the same clip: read_frames, all {n} frames, best of 5", "seconds": best_read,
+                 "answer": "ok"})
+    print(rows[-2:], flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint")
+    ap.add_argument("--probe", action="store_true", help="time the clip check alone, in this process")
+    ap.add_argument("--no-save", action="store_true")
+    args = ap.parse_args(argv)
+    if not args.probe and not args.checkpoint:
+        ap.error("--checkpoint is needed (or --probe)")
+    tmp = Path(tempfile.mkdtemp(prefix="sam-hostile-"))
+    print("making the clips ...", flush=True)
+    if args.probe:
+        return report_rows(args, probe_rows(tmp), "hostile-probe")
+    from gradio_client import Client, handle_file
+
+    clips = hostile_clips(tmp)
     very_long = lavfi(tmp / "verylong.mkv", "color=c=gray:s=320x240:r=30:d=18000", "-c:v", "libx264", "-preset",
                       "ultrafast", "-crf", "51", "-g", "9000")
     real = make_clip(tmp / "real.mp4", seconds=4.0)
@@ -127,17 +218,21 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         proc.terminate()
         proc.wait(timeout=60)
+    return report_rows(args, rows, "hostile")
+
+
+def report_rows(args: argparse.Namespace, rows: list[dict], kind: str) -> int:
     info = machine("cpu")
     result = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": info, "rows": rows}
     lines = [f"# Hostile clients ({result['date']})", "", f"CPU: {info['cpu']}, {info['cores']} cores; checkpoint "
-             f"`{args.checkpoint}`. Command: `python bench/hostile.py {' '.join(argv or sys.argv[1:])}`", "",
+             f"`{args.checkpoint}`. Command: `python bench/hostile.py {' '.join(sys.argv[1:])}`", "",
              "| case | seconds | answer |", "|---|---:|---|",
-             *(f"| {r['case']} | {'' if r['seconds'] is None else format(r['seconds'], '.2f')} | "
+             *(f"| {r['case']} | {'' if r['seconds'] is None else format(r['seconds'], '.4g')} | "
                f"{r['answer'].replace('|', '/')} |" for r in rows)]
     text = "\n".join(lines) + "\n"
     print(text)
     if not args.no_save:
-        report.save("hostile", machine_slug(info), text, result)
+        report.save(kind, machine_slug(info), text, result)
     return 0
 
 

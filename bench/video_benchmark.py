@@ -50,14 +50,15 @@ from bench import report  # noqa: E402
 from bench.benchmark import machine, machine_slug  # noqa: E402
 from sam.network.model import SAM, TINY_CONFIG, random_init_  # noqa: E402
 from sam.pipeline import AgingPipeline  # noqa: E402
-from sam.video.clip import age_clip, probe_clip, read_frames  # noqa: E402
+from sam.video.clip import age_clip  # noqa: E402
+from sam.video.probe import probe_clip, read_frames  # noqa: E402
 from tests.clipmaker import make_clip  # noqa: E402
 
 # Run in the old commit's worktree: the same job, timed the same way (frames / wall of age_clip).
 BEFORE_SCRIPT = """
 import json, sys, time, torch
 sys.path.insert(0, sys.argv[1])
-from sam.video.clip import age_clip, probe_clip
+from sam.clip import age_clip, probe_clip  # the old path: it works in old and new trees alike
 from sam.pipeline import AgingPipeline
 torch.set_num_threads(int(sys.argv[5]))
 pipe = AgingPipeline.from_pretrained(sys.argv[2], download=False, device=sys.argv[6])

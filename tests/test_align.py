@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
-from sam.faces import align
+from sam.faces import align, detect, paste
 from sam.faces.align import AlignedFace
 from sam.faces.detect import Face, NoFaceError
 
@@ -79,27 +79,27 @@ def _box_slice(face: Face, shrink: float = 0.0) -> tuple[slice, slice]:
 
 
 def test_landmarks_model_is_found_and_explicit_paths_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(align.LANDMARKS_ENV, raising=False)
-    found = align.find_landmarks_model()
-    assert found.name == align.LANDMARKS_FILENAME and found.stat().st_size > 50_000_000
-    assert align.find_landmarks_model(found.parent) == found  # a directory holding the file is fine
+    monkeypatch.delenv(detect.LANDMARKS_ENV, raising=False)
+    found = detect.find_landmarks_model()
+    assert found.name == detect.LANDMARKS_FILENAME and found.stat().st_size > 50_000_000
+    assert detect.find_landmarks_model(found.parent) == found  # a directory holding the file is fine
     with pytest.raises(FileNotFoundError, match="SAM_LANDMARKS_PATH"):
-        align.find_landmarks_model(tmp_path / "missing.dat")
-    monkeypatch.setenv(align.LANDMARKS_ENV, str(tmp_path))
+        detect.find_landmarks_model(tmp_path / "missing.dat")
+    monkeypatch.setenv(detect.LANDMARKS_ENV, str(tmp_path))
     with pytest.raises(FileNotFoundError, match="does not lead to"):
-        align.find_landmarks_model()
-    monkeypatch.setenv(align.LANDMARKS_ENV, str(found))
-    assert align.find_landmarks_model() == found
+        detect.find_landmarks_model()
+    monkeypatch.setenv(detect.LANDMARKS_ENV, str(found))
+    assert detect.find_landmarks_model() == found
 
 
 # ------------------------------------------------------------------------------------------- pure math
 
 
 def test_face_rank_prefers_large_confident_faces() -> None:
-    assert align.face_rank(100 * 100, 1.2) > align.face_rank(60 * 60, 2.5)  # confident: size decides
-    assert align.face_rank(90 * 90, 1.1) > align.face_rank(90 * 90, 0.1)  # same size: score decides
-    assert align.face_rank(90 * 90, 1.0) > align.face_rank(150 * 150, 0.0)  # big doubtful box loses
-    assert align.face_rank(90 * 90, 1.0) > align.face_rank(40 * 40, 3.0)
+    assert detect.face_rank(100 * 100, 1.2) > detect.face_rank(60 * 60, 2.5)  # confident: size decides
+    assert detect.face_rank(90 * 90, 1.1) > detect.face_rank(90 * 90, 0.1)  # same size: score decides
+    assert detect.face_rank(90 * 90, 1.0) > detect.face_rank(150 * 150, 0.0)  # big doubtful box loses
+    assert detect.face_rank(90 * 90, 1.0) > detect.face_rank(40 * 40, 3.0)
 
 
 def _synthetic_landmarks(eye_l: tuple[float, float], eye_r: tuple[float, float], mouth_l, mouth_r) -> np.ndarray:
@@ -151,7 +151,7 @@ def test_gaussian_filter_matches_direct_convolution() -> None:
 
 def test_paste_mask_shape() -> None:
     u = np.linspace(-1, 1, 201)
-    m = align.paste_mask(u, np.zeros_like(u))
+    m = paste.paste_mask(u, np.zeros_like(u))
     assert m[100] == 1.0 and m[0] == 0.0 and m[-1] == 0.0
     assert np.all(np.diff(m[:101]) >= 0) and np.all(np.diff(m[100:]) <= 0)
 
@@ -160,7 +160,7 @@ def test_paste_mask_shape() -> None:
 
 
 def test_detects_her_face_not_the_mission_patch(astronaut: Image.Image) -> None:
-    faces = align.detect_faces(astronaut)
+    faces = detect.detect_faces(astronaut)
     assert faces, "no face detected in the astronaut photo"
     best = faces[0]
     assert best.landmarks.shape == (68, 2)
@@ -169,7 +169,7 @@ def test_detects_her_face_not_the_mission_patch(astronaut: Image.Image) -> None:
     assert 190 < cx < 250 and 90 < cy < 150, best.box
     assert best.score > 0.5
     for other in faces[1:]:
-        assert align.face_rank(other.area, other.score) <= align.face_rank(best.area, best.score)
+        assert detect.face_rank(other.area, other.score) <= detect.face_rank(best.area, best.score)
     eye_dist = np.hypot(*(best.eye_right - best.eye_left))
     assert 35 < eye_dist < 55
     assert best.eye_left[0] < best.eye_right[0]
@@ -182,7 +182,7 @@ def test_aligned_astronaut_is_centred_and_upright(reference: AlignedFace) -> Non
     eyes = reference.to_aligned(np.stack([reference.face.eye_left, reference.face.eye_right]))
     np.testing.assert_allclose(eyes, EXPECTED_EYES_256, atol=2.5)
     # independent check: landmarks found again on the aligned output agree
-    again = align.detect_faces(img)
+    again = detect.detect_faces(img)
     assert again, "no face found in the aligned image"
     redetected = np.stack([again[0].eye_left, again[0].eye_right])
     np.testing.assert_allclose(redetected, eyes, atol=3.0)
@@ -284,7 +284,7 @@ def test_two_faces_side_by_side(astronaut: Image.Image) -> None:
     pair = Image.new("RGB", (1024, 512))
     pair.paste(astronaut, (0, 0))
     pair.paste(ImageOps.mirror(astronaut), (512, 0))
-    faces = align.detect_faces(pair)
+    faces = detect.detect_faces(pair)
     assert len(faces) >= 2
     centres = sorted((f.box[0] + f.box[2]) / 2 for f in faces[:2])
     assert 190 < centres[0] < 250 and 1024 - 250 < centres[1] < 1024 - 190  # the two faces, not the patches
@@ -301,7 +301,7 @@ def test_two_faces_side_by_side(astronaut: Image.Image) -> None:
 
     # paste a visibly changed version of every face back: both faces change, the rest of the photo does not
     changed = [(a, Image.fromarray(np.uint8(np.clip(np.asarray(a.image, np.int16) + 60, 0, 255)))) for a in every[:2]]
-    result = np.asarray(align.paste_back_all(pair, changed), np.float64)
+    result = np.asarray(paste.paste_back_all(pair, changed), np.float64)
     before = np.asarray(pair, np.float64)
     for a, _ in changed:
         rows, cols = _box_slice(a.face, 0.2)
@@ -311,7 +311,7 @@ def test_two_faces_side_by_side(astronaut: Image.Image) -> None:
 
 def test_no_face_gives_clear_error(astronaut: Image.Image) -> None:
     no_face = astronaut.crop((300, 220, 512, 512))  # wall, arm and flag; no face
-    assert align.detect_faces(no_face) == []
+    assert detect.detect_faces(no_face) == []
     with pytest.raises(NoFaceError, match="no face found in the image"):
         align.align_face(no_face)
     with pytest.raises(NoFaceError, match="no face found"):
@@ -330,12 +330,12 @@ def test_bad_input_raises_image_load_error() -> None:
     with pytest.raises(ImageLoadError):
         align.align_face(b"definitely not an image")
     with pytest.raises(ImageLoadError):
-        align.detect_faces(np.zeros((4, 4, 7), np.uint8))
+        detect.detect_faces(np.zeros((4, 4, 7), np.uint8))
     buf = io.BytesIO()
     Image.new("RGB", (64, 64), (10, 20, 30)).save(buf, "PNG")
     truncated = Image.open(io.BytesIO(buf.getvalue()[:60]))  # lazily opened, fails when decoded
     with pytest.raises(ImageLoadError, match="corrupt or truncated"):
-        align.detect_faces(truncated)
+        detect.detect_faces(truncated)
 
 
 # ------------------------------------------------------------------------------------------- paste-back
@@ -344,10 +344,10 @@ def test_bad_input_raises_image_load_error() -> None:
 def test_paste_back_of_the_aligned_face_reproduces_the_photo(astronaut: Image.Image, reference: AlignedFace) -> None:
     orig = np.asarray(astronaut, np.float64)
     rows, cols = _box_slice(reference.face)
-    same = np.asarray(align.paste_back(astronaut, reference, reference.image), np.float64)
+    same = np.asarray(paste.paste_back(astronaut, reference, reference.image), np.float64)
     assert _psnr(same[rows, cols], orig[rows, cols]) > 35
     big = reference.image.resize((1024, 1024), Image.Resampling.LANCZOS)  # SAM's output size
-    from_big = np.asarray(align.paste_back(astronaut, reference, big), np.float64)
+    from_big = np.asarray(paste.paste_back(astronaut, reference, big), np.float64)
     assert _psnr(from_big[rows, cols], orig[rows, cols]) > 33
     # outside the aligned crop nothing changes
     corners = reference.to_source(np.array([[-0.5, -0.5], [-0.5, 255.5], [255.5, 255.5], [255.5, -0.5]]))
@@ -359,7 +359,7 @@ def test_paste_back_of_the_aligned_face_reproduces_the_photo(astronaut: Image.Im
 def test_paste_back_has_no_seam(astronaut: Image.Image, reference: AlignedFace) -> None:
     # paste a flat 200-grey face into a flat 100-grey photo: the result shows the blend weight itself
     flat = Image.new("RGB", astronaut.size, (100, 100, 100))
-    out = np.asarray(align.paste_back(flat, reference, Image.new("RGB", (1024, 1024), (200, 200, 200))), np.float64)
+    out = np.asarray(paste.paste_back(flat, reference, Image.new("RGB", (1024, 1024), (200, 200, 200))), np.float64)
     weight = (out - 100.0).mean(axis=2) / 100.0
     rows, cols = _box_slice(reference.face)
     assert weight[rows, cols].min() > 0.99  # the face is fully replaced ...
@@ -369,7 +369,7 @@ def test_paste_back_has_no_seam(astronaut: Image.Image, reference: AlignedFace) 
     assert np.abs(np.diff(weight, axis=1)).max() < 0.12
     # on the real photo, a brightened face blends in with no step at the edge of the crop
     brighter = Image.fromarray(np.uint8(np.asarray(reference.image, np.int16).clip(0, 205) + 50))
-    diff = np.asarray(align.paste_back(astronaut, reference, brighter), np.float64) - np.asarray(astronaut)
+    diff = np.asarray(paste.paste_back(astronaut, reference, brighter), np.float64) - np.asarray(astronaut)
     ring = (weight > 0.0) & (weight < 0.3)
     assert np.abs(diff.mean(axis=2))[ring].mean() < 0.3 * 50
 
@@ -379,8 +379,8 @@ def test_paste_back_colour_match(astronaut: Image.Image, reference: AlignedFace)
     tinted = Image.fromarray(np.uint8(np.clip(cast, 0, 255)))
     rows, cols = _box_slice(reference.face, 0.25)
     orig_mean = np.asarray(astronaut, np.float64)[rows, cols].mean(axis=(0, 1))
-    plain = np.asarray(align.paste_back(astronaut, reference, tinted), np.float64)[rows, cols].mean(axis=(0, 1))
-    matched = np.asarray(align.paste_back(astronaut, reference, tinted, color_match=True), np.float64)
+    plain = np.asarray(paste.paste_back(astronaut, reference, tinted), np.float64)[rows, cols].mean(axis=(0, 1))
+    matched = np.asarray(paste.paste_back(astronaut, reference, tinted, color_match=True), np.float64)
     matched_mean = matched[rows, cols].mean(axis=(0, 1))
     assert np.abs(plain - orig_mean).max() > 15
     assert np.abs(matched_mean - orig_mean).max() < 5
@@ -407,43 +407,43 @@ def test_color_shift_is_what_match_color_and_the_clip_computed_before(reference:
     noise = np.random.default_rng(0).normal(0, 6, (256, 256, 3))
     cast = np.asarray(reference.image, np.float64) * [0.85, 1.05, 0.9] + [12, -5, 20] + noise
     tinted = Image.fromarray(np.uint8(np.clip(cast, 0, 255)))
-    photo_shift = align.color_shift(tinted, reference.image)
+    photo_shift = paste.color_shift(tinted, reference.image)
     np.testing.assert_array_equal(photo_shift, _old_colour_shift(tinted, reference.image, 128, reducing_gap=2.0))
     assert np.abs(photo_shift).max() > 5  # a real shift, not zeros
-    matched = np.asarray(align.match_color(tinted, reference.image))
+    matched = np.asarray(paste.match_color(tinted, reference.image))
     np.testing.assert_array_equal(matched, _old_apply(tinted, photo_shift))
-    assert np.abs(align.color_shift(Image.fromarray(matched), reference.image)).max() < 1.5  # matched: no shift left
+    assert np.abs(paste.color_shift(Image.fromarray(matched), reference.image)).max() < 1.5  # matched: no shift left
 
-    clip_shift = align.color_shift(tinted, reference.image, size=64, reducing_gap=None)
+    clip_shift = paste.color_shift(tinted, reference.image, size=64, reducing_gap=None)
     np.testing.assert_array_equal(clip_shift, _old_colour_shift(tinted, reference.image, 64))
     assert not np.array_equal(clip_shift, photo_shift)  # the sizes are really different
     half = torch.from_numpy(clip_shift) * 0.5  # the clip adds a time-smoothed tensor
-    np.testing.assert_array_equal(np.asarray(align.apply_color_shift(tinted, half)), _old_apply(tinted, half.numpy()))
-    assert align.face_weights(64).sum() == pytest.approx(0.135 * 64 * 64, rel=0.01)
+    np.testing.assert_array_equal(np.asarray(paste.apply_color_shift(tinted, half)), _old_apply(tinted, half.numpy()))
+    assert paste.face_weights(64).sum() == pytest.approx(0.135 * 64 * 64, rel=0.01)
 
 
 def test_box_iou() -> None:
-    assert align.box_iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
-    assert align.box_iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(50 / 150)
-    assert align.box_iou((0, 0, 10, 10), (2, 2, 4, 4)) == pytest.approx(4 / 100)  # one inside the other
-    assert align.box_iou((0, 0, 10, 10), (10, 0, 20, 10)) == 0.0  # touching
-    assert align.box_iou((0, 0, 10, 10), (20, 20, 30, 30)) == 0.0
-    assert align.box_iou((0, 0, 0, 0), (0, 0, 0, 0)) == 0.0  # empty boxes
+    assert detect.box_iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
+    assert detect.box_iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(50 / 150)
+    assert detect.box_iou((0, 0, 10, 10), (2, 2, 4, 4)) == pytest.approx(4 / 100)  # one inside the other
+    assert detect.box_iou((0, 0, 10, 10), (10, 0, 20, 10)) == 0.0  # touching
+    assert detect.box_iou((0, 0, 10, 10), (20, 20, 30, 30)) == 0.0
+    assert detect.box_iou((0, 0, 0, 0), (0, 0, 0, 0)) == 0.0  # empty boxes
     a, b = np.array([1.5, 2.0, 9.0, 12.5]), np.array([3.0, 1.0, 11.0, 10.0])  # the tracker's numpy boxes
-    assert align.box_iou(a, b) == align.box_iou(b, a) == pytest.approx(6.0 * 8.0 / (7.5 * 10.5 + 8 * 9 - 48))
+    assert detect.box_iou(a, b) == detect.box_iou(b, a) == pytest.approx(6.0 * 8.0 / (7.5 * 10.5 + 8 * 9 - 48))
 
 
 def test_paste_back_into_rotated_photo(astronaut: Image.Image) -> None:
     rotated, _ = _rotate(astronaut, 25)
     aligned = align.align_face(rotated)
-    back = np.asarray(align.paste_back(rotated, aligned, aligned.image), np.float64)
+    back = np.asarray(paste.paste_back(rotated, aligned, aligned.image), np.float64)
     rows, cols = _box_slice(aligned.face)
     assert _psnr(back[rows, cols], np.asarray(rotated, np.float64)[rows, cols]) > 33
 
 
 def test_paste_back_checks_the_image_size(astronaut: Image.Image, reference: AlignedFace) -> None:
     with pytest.raises(ValueError, match="aligned from"):
-        align.paste_back(astronaut.resize((300, 300)), reference, reference.image)
+        paste.paste_back(astronaut.resize((300, 300)), reference, reference.image)
 
 
 # ------------------------------------------------------------------------------------------- large photo
@@ -452,14 +452,14 @@ def test_paste_back_checks_the_image_size(astronaut: Image.Image, reference: Ali
 def test_twelve_megapixel_photo(astronaut: Image.Image, reference: AlignedFace) -> None:
     canvas = Image.new("RGB", (4000, 3000), (90, 120, 150))
     canvas.paste(astronaut.resize((3000, 3000), Image.Resampling.BICUBIC), (700, 0))
-    align.detect_faces(astronaut)  # models loaded
+    detect.detect_faces(astronaut)  # models loaded
     start = time.perf_counter()
     out = align.align_face(canvas)
     seconds = time.perf_counter() - start
     assert seconds < 15, f"detection + alignment of a 12 MP photo took {seconds:.1f} s"
     np.testing.assert_allclose(out.quad, reference.quad * 3000 / 512 + [700, 0], atol=0.03 * 175 * 3000 / 512)
     assert _face_region_diff(out.image, reference.image) < 4.0
-    back = align.paste_back(canvas, out, out.image.resize((1024, 1024), Image.Resampling.LANCZOS))
+    back = paste.paste_back(canvas, out, out.image.resize((1024, 1024), Image.Resampling.LANCZOS))
     assert back.size == canvas.size
 
 
@@ -467,7 +467,7 @@ def test_twelve_megapixel_photo(astronaut: Image.Image, reference: AlignedFace) 
 def test_small_face_in_a_large_photo_is_found_by_the_second_pass(astronaut: Image.Image) -> None:
     canvas = Image.new("RGB", (4000, 3000), (90, 120, 150))
     canvas.paste(astronaut.resize((400, 400), Image.Resampling.LANCZOS), (2900, 2200))  # face box ~70 px
-    faces = align.detect_faces(canvas)
+    faces = detect.detect_faces(canvas)
     assert len(faces) >= 1
     left, top, right, bottom = faces[0].box
     assert 2900 + 120 < (left + right) / 2 < 2900 + 200 and 2200 + 60 < (top + bottom) / 2 < 2200 + 120

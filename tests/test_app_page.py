@@ -20,6 +20,7 @@ import web.server
 from tests.browser import needs_chromium, open_page, screenshot_dir
 from tests.test_app import ASTRONAUT, _wired
 from web.messages import NOT_LOADED_HERE, WithoutRetryLines
+from web.messages import status as status_line
 from web.page import on_cancel, video_idle, video_running
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -58,11 +59,11 @@ def test_without_weights_one_actionable_message(tmp_path, monkeypatch, toasts):
     assert sum("not loaded" in t for t in texts) == 1 and "missing.pt" not in banner
     status = _by_id(page)["status"]
     updates = list(_wired(page, "on_photo")(ASTRONAUT, False, 40, False))
-    assert updates == [{status: status(NOT_LOADED_HERE)}]  # a pointer to the banner, not a second copy
+    assert updates == [{status: status_line(NOT_LOADED_HERE)}]  # a pointer to the banner, not a second copy
     clip_status = _by_id(page)["clip-status"]
     clip = str(tmp_path / "clip.mp4")
     out = asyncio.run(_wired(page, "on_clip")(clip, 70, "largest", 256, 0, 0, False, "auto", None))
-    assert out == {clip_status: status(NOT_LOADED_HERE)}
+    assert out == {clip_status: status_line(NOT_LOADED_HERE)}
     assert not toasts
 
 

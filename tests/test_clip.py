@@ -20,7 +20,9 @@ from sam.faces.align import ffhq_align
 from sam.faces.detect import NoFaceError
 from sam.pipeline import AgingPipeline
 from sam.requests import RequestError
-from sam.video import clip
+from sam.video import clip, keyframes, probe
+from sam.video.smoothing import CodeSmoother, OneEuroFilter
+from sam.video.tracking import FaceTracker
 from tests.browser import launch, needs_chromium, open_page, screenshot_dir
 from tests.clipmaker import ASTRONAUT, make_clip, streams
 
@@ -82,7 +84,7 @@ def test_one_euro_filter_removes_jitter_and_follows_motion():
     rng = np.random.default_rng(0)
     t = np.arange(200) / 25
     still = 100.0 + rng.normal(0, 1.0, (200, 2))
-    f = clip.OneEuroFilter(min_cutoff=0.4, beta=0.05)
+    f = OneEuroFilter(min_cutoff=0.4, beta=0.05)
     out = np.array([f(ti, x) for ti, x in zip(t, still, strict=True)])
     assert out[50:].std(axis=0).max() < 0.35 * still[50:].std(axis=0).min()
     ramp = 100.0 + 200.0 * t[:, None] + rng.normal(0, 1.0, (200, 2))  # 200 px/s
@@ -90,27 +92,27 @@ def test_one_euro_filter_removes_jitter_and_follows_motion():
     out = np.array([f(ti, x) for ti, x in zip(t, ramp, strict=True)])
     lag = (100.0 + 200.0 * t[100:, None] - out[100:]).mean()
     assert lag < 10.0  # under 2 frames of motion behind
-    plain = clip.OneEuroFilter(min_cutoff=0.4, beta=0.0)  # without the speed term: the lag the filter avoids
+    plain = OneEuroFilter(min_cutoff=0.4, beta=0.0)  # without the speed term: the lag the filter avoids
     slow = np.array([plain(ti, x) for ti, x in zip(t, ramp, strict=True)])
     assert (100.0 + 200.0 * t[100:, None] - slow[100:]).mean() > 4 * lag
 
 
 def test_code_smoother_is_frame_rate_independent():
-    a, b = clip.CodeSmoother(0.2), clip.CodeSmoother(0.2)
+    a, b = CodeSmoother(0.2), CodeSmoother(0.2)
     x = torch.ones(3)
     a(0.0, torch.zeros(3))
     b(0.0, torch.zeros(3))
     ya = a(0.1, x)
     yb = [b(0.05, x), b(0.1, x)][-1]
     assert torch.allclose(ya, yb, atol=1e-6)
-    assert clip.CodeSmoother(0.0)(1.0, x) is x
+    assert CodeSmoother(0.0)(1.0, x) is x
 
 
 # --------------------------------------------------------------------------------------------- the job
 
 
 def test_clip_keeps_frames_rate_duration_and_sound(aged, source):
-    info, out = clip.probe_clip(source), clip.probe_clip(aged.path)
+    info, out = probe.probe_clip(source), probe.probe_clip(aged.path)
     print(f"\ninput: {info.frames} frames, {float(info.fps):g} fps, {info.duration:.3f} s; output: {out.frames} "
           f"frames, {float(out.fps):g} fps, {out.duration:.3f} s, audio {out.audio_codec} ({aged.audio})")
     assert info.frames == 5 * FPS
@@ -131,9 +133,9 @@ def test_clip_alignment_is_steady_when_the_head_is_still(aged, source):
     assert len(still) == len(STILL)
     raw = [f.raw for f in still]
     with_filter = aligned_std(raw, [f.matrix for f in still], still[0].align_size)
-    tracker = clip.FaceTracker(smooth=False)
+    tracker = FaceTracker(smooth=False)
     matrices = []
-    for i, arr in enumerate(clip.read_frames(clip.probe_clip(source))):
+    for i, arr in enumerate(probe.read_frames(probe.probe_clip(source))):
         if i >= STILL.stop:
             break
         frame = Image.fromarray(arr)
@@ -150,8 +152,8 @@ def test_clip_alignment_is_steady_when_the_head_is_still(aged, source):
 def test_clip_does_not_flicker(aged, source):
     still = [f for f in aged.trace if f.frame in STILL]
     box = np.mean([f.box for f in still], axis=0)
-    inp = [a for i, a in enumerate(clip.read_frames(clip.probe_clip(source))) if i in STILL]
-    out = [a for i, a in enumerate(clip.read_frames(clip.probe_clip(aged.path))) if i in STILL]
+    inp = [a for i, a in enumerate(probe.read_frames(probe.probe_clip(source))) if i in STILL]
+    out = [a for i, a in enumerate(probe.read_frames(probe.probe_clip(aged.path))) if i in STILL]
     f_in, f_out = flicker(inp, box), flicker(out, box)
     print(f"\nflicker inside the face box: input {f_in:.2f}, output {f_out:.2f} grey levels; ratio {f_out / f_in:.2f}")
     assert f_out <= 1.5 * f_in
@@ -171,12 +173,12 @@ def test_clip_rotated_variable_rate_without_sound(pipe, source, tmp_path):
                    check=True)
     subprocess.run([ff, "-y", "-v", "error", "-display_rotation", "90", "-i", str(tmp_path / "vfr.mp4"), "-c",
                     "copy", str(sideways)], check=True)
-    info = clip.probe_clip(sideways)
+    info = probe.probe_clip(sideways)
     assert info.size == (240, 320) and info.rotation in (90, -90, 270) and info.audio_codec is None
     assert info.frames == 33
     assert abs(float(info.fps) - 16.5) < 0.6  # the average rate: 33 frames in about 2 s
     out = clip.age_clip(pipe, info, tmp_path / "out.mp4", 30)
-    res = clip.probe_clip(out.path)
+    res = probe.probe_clip(out.path)
     assert abs(res.frames - info.frames) <= 1 and res.size == (240, 320) and res.audio_codec is None
     assert abs(res.duration - info.duration) <= 1 / float(info.fps)
     assert out.audio == "none" and out.faces[0] > 0.8 * info.frames
@@ -195,9 +197,13 @@ def test_clip_cancelled_leaves_nothing(pipe, source, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_clip_span_ages_only_inside(pipe, source, tmp_path):
+def test_clip_span_ages_only_inside(pipe, source, tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"a process was started: {args[:1]}")
+
+    monkeypatch.setattr(subprocess, "Popen", refuse)  # the whole job (probe, frames, MP4, sound) starts no program
     out = clip.age_clip(pipe, source, tmp_path / "span.mp4", 70, start=1.0, end=1.4)
-    assert out.frames == 125 and out.faces == {0: 10}
+    assert out.frames == 125 and out.faces == {0: 10} and out.audio == "copied"
 
 
 def test_clip_without_a_face_is_refused_and_nothing_written(pipe, tmp_path):
@@ -222,16 +228,61 @@ def test_probe_refuses_what_is_not_a_video(tmp_path):
     for path, words in [(empty, "empty"), (text, "not a video"), (sound, "not a video"),
                         (photo, "single picture"), (tmp_path / "missing.mp4", "not found")]:
         with pytest.raises(RequestError, match=words) as err:
-            clip.probe_clip(path)
+            probe.probe_clip(path)
         assert str(tmp_path) not in str(err.value)
 
 
 def test_probe_reads_a_gif(tmp_path):
     frames = [Image.new("RGB", (64, 48), (i * 20, 0, 0)) for i in range(10)]
     frames[0].save(tmp_path / "a.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
-    info = clip.probe_clip(tmp_path / "a.gif")
+    info = probe.probe_clip(tmp_path / "a.gif")
     assert info.frames == 10 and abs(float(info.fps) - 10) < 0.5 and info.size == (64, 48)
-    assert len(list(clip.read_frames(info))) == 10
+    assert len(list(probe.read_frames(info))) == 10
+
+
+def test_the_first_video_stream_is_checked_and_read(tmp_path):
+    """A clip with a second, larger and faster video stream: the first one is both checked and read (ffmpeg's own
+    choice would be the largest: checks on one stream and frames from another)."""
+    ff = imageio_ffmpeg.get_ffmpeg_exe()
+    two = tmp_path / "two.mkv"
+    subprocess.run([ff, "-y", "-v", "error", "-f", "lavfi", "-i", "testsrc=s=64x48:r=10:d=1", "-f", "lavfi", "-i",
+                    "testsrc=s=320x240:r=100:d=1", "-map", "0:v", "-map", "1:v", "-c:v", "libx264", "-preset",
+                    "ultrafast", str(two)], check=True)
+    info = probe.probe_clip(two, probe.ClipLimits(fps=60, frames=50, pixels=64 * 48))
+    assert (info.stream, info.frames, info.size, info.fps) == (0, 10, (64, 48), 10)
+    frames = list(probe.read_frames(info))
+    assert len(frames) == 10 and frames[0].shape == (48, 64, 3)
+
+
+@pytest.mark.parametrize("turn", [["-display_rotation", "90"], ["-display_rotation", "180"],
+                                  ["-display_rotation", "-90"], ["-display_rotation", "90", "-display_hflip"],
+                                  ["-display_rotation", "0", "-display_vflip"]])
+def test_frames_come_out_upright_as_ffmpeg_shows_them(tmp_path, turn):
+    """The display matrix (quarter turns and mirroring) applied as ffmpeg's command line applies it."""
+    ff = imageio_ffmpeg.get_ffmpeg_exe()
+    subprocess.run([ff, "-y", "-v", "error", "-f", "lavfi", "-i", "testsrc=s=96x64:r=10:d=0.3", "-c:v", "libx264",
+                    "-pix_fmt", "yuv444p", "-qp", "0", str(tmp_path / "flat.mp4")], check=True)
+    subprocess.run([ff, "-y", "-v", "error", *turn, "-i", str(tmp_path / "flat.mp4"), "-c", "copy",
+                    str(tmp_path / "turned.mp4")], check=True)
+    reader = imageio_ffmpeg.read_frames(str(tmp_path / "turned.mp4"))
+    w, h = next(reader)["size"]
+    want = np.stack([np.frombuffer(b, np.uint8).reshape(h, w, 3) for b in reader])
+    info = probe.probe_clip(tmp_path / "turned.mp4")
+    got = np.stack(list(probe.read_frames(info)))
+    assert info.size == (w, h) and got.shape == want.shape
+    assert np.abs(got.astype(int) - want).max() <= 1
+
+
+def test_check_span_in_words():
+    assert probe.check_span(None, None, 5.0) == (0.0, 5.0)
+    assert probe.check_span("1.5", 9, 5.0) == (1.5, 9.0)  # an end past the clip: to its end
+    for start, end, words in [(6, None, r"the start \(6 s\) is past the end of the video \(5.00 s\)"),
+                              (2, 2, r"the end \(2 s\) must come after the start \(2 s\)"),
+                              (2, 1, r"the end \(1 s\) must come after the start \(2 s\)"),
+                              (float("nan"), None, "start must be a number"), (-1, None, "start must be"),
+                              (0, float("inf"), "end must be a number"), ("soon", None, "start must be a number")]:
+        with pytest.raises(RequestError, match=words):
+            probe.check_span(start, end, 5.0)
 
 
 def test_cli_video(source, tiny_checkpoint, tmp_path, capsys):
@@ -261,13 +312,13 @@ def short_clip(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def page(tiny_checkpoint):
-    import app
+    import web
 
-    return app.build_demo(str(tiny_checkpoint), device="cpu")
+    return web.build_demo(str(tiny_checkpoint), device="cpu")
 
 
 def test_app_video_limits_in_words(page, source, tmp_path, monkeypatch):
-    import app
+    import dataclasses
 
     a = page.sam_app
     text = tmp_path / "notes.txt"
@@ -282,10 +333,10 @@ def test_app_video_limits_in_words(page, source, tmp_path, monkeypatch):
         a.video(str(source), 70, "everyone")
     with pytest.raises(RequestError, match="start must be a number"):
         a.video(str(source), 70, "all", 256, float("nan"))
-    monkeypatch.setattr(app, "CLIP_MAX_SECONDS", 3)
+    monkeypatch.setattr(a, "limits", dataclasses.replace(a.limits, clip_max_seconds=3))
     with pytest.raises(RequestError, match="5 seconds long; this page takes clips of at most 3 seconds"):
         a.video(str(source), 70)
-    monkeypatch.setattr(app, "CLIP_MAX_MB", 0.001)
+    monkeypatch.setattr(a, "limits", dataclasses.replace(a.limits, clip_max_mb=0.001))
     with pytest.raises(RequestError, match="at most 0.001 MB"):
         a.video(str(source), 70)
 
@@ -298,7 +349,7 @@ def test_app_video_endpoint(page, short_clip, tmp_path):
         client = Client(url, verbose=False, download_files=str(tmp_path))
         got = client.predict(handle_file(str(short_clip)), 60, "all", api_name="/video")
         path = Path(got["video"] if isinstance(got, dict) else got)
-        info = clip.probe_clip(path)
+        info = probe.probe_clip(path)
         assert info.frames == 30 and info.fps == FPS and info.audio_codec == "aac"
         blank = tmp_path / "blank.mp4"
         subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-f", "lavfi", "-i",
@@ -316,10 +367,10 @@ def test_browser_video_tab(tiny_checkpoint, source, tmp_path):
     """In headless Chromium: the Video tab with the 5 s clip: progress in frames, Cancel (no files or ffmpeg left),
     then a finished clip that plays in the page. Screenshots go to $SAM_SCREENSHOT_DIR (default: a temporary
     folder)."""
-    import app
+    import web
 
     shots = screenshot_dir(tmp_path)
-    demo = app.build_demo(str(tiny_checkpoint), device="cpu")
+    demo = web.build_demo(str(tiny_checkpoint), device="cpu")
     pipe = demo.sam_app.pipe
     real_render = pipe.render
     with open_page(demo, 1400, 1000) as page:
@@ -385,7 +436,7 @@ def test_tracker_keeps_numbers_when_a_face_is_hidden_and_comes_back():
         if 9 <= i < 17:
             canvas.paste((90, 90, 90), (300, 0, 480, 240))  # a hand in front of the right face
         frames.append(canvas)
-    tracker = clip.FaceTracker(faces="all")
+    tracker = FaceTracker(faces="all")
     seen = []
     for i, f in enumerate(frames):
         seen.append({tr.id: float(tr.box[0]) for tr in tracker.step(f, i / FPS)})
@@ -403,23 +454,23 @@ def test_clip_from_webm(pipe, short_clip, tmp_path, audio, expected):
     webm = tmp_path / "clip.webm"
     subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-i", str(short_clip), "-c:v", "libvpx",
                     "-b:v", "1M", "-c:a", audio, str(webm)], check=True)
-    info = clip.probe_clip(webm)
+    info = probe.probe_clip(webm)
     out = clip.age_clip(pipe, info, tmp_path / "out.mp4", 40, end=0.2)
     assert out.audio.startswith(expected) and out.frames == info.frames == 30
-    assert clip.probe_clip(out.path).audio_codec == ("opus" if audio == "libopus" else "aac")
+    assert probe.probe_clip(out.path).audio_codec == ("opus" if audio == "libopus" else "aac")
 
 
 # --------------------------------------------------------------------------------------------- key frames
 
 
-def every_frame_codes(pipe: AgingPipeline, info: clip.ClipInfo, age: int) -> dict[tuple[int, int], torch.Tensor]:
+def every_frame_codes(pipe: AgingPipeline, info: probe.ClipInfo, age: int) -> dict[tuple[int, int], torch.Tensor]:
     """The codes of the landed per-frame loop (commit 920ea10): both encoders on every frame, smoothed per person."""
     from sam.pipeline import EncodedFace
 
     quick = min(256, pipe.output_size) < pipe.output_size
-    tracker = clip.FaceTracker()
+    tracker = FaceTracker()
     out = {}
-    for i, arr in enumerate(clip.read_frames(info)):
+    for i, arr in enumerate(probe.read_frames(info)):
         frame, t = Image.fromarray(arr), i / float(info.fps)
         for tr in tracker.step(frame, t):
             image = ffhq_align(frame, tr.smooth, pipe.input_size)[0]
@@ -431,7 +482,7 @@ def every_frame_codes(pipe: AgingPipeline, info: clip.ClipInfo, age: int) -> dic
 
 def test_key_frames_1_is_every_frame_encoding(pipe, short_clip, tmp_path):
     """With a key frame on every frame the codes are exactly the old every-frame ones, threads or not."""
-    info = clip.probe_clip(short_clip)
+    info = probe.probe_clip(short_clip)
     want = every_frame_codes(pipe, info, 60)
     for overlap in (False, True):
         res = clip.age_clip(pipe, info, tmp_path / f"{overlap}.mp4", 60, key_frames=1, overlap=overlap, trace=True)
@@ -446,13 +497,13 @@ def test_auto_key_frames_are_few_and_close_to_every_frame(aged, pipe, source):
     codes within 2 % of the every-frame codes' range."""
     keys = [f.frame for f in aged.trace if f.key]
     gaps = np.diff(keys)
-    want = every_frame_codes(pipe, clip.probe_clip(source), 70)
+    want = every_frame_codes(pipe, probe.probe_clip(source), 70)
     diff = max((f.code - want[f.frame, f.face]).abs().max().item() for f in aged.trace)
     scale = max(c.abs().max().item() for c in want.values())
     print(f"\nauto: {len(keys)} key frames of {aged.frames}, gaps {gaps.min()}-{gaps.max()}; largest code difference "
           f"{diff:.4f} (codes up to {scale:.2f})")
     assert keys[0] == 0 and aged.key_frames == len(keys) < aged.frames / 3
-    assert gaps.max() <= round(clip.KEY_MAX_SECONDS * FPS)
+    assert gaps.max() <= round(keyframes.KEY_MAX_SECONDS * FPS)
     assert keys[-1] == aged.frames - 1  # the end: the last held frames get their own key frame
     assert diff < 0.02 * scale
 
@@ -522,12 +573,12 @@ def test_clip_with_16_channel_sound_keeps_the_video(pipe, short_clip, tmp_path):
     subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-i", str(short_clip), "-f", "lavfi",
                     "-i", "sine=frequency=440:duration=1.2", "-map", "0:v", "-map", "1:a", "-c:v", "copy",
                     "-ac", "16", "-c:a", "pcm_s16le", str(mkv)], check=True)
-    info = clip.probe_clip(mkv)
+    info = probe.probe_clip(mkv)
     assert info.audio_codec.startswith("pcm")
     out = clip.age_clip(pipe, info, tmp_path / "out.mp4", 40, end=0.2)
     print(f"\n16-channel PCM: audio {out.audio}")
     assert out.audio.startswith(("downmixed", "re-encoded", "none: the sound"))
-    assert clip.probe_clip(out.path).frames == 30
+    assert probe.probe_clip(out.path).frames == 30
 
 
 def test_cli_video_refuses_in_one_line(source, tiny_checkpoint, tmp_path):
@@ -575,17 +626,17 @@ def test_still_face_key_codes_are_averaged_and_a_changed_face_is_not():
     key codes; a changed face, a cut, a first key frame or an explicit N take them whole."""
     from types import SimpleNamespace
 
-    coder = clip.KeyFrameCoder(None, 70, FPS)
+    coder = keyframes.KeyFrameCoder(None, 70, FPS)
     sig = np.zeros((4, 4), np.float32)
     key = SimpleNamespace(t=1.0, sig=sig)
     still = SimpleNamespace(track=SimpleNamespace(key=key), cut=False, sig=sig + 0.5)
-    want = 1 - np.exp(-0.4 / clip.KEY_STILL_TAU)
+    want = 1 - np.exp(-0.4 / keyframes.KEY_STILL_TAU)
     assert coder._still_weight(still, 1.4) == pytest.approx(want) and want < 0.6
-    changed = SimpleNamespace(track=SimpleNamespace(key=key), cut=False, sig=sig + clip.KEY_CHANGE)
+    changed = SimpleNamespace(track=SimpleNamespace(key=key), cut=False, sig=sig + keyframes.KEY_CHANGE)
     assert coder._still_weight(changed, 1.4) == 1.0
     assert coder._still_weight(SimpleNamespace(track=SimpleNamespace(key=key), cut=True, sig=sig), 1.4) == 1.0
     assert coder._still_weight(SimpleNamespace(track=SimpleNamespace(key=None), cut=False, sig=sig), 1.4) == 1.0
-    assert clip.KeyFrameCoder(None, 70, FPS, key_frames=5)._still_weight(still, 1.4) == 1.0
+    assert keyframes.KeyFrameCoder(None, 70, FPS, key_frames=5)._still_weight(still, 1.4) == 1.0
 
 
 def test_still_averaging_steadies_the_codes_on_the_still_segment(aged, pipe, source, monkeypatch, tmp_path):
@@ -594,7 +645,7 @@ def test_still_averaging_steadies_the_codes_on_the_still_segment(aged, pipe, sou
         codes = [f.code for f in sorted(result.trace, key=lambda f: f.frame) if f.frame in STILL and f.face == 0]
         return float(np.mean([(b - a).abs().mean().item() for a, b in zip(codes, codes[1:])]))
 
-    monkeypatch.setattr(clip, "KEY_STILL_TAU", 0.0)
+    monkeypatch.setattr(keyframes, "KEY_STILL_TAU", 0.0)
     plain = clip.age_clip(pipe, source, tmp_path / "plain.mp4", 70, trace=True)
     print(f"\ncode change per frame on the still segment: {jitter(aged):.5f} averaged, {jitter(plain):.5f} not")
     assert jitter(aged) < 0.9 * jitter(plain)

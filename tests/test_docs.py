@@ -157,12 +157,13 @@ def test_ci_runs_the_readme_test_command_verbatim():
 
 def undocumented_modules(table: str, modules: list[str]) -> list[str]:
     """The modules (``sam/name.py``) that ``table`` (docs/architecture.md) does not name in a code span."""
-    named = set(re.findall(r"`(sam/[\w/]+\.py)`", table))
+    named = set(re.findall(r"`((?:sam|web)/[\w/]+\.py)`", table))
     return [m for m in modules if m not in named]
 
 
 def test_architecture_names_every_module():
-    modules = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "sam").glob("*.py"))
+    modules = sorted(str(p.relative_to(ROOT)) for folder in ("sam", "web") for p in (ROOT / folder).rglob("*.py")
+                     if p.name != "__init__.py" or p.parent.name == "sam")
     missing = undocumented_modules(ARCHITECTURE.read_text(encoding="utf-8"), modules)
     assert missing == [], f"add a row for {', '.join(missing)} to docs/architecture.md's module table"
 
@@ -173,9 +174,9 @@ def test_a_missing_module_is_caught():
 
 
 def test_one_list_of_video_formats():
-    """The Video tab's formats (``sam.video.clip.VIDEO_FORMATS``) are the ones the video docs and the CLI's help
+    """The Video tab's formats (``sam.video.probe.VIDEO_FORMATS``) are the ones the video docs and the CLI's help
     name."""
-    from sam.video.clip import VIDEO_FORMAT_NAMES, VIDEO_FORMATS
+    from sam.video.probe import VIDEO_FORMAT_NAMES, VIDEO_FORMATS
 
     assert all(name in VIDEO_FORMAT_NAMES for name in VIDEO_FORMATS.values())
     assert VIDEO_FORMAT_NAMES in " ".join((ROOT / "docs" / "video.md").read_text().split())

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 import web
-from sam.faces import align
+from sam.faces import align, detect, paste
 from sam.requests import RequestError, read_face_ages, read_faces
 from sam.session import GroupSession, Photo
 from tests.browser import needs_chromium, open_page, screenshot_dir
@@ -58,13 +58,13 @@ def _changed(a: Image.Image, b: Image.Image) -> np.ndarray:
     return np.abs(np.asarray(a, np.int16) - np.asarray(b, np.int16)).max(axis=-1) > 0
 
 
-def _inner(face: align.Face, shrink: float = 0.25) -> tuple[slice, slice]:
+def _inner(face: detect.Face, shrink: float = 0.25) -> tuple[slice, slice]:
     left, top, right, bottom = face.box
     dx, dy = shrink * face.width, shrink * face.height
     return slice(int(top + dy), int(bottom - dy)), slice(int(left + dx), int(right - dx))
 
 
-def _far(size: tuple[int, int], faces: list[align.Face], k: float = 0.55) -> np.ndarray:
+def _far(size: tuple[int, int], faces: list[detect.Face], k: float = 0.55) -> np.ndarray:
     """Pixels farther than ``k`` face widths (about half a face width) from every face's detector box."""
     ys, xs = np.mgrid[0 : size[1], 0 : size[0]] + 0.5
     far = np.ones((size[1], size[0]), bool)
@@ -98,7 +98,7 @@ def test_paste_faces_changes_every_face_and_nothing_far(photo):
     aligned = [align.align_face(photo.image, face=f) for f in photo.faces]
     colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), (255, 0, 255)]
     pairs = [(a, _flat(c)) for a, c in zip(aligned, colours)]
-    out = align.paste_faces(photo.image, pairs, color_match=False)
+    out = paste.paste_faces(photo.image, pairs, color_match=False)
     assert out.size == photo.image.size
     changed = _changed(out, photo.image)
     for f, c in zip(photo.faces, colours):
@@ -108,10 +108,10 @@ def test_paste_faces_changes_every_face_and_nothing_far(photo):
         assert np.abs(got - c).max() < 20  # each face its own paste, not its neighbour's
     assert not changed[_far(out.size, photo.faces)].any()
     # a stable order: the same result whatever order the faces come in
-    assert np.array_equal(np.asarray(out), np.asarray(align.paste_faces(photo.image, pairs[::-1], color_match=False)))
+    assert np.array_equal(np.asarray(out), np.asarray(paste.paste_faces(photo.image, pairs[::-1], color_match=False)))
     # one face with paste_back's mask shape: paste_back's blend (to rounding)
-    one = np.asarray(align.paste_faces(photo.image, pairs[:1], color_match=False, extent=0.96, order=8), np.int16)
-    single = np.asarray(align.paste_back(photo.image, aligned[0], pairs[0][1]), np.int16)
+    one = np.asarray(paste.paste_faces(photo.image, pairs[:1], color_match=False, extent=0.96, order=8), np.int16)
+    single = np.asarray(paste.paste_back(photo.image, aligned[0], pairs[0][1]), np.int16)
     assert np.abs(one - single).max() <= 1
 
 
@@ -124,7 +124,7 @@ def test_close_faces_hand_over_smoothly():
     a = align.AlignedFace(image=_flat((128, 128, 128), side), quad=np.zeros((4, 2)), face=None, source_size=base.size,
                           output_size=side, transform_size=side, matrix=np.array([[k, 0, 80.0], [0, k, 56.0]]))
     b = replace(a, matrix=np.array([[k, 0, 80.0 + 0.75 * side * k], [0, k, 56.0]]))  # 96 px apart: 32 px overlap
-    out = np.asarray(align.paste_faces(base, [(a, _flat((255, 0, 0))), (b, _flat((0, 0, 255)))], color_match=False),
+    out = np.asarray(paste.paste_faces(base, [(a, _flat((255, 0, 0))), (b, _flat((0, 0, 255)))], color_match=False),
                      np.float64)
     row = out[120]
     assert row[144, 0] > 240 and row[144, 2] < 15  # centre of a
@@ -140,7 +140,7 @@ def test_paste_faces_matches_each_faces_colour():
     a = align.AlignedFace(image=_flat((90, 120, 150), 64), quad=np.zeros((4, 2)), face=None, source_size=base.size,
                           output_size=64, transform_size=64, matrix=np.array([[1.0, 0, 40.0], [0, 1.0, 60.0]]))
     b = replace(a, image=_flat((200, 60, 40), 64), matrix=np.array([[1.0, 0, 180.0], [0, 1.0, 60.0]]))
-    out = np.asarray(align.paste_faces(base, [(a, _flat((10, 10, 10))), (b, _flat((10, 10, 10)))]), np.float64)
+    out = np.asarray(paste.paste_faces(base, [(a, _flat((10, 10, 10))), (b, _flat((10, 10, 10)))]), np.float64)
     assert np.abs(out[92, 72] - (90, 120, 150)).max() < 6  # a's new face shifted to a's original colour
     assert np.abs(out[92, 212] - (200, 60, 40)).max() < 6  # b's to b's
 

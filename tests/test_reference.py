@@ -1,7 +1,7 @@
 """The proof that published weights give published results: the seed-0 synthetic checkpoint (full size, 1024 px,
 built by ``sam.network.synthetic``) reproduces the reference implementation's outputs
-(``tests/data/seed0_reference.pt``),
-through ``AgingPipeline.from_pretrained`` (the app's and the CLI's door) and through the pipeline's steps."""
+(``tests/data/seed0_reference.pt``), through ``AgingPipeline.from_pretrained`` (the app's and the CLI's door) and
+through the pipeline's steps."""
 
 import pytest
 import torch

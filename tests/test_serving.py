@@ -16,10 +16,10 @@ import imageio.v3 as iio
 import imageio_ffmpeg
 import pytest
 
-import app
+import web
 from sam.cancel import JobCancelledError
 from sam.requests import RequestError
-from sam.video import clip
+from sam.video import probe
 from tests.browser import free_port, launch
 from tests.clipmaker import make_clip
 from tests.conftest import TINY
@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def busy_server(tiny_checkpoint):
     """A server whose every rendered image holds the model lock for 50 ms, as a real network pass would."""
-    demo = app.build_demo(str(tiny_checkpoint), device="cpu")
+    demo = web.build_demo(str(tiny_checkpoint), device="cpu")
     pipe = demo.sam_app.pipe
     real_render = pipe.render
 
@@ -107,8 +107,7 @@ def test_cancel_is_answered_at_once(busy_server):
 
 
 def _wait_idle(sam_app, timeout: float = 20.0) -> None:
-    from sam.serving.scheduler import running
-
+    running = sam_app.scheduler.running
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and (running.count or _ffmpeg_children()):
         time.sleep(0.1)
@@ -125,7 +124,15 @@ def _lavfi(tmp_path: Path, name: str, source: str, *extra: str) -> Path:
     return out
 
 
-LIMITS = clip.ClipLimits(seconds=20, frames=600, fps=60, pixels=1000 * 1000)
+def _no_processes(monkeypatch) -> None:
+    """From here on, starting a program fails the test: the video layer starts none (no ffmpeg left running)."""
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"a process was started: {args[:1]}")
+
+    monkeypatch.setattr(subprocess, "Popen", refuse)
+
+
+LIMITS = probe.ClipLimits(seconds=20, frames=600, fps=60, pixels=1000 * 1000)
 
 
 @pytest.mark.parametrize(("name", "source", "extra", "words"), [
@@ -135,33 +142,32 @@ LIMITS = clip.ClipLimits(seconds=20, frames=600, fps=60, pixels=1000 * 1000)
      "1000 frames per second; this page takes at most 60"),
     ("huge.mkv", "color=c=gray:s=1200x1000:r=2:d=1", ["-c:v", "png"], "frames are 1200x1000 pixels"),
 ])
-def test_hostile_clips_are_refused_from_the_header(tmp_path, name, source, extra, words):
+def test_hostile_clips_are_refused_from_the_header(tmp_path, monkeypatch, name, source, extra, words):
     path = _lavfi(tmp_path, name, source, *extra)
-    calls = []
-    real = clip._count_frames
-    try:
-        clip._count_frames = lambda *a: calls.append(a) or real(*a)
-        with pytest.raises(RequestError, match=words):
-            clip.probe_clip(path, LIMITS)
-    finally:
-        clip._count_frames = real
-    assert not calls  # refused before a single frame was decoded
-    assert not _ffmpeg_children()
+    counts, opened = [], []
+    real_count, real_open = probe._count_frames, probe.av.open
+    monkeypatch.setattr(probe, "_count_frames", lambda *a: counts.append(a) or real_count(*a))
+    monkeypatch.setattr(probe.av, "open", lambda *a, **k: opened.append(k.get("options")) or real_open(*a, **k))
+    _no_processes(monkeypatch)
+    with pytest.raises(RequestError, match=words):
+        probe.probe_clip(path, LIMITS)
+    assert not counts  # refused before a single frame was decoded:
+    assert opened == [{"codec_whitelist": "none"}]  # the file was opened once, with every decoder barred
 
 
-def test_a_clip_without_a_stated_length_is_stopped_at_the_frame_limit(tmp_path):
+def test_a_clip_without_a_stated_length_is_stopped_at_the_frame_limit(tmp_path, monkeypatch):
     path = _lavfi(tmp_path, "raw.h264", "testsrc=s=32x32:r=25:d=60", "-c:v", "libx264", "-preset", "ultrafast")
+    _no_processes(monkeypatch)
     with pytest.raises(RequestError, match="more than 600 frames"):
-        clip.probe_clip(path, clip.ClipLimits(frames=600))
-    assert not _ffmpeg_children()
+        probe.probe_clip(path, probe.ClipLimits(frames=600))
 
 
-def test_the_frame_count_stops_when_cancelled(tmp_path):
+def test_the_frame_count_stops_when_cancelled(tmp_path, monkeypatch):
     path = _lavfi(tmp_path, "slow.mp4", "testsrc=s=640x480:r=25:d=120", "-c:v", "libx264", "-preset", "ultrafast")
+    _no_processes(monkeypatch)
     began = time.monotonic()
     with pytest.raises(JobCancelledError):
-        clip.probe_clip(path, should_stop=lambda: time.monotonic() - began > 0.3)
-    assert not _ffmpeg_children()
+        probe.probe_clip(path, should_stop=lambda: time.monotonic() - began > 0.3)
 
 
 # --------------------------------------------------------------------------------------------- SIGTERM
@@ -237,12 +243,11 @@ def test_a_file_reference_outside_the_uploads_gets_words(busy_server, tiny_check
 
 def test_old_results_are_swept_on_a_timer(tmp_path, monkeypatch):
     """Results older than an hour go even when no new job arrives."""
-    monkeypatch.setattr(app, "SWEEP_EVERY_S", 0.05)
-    sam_app = app.AgeApp(None, "no model", workdir=tmp_path / "results")
+    sam_app = web.AgeApp(None, "no model", workdir=tmp_path / "results", limits=web.Limits(sweep_every_s=0.05))
     old, new = sam_app.workdir / "sam-old.mp4", sam_app.workdir / "sam-new.mp4"
     old.write_bytes(b"x")
     new.write_bytes(b"x")
-    hour_ago = time.time() - app.OUTPUT_MAX_AGE_S - 5
+    hour_ago = time.time() - sam_app.limits.output_max_age_s - 5
     os.utime(old, (hour_ago, hour_ago))
     deadline = time.monotonic() + 10
     while old.exists() and time.monotonic() < deadline:

@@ -1,14 +1,20 @@
 """The one MP4 writer (sam.video.mp4): a list of frames (lifespan) and a stream of frames (clip) both give a
-readable H.264 / yuv420p MP4 of the right frame count and size; both callers use it."""
+readable H.264 / yuv420p MP4 of the right frame count and size; both callers use it; a frame rate such as 30000/1001
+is kept exact; odd sides are padded, not scaled. The files are read back by ffmpeg's own program (imageio-ffmpeg),
+not by the package's reader."""
+
+import subprocess
+from fractions import Fraction
 
 import imageio_ffmpeg
 import numpy as np
 import pytest
 from PIL import Image
 
-from sam.video import clip, lifespan
+from sam.video import clip, lifespan, threads
 from sam.video import mp4 as video_io
 from sam.video.mp4 import Mp4Writer, write_mp4
+from sam.video.probe import probe_clip
 
 
 def _frames(n: int, w: int, h: int) -> list[np.ndarray]:
@@ -48,11 +54,55 @@ def test_list_and_stream_give_the_same_readable_mp4(tmp_path, w, h):
 
 
 def test_odd_sides_are_padded_to_even(tmp_path):
+    y, x = np.mgrid[0:21, 0:33]
+    frame = np.stack([x * 7, y * 11, np.full_like(x, 100)], axis=-1).astype(np.uint8)  # bright at the edges
     with Mp4Writer(tmp_path / "odd.mp4", fps=5) as writer:
-        for f in _frames(3, 33, 21):
-            writer.write(f)
+        for _ in range(3):
+            writer.write(frame)
     meta, got = _read(tmp_path / "odd.mp4")
     assert meta["size"] == (34, 22) and len(got) == 3
+    got = np.stack(got).astype(int)
+    assert np.abs(got[:, :21, :33] - frame).mean() < 6  # the picture where it was
+    # the added column and row repeat the edge (no black line along the border)
+    assert np.abs(got[:, :21, 33] - frame[:, 32]).mean() < 8 and np.abs(got[:, 21, :33] - frame[20]).mean() < 8
+
+
+def test_an_exact_frame_rate_is_kept(tmp_path):
+    """The clip job writes the input's average rate, e.g. NTSC's 30000/1001: exact in the file, not 2997/100."""
+    with Mp4Writer(tmp_path / "ntsc.mp4", fps=Fraction(30000, 1001)) as writer:
+        for f in _frames(30, 32, 32):
+            writer.write(f)
+    info = probe_clip(tmp_path / "ntsc.mp4")
+    assert info.fps == Fraction(30000, 1001) and info.frames == 30
+    text = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(tmp_path / "ntsc.mp4")],
+                          capture_output=True).stderr.decode()
+    assert "29.97 fps" in text  # (as ffmpeg states it)
+    assert _boxes(tmp_path / "ntsc.mp4").index("moov") < _boxes(tmp_path / "ntsc.mp4").index("mdat")  # fast start
+
+
+def _boxes(path) -> list[str]:
+    """The MP4's top-level boxes in file order."""
+    data, at, names = path.read_bytes(), 0, []
+    while at + 8 <= len(data):
+        size = int.from_bytes(data[at:at + 4], "big")
+        names.append(data[at + 4:at + 8].decode("latin-1"))
+        at += size if size >= 8 else len(data)
+    return names
+
+
+def test_abort_leaves_the_file_to_the_caller_and_close_twice_is_safe(tmp_path):
+    writer = Mp4Writer(tmp_path / "a.mp4", fps=5)
+    writer.write(_frames(1, 16, 16)[0])
+    writer.abort()
+    writer.abort()
+    with pytest.raises(ValueError, match="closed"):
+        writer.write(_frames(1, 16, 16)[0])
+    done = Mp4Writer(tmp_path / "b.mp4", fps=5)
+    for f in _frames(2, 16, 16):
+        done.write(f)
+    done.close()
+    done.close()
+    assert len(_read(tmp_path / "b.mp4")[1]) == 2
 
 
 def test_refusals(tmp_path):
@@ -71,5 +121,6 @@ def test_refusals(tmp_path):
 
 def test_both_callers_use_the_one_writer():
     assert lifespan.write_mp4 is video_io.write_mp4
-    assert clip.Mp4Writer is video_io.Mp4Writer
-    assert not hasattr(clip, "_open_writer")
+    assert threads.Mp4Writer is video_io.Mp4Writer  # the clip job's output thread
+    assert clip.add_audio is video_io.add_audio
+    assert not hasattr(clip, "_open_writer") and not hasattr(clip, "_mux_audio")

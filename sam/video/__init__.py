@@ -1,1 +1,2 @@
-"""Videos: lifespan animations of one photo, ageing the people in a clip, the MP4 writer."""
+"""Videos: lifespan animations of one photo (``lifespan``), ageing the people in a clip (``clip``, with ``probe``,
+``tracking``, ``smoothing``, ``keyframes`` and ``threads``), and the MP4 writer (``mp4``)."""

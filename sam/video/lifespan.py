@@ -5,7 +5,7 @@ linearly between the codes of key ages (e.g. 0, 10, ..., 100) and decodes every 
 (the generator's stored maps) so frames do not flicker, and the generator stops at the requested resolution
 instead of rendering 1024 px and shrinking.
 
-Videos are H.264 MP4 in yuv420p (plays inline in browsers) written by :func:`sam.video_io.write_mp4`; GIFs with
+Videos are H.264 MP4 in yuv420p (plays inline in browsers) written by :func:`sam.video.mp4.write_mp4`; GIFs with
 Pillow. Both are written under a temporary name and renamed when complete: a cancelled or failed job closes its
 ffmpeg writer and leaves no partial file behind.
 """
