@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-__all__ = ["JobCancelledError", "ShouldStop", "Progress", "check_stop", "either"]
+__all__ = ["JobCancelledError", "ShouldStop", "Progress", "check_stop"]
 
 ShouldStop = Callable[[], bool]
 Progress = Callable[[int, int], None]
@@ -25,9 +25,3 @@ def check_stop(should_stop: ShouldStop | None) -> None:
     """Raise :class:`JobCancelledError` when ``should_stop()`` says so."""
     if should_stop is not None and should_stop():
         raise JobCancelledError("the job was cancelled")
-
-
-def either(*checks: ShouldStop | None) -> ShouldStop:
-    """One ``should_stop`` that says stop when any of ``checks`` does (``None`` entries are skipped)."""
-    present = [c for c in checks if c is not None]
-    return lambda: any(c() for c in present)

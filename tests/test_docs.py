@@ -183,3 +183,56 @@ def test_one_list_of_video_formats():
     commands = next(a for a in sam_parser()._actions if isinstance(a, argparse._SubParsersAction))
     video = commands.choices["video"]
     assert VIDEO_FORMAT_NAMES in " ".join(video.format_help().split())
+
+
+def documented_floors(text: str) -> dict[int, set[str]]:
+    """docs/architecture.md's floor table: floor number -> the packages (dotted) it names."""
+    floors = {}
+    for number, cell in re.findall(r"^\| (\d+) \| ([^|]+) \|", text, flags=re.M):
+        names = set()
+        for path in re.findall(r"`([^`]+)`", cell):
+            if path == "sam/*.py":
+                names.add("sam/*.py")
+            else:
+                names.add(path.rstrip("/").removesuffix(".py").replace("/", "."))
+        floors[int(number)] = names
+    return floors
+
+
+def test_the_floor_plan_in_the_docs_is_the_one_the_tests_hold():
+    """docs/architecture.md's table of floors names the same packages, on the same floors, as the rule that
+    tests/test_package.py enforces; every folder it names exists; the README points to it."""
+    from tests.test_package import FLOORS
+
+    floors = documented_floors(ARCHITECTURE.read_text(encoding="utf-8"))
+    assert floors[0] == {"sam/*.py"}
+    assert {m for m in FLOORS[0]} == {f"sam.{p.stem}" for p in (ROOT / "sam").glob("*.py")} - {"sam.__init__",
+                                                                                                  "sam.__main__"}
+    assert {i: names for i, names in floors.items() if i} == {i: set(names) for i, names in enumerate(FLOORS) if i}
+    for names in floors.values():
+        for name in names - {"sam/*.py"}:
+            assert (ROOT / name.replace(".", "/")).is_dir() or (ROOT / f"{name}.py").is_file(), name
+    readme = README.read_text(encoding="utf-8")
+    assert "docs/architecture.md" in readme and "`web/`" in readme and "`sam/`" in readme
+
+
+def test_a_floor_out_of_place_is_caught():
+    text = "| 0 | `sam/*.py` | x | y |\n| 1 | `sam/faces/` | floor 0 | z |\n"
+    assert documented_floors(text) == {0: {"sam/*.py"}, 1: {"sam.faces"}}
+
+
+def test_the_limits_the_docs_give_are_the_apps():
+    """The limits docs/app.md and docs/video.md state are those of web.limits.Limits, their one declaration."""
+    from web.limits import Limits
+
+    lim = Limits()
+    app_md = " ".join((ROOT / "docs" / "app.md").read_text(encoding="utf-8").split())
+    video_md = " ".join((ROOT / "docs" / "video.md").read_text(encoding="utf-8").split())
+    refused = {4: "fourth", 5: "fifth", 6: "sixth"}[lim.max_long_waiting + 1]  # the first waiting video refused
+    for words in (f"`--max-queue` (default {lim.max_queue})", f"`--max-queue` ({lim.max_queue})",
+                  f"({lim.quick_concurrency} and {lim.long_concurrency} at once)",
+                  f"at most {lim.clip_max_seconds:g} s, {lim.clip_max_fps:g} frames/s, {lim.clip_max_frames} frames",
+                  f"Uploads are at most {lim.max_upload_mb} MB", f"so is a {refused} waiting video"):
+        assert words in app_md, words
+    assert f"at most **{lim.clip_max_mb} MB and {lim.clip_max_seconds:g} s** (frames larger than " \
+           f"{lim.clip_max_side} px" in video_md

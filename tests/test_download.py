@@ -349,7 +349,7 @@ def test_where_the_checkpoint_is_looked_for(tmp_path, monkeypatch):
 
 def test_installed_package_has_no_checkout_folder(monkeypatch, tmp_path):
     monkeypatch.setattr(checkpoint, "checkout_weights_dir", REAL_CHECKOUT_DIR)
-    assert REAL_CHECKOUT_DIR() == Path(checkpoint.__file__).parents[1] / "weights"  # this checkout
+    assert REAL_CHECKOUT_DIR() == Path(checkpoint.__file__).parents[2] / "weights"  # this checkout
     fake_pkg = tmp_path / "site-packages" / "sam"
     fake_pkg.mkdir(parents=True)
     monkeypatch.setattr(checkpoint, "PACKAGE_ROOT", fake_pkg)

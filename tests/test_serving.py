@@ -75,7 +75,7 @@ def test_a_slider_overtakes_a_running_video_which_still_completes(busy_server, t
 def test_one_video_per_visitor_in_words(busy_server, tmp_path):
     from gradio_client import Client, handle_file
 
-    url, _ = busy_server
+    url, sam_app = busy_server
     visitor = Client(url, verbose=False, download_files=str(tmp_path))
     running = visitor.submit(handle_file(ASTRONAUT), 0, 100, 20, 20, S, api_name="/lifespan")
     _wait_progress(running)
@@ -83,7 +83,7 @@ def test_one_video_per_visitor_in_words(busy_server, tmp_path):
     with pytest.raises(Exception, match="already have a video waiting or rendering"):
         second.result(timeout=60)
     running.cancel()
-    _wait_idle(None)
+    _wait_idle(sam_app)
 
 
 def test_cancel_is_answered_at_once(busy_server):

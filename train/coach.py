@@ -105,27 +105,8 @@ class Coach:
         self.net.to(self.device)
         self.aux_cfg = AuxConfig.tiny() if opts.aux_size == "tiny" else AuxConfig()
         self.loss_weights = LossWeights.from_opts(opts)
-        w = self.loss_weights
-        need_lpips = max(w.lpips_lambda, w.lpips_lambda_aging, w.lpips_lambda_crop) > 0
-        with torch.random.fork_rng(devices=[]):  # random loss nets (tests): the same in a fresh and a resumed run
-            torch.manual_seed(opts.seed + 1)
-            arcface = build_arcface(_path(opts.ir_se50_path), self.aux_cfg) if w.id_lambda > 0 else None
-            age_net = build_age_net(_path(opts.age_predictor_path), self.aux_cfg)  # input ages are always needed
-            lpips = build_lpips(_path(opts.lpips_path), opts.lpips_lin_path) if need_lpips else None
-        self.criterion = SAMLoss(w, arcface, age_net, lpips, self.aux_cfg.id_input_size).to(self.device)
-
-        # ---- optimizer
-        self.net.pretrained_encoder.requires_grad_(False)
-        self.net.decoder.requires_grad_(bool(opts.train_decoder))
-        params = list(self.net.encoder.parameters())
-        if opts.train_decoder:
-            params += list(self.net.decoder.parameters())
-        if opts.optim_name == "adam":
-            self.optimizer = torch.optim.Adam(params, lr=opts.learning_rate)
-        else:
-            from pytorch_optimizer import Ranger
-
-            self.optimizer = Ranger(params, lr=opts.learning_rate)
+        self.criterion = self._build_criterion()
+        self.optimizer = self._build_optimizer()
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_scaler)
 
         # ---- data
@@ -158,6 +139,32 @@ class Coach:
 
     # ------------------------------------------------------------------------------------------------------------
     # set-up helpers
+
+    def _build_criterion(self) -> SAMLoss:
+        """Every SAM loss term, with the auxiliary networks the non-zero weights need."""
+        opts, w = self.opts, self.loss_weights
+        need_lpips = max(w.lpips_lambda, w.lpips_lambda_aging, w.lpips_lambda_crop) > 0
+        with torch.random.fork_rng(devices=[]):  # random loss nets (tests): the same in a fresh and a resumed run
+            torch.manual_seed(opts.seed + 1)
+            arcface = build_arcface(_path(opts.ir_se50_path), self.aux_cfg) if w.id_lambda > 0 else None
+            age_net = build_age_net(_path(opts.age_predictor_path), self.aux_cfg)  # input ages are always needed
+            lpips = build_lpips(_path(opts.lpips_path), opts.lpips_lin_path) if need_lpips else None
+        return SAMLoss(w, arcface, age_net, lpips, self.aux_cfg.id_input_size).to(self.device)
+
+    def _build_optimizer(self) -> torch.optim.Optimizer:
+        """Adam or Ranger over the trained encoder (and the decoder with ``--train_decoder``); the frozen encoder
+        stays frozen."""
+        opts = self.opts
+        self.net.pretrained_encoder.requires_grad_(False)
+        self.net.decoder.requires_grad_(bool(opts.train_decoder))
+        params = list(self.net.encoder.parameters())
+        if opts.train_decoder:
+            params += list(self.net.decoder.parameters())
+        if opts.optim_name == "adam":
+            return torch.optim.Adam(params, lr=opts.learning_rate)
+        from pytorch_optimizer import Ranger
+
+        return Ranger(params, lr=opts.learning_rate)
 
     def _amp_dtype(self, amp: str | bool | None) -> torch.dtype | None:
         """``--amp``: None (float32), ``fp16`` (CUDA only; ignored with a message elsewhere) or ``bf16``."""

@@ -6,10 +6,21 @@
 * :mod:`web.endpoints`, :mod:`web.limits`: the named endpoints and the app's limits, each declared once;
 * :mod:`web.jobs`, :mod:`web.uploads`, :mod:`web.messages`: how handlers run, uploads checked, failures worded;
 * :mod:`web.glue`: every use of Gradio's internals; :mod:`web.server`: launch and a clean stop.
+
+The public names below are imported on first use (``app.py --help`` does not load Gradio).
 """
 
-from web.limits import Limits
-from web.page import Page, build_demo
-from web.service import AgeApp
+import importlib
+from typing import Any
+
+_PUBLIC = {"AgeApp": "web.service", "Limits": "web.limits", "Page": "web.page", "build_demo": "web.page"}
 
 __all__ = ["AgeApp", "Limits", "Page", "build_demo"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PUBLIC:
+        value = getattr(importlib.import_module(_PUBLIC[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'web' has no attribute {name!r}")
