@@ -5,15 +5,13 @@ checks, not Gradio's."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import gradio as gr
 
 from sam.serving.scheduler import INTERACTIVE
 from web.endpoints import ENDPOINTS, parameters
-
-if TYPE_CHECKING:
-    from web.page import Page
+from web.panels.panel import Panel
 
 __all__ = ["ApiPanel"]
 
@@ -22,12 +20,8 @@ TEXTS = {"faces", "ages", "latent_mask"}  # parameters that take words or lists
 LABELS = {"clip": "video"}  # a label other than the parameter's name
 
 
-class ApiPanel:
+class ApiPanel(Panel):
     """The named endpoints for ``gradio_client`` and raw HTTP: ``/age``, ``/mix``, ``/lifespan``, ``/video``."""
-
-    def __init__(self, page: Page):
-        self.page = page
-        self.app = page.app
 
     def component(self, name: str, value: Any) -> gr.components.Component:
         """The hidden input of one parameter (``value``: its default; ``size`` ``None`` is the model's size)."""

@@ -4,27 +4,21 @@ slider; Full resolution of the whole photo. The faces are chosen under the photo
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import gradio as gr
 
 from sam.ages import to_age
 from sam.requests import RequestError
 from web.jobs import file_hidden, file_shown
+from web.panels.panel import Panel
 from web.uploads import UnreadableUpload
-
-if TYPE_CHECKING:
-    from web.page import Page
 
 __all__ = ["GroupPanel"]
 
 
-class GroupPanel:
+class GroupPanel(Panel):
     """The group panel (hidden until faces are chosen)."""
-
-    def __init__(self, page: Page):
-        self.page = page
-        self.app = page.app
 
     def build(self) -> None:
         self.group_ages = gr.State({})  # face number -> age, for the faces aged together

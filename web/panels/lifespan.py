@@ -3,27 +3,21 @@ with a progress bar and Cancel."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import gradio as gr
 
 from web.endpoints import default
 from web.jobs import file_shown
 from web.limits import VIDEO_SIZES
+from web.panels.panel import Panel
 from web.service import AgeApp
-
-if TYPE_CHECKING:
-    from web.page import Page
 
 __all__ = ["LifespanPanel"]
 
 
-class LifespanPanel:
+class LifespanPanel(Panel):
     """The *Lifespan video* tab."""
-
-    def __init__(self, page: Page):
-        self.page = page
-        self.app = page.app
 
     def build(self) -> None:
         sizes = [s for s in VIDEO_SIZES if s <= self.page.full] or [self.page.full]

@@ -3,7 +3,7 @@ shape) applied to the aged result, at the target age chosen in the photo panel."
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import gradio as gr
 
@@ -11,10 +11,8 @@ from sam.ages import to_age
 from sam.network.mixing import LAYER_PRESETS as MIXING_PRESETS
 from sam.network.mixing import layer_groups
 from sam.requests import RequestError
+from web.panels.panel import Panel
 from web.uploads import photo_input
-
-if TYPE_CHECKING:
-    from web.page import Page
 
 __all__ = ["MixingPanel", "LAYER_PRESETS"]
 
@@ -22,12 +20,8 @@ __all__ = ["MixingPanel", "LAYER_PRESETS"]
 LAYER_PRESETS = {**MIXING_PRESETS, "custom layers": "custom"}
 
 
-class MixingPanel:
+class MixingPanel(Panel):
     """The *Reference style mixing* tab."""
-
-    def __init__(self, page: Page):
-        self.page = page
-        self.app = page.app
 
     def build(self) -> None:
         n_styles = self.page.n_styles

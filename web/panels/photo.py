@@ -4,18 +4,16 @@ slider and Full resolution. The target age set here serves every panel."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import gradio as gr
 
 from sam.ages import to_age
 from web.endpoints import default
 from web.jobs import file_busy, file_hidden, file_shown
+from web.panels.panel import Panel
 from web.service import AgeApp
 from web.uploads import photo_input, readable_upload
-
-if TYPE_CHECKING:
-    from web.page import Page
 
 __all__ = ["PhotoPanel", "EXAMPLES"]
 
@@ -23,13 +21,9 @@ EXAMPLES = sorted(str(p) for p in (Path(__file__).resolve().parents[2] / "assets
                   if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
 
 
-class PhotoPanel:
+class PhotoPanel(Panel):
     """The photo and the slider. Also builds, under the face picker, the group choice (*everyone* and the faces to
     age together) that the group panel handles."""
-
-    def __init__(self, page: Page):
-        self.page = page
-        self.app = page.app
 
     def build(self) -> None:
         self.status = gr.Markdown("", elem_id="status")

@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import gradio as gr
 
 from web.limits import STRIP_AGES
-
-if TYPE_CHECKING:
-    from web.page import Page
+from web.panels.panel import Panel
 
 __all__ = ["StripPanel"]
 
 
-class StripPanel:
+class StripPanel(Panel):
     """The *Ages side by side* tab."""
-
-    def __init__(self, page: Page):
-        self.page = page
-        self.app = page.app
 
     def build(self) -> None:
         self.strip_status = gr.Markdown("", elem_id="strip-status")

@@ -4,27 +4,21 @@ done and the time left on the progress bar, and Cancel."""
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import gradio as gr
 
 from sam.video.probe import VIDEO_FORMAT_NAMES, VIDEO_SUFFIXES
 from web.endpoints import default
 from web.jobs import file_shown
+from web.panels.panel import Panel
 from web.service import AgeApp
-
-if TYPE_CHECKING:
-    from web.page import Page
 
 __all__ = ["VideoPanel"]
 
 
-class VideoPanel:
+class VideoPanel(Panel):
     """The *Video* tab."""
-
-    def __init__(self, page: Page):
-        self.page = page
-        self.app = page.app
 
     def build(self) -> None:
         full, limits, api = self.page.full, self.app.limits, AgeApp.video
