@@ -236,3 +236,20 @@ def test_the_limits_the_docs_give_are_the_apps():
         assert words in app_md, words
     assert f"at most **{lim.clip_max_mb} MB and {lim.clip_max_seconds:g} s** (frames larger than " \
            f"{lim.clip_max_side} px" in video_md
+
+
+def stale_paths(text: str) -> list[str]:
+    """The project files (``sam/x.py``, ``web/page.py``, with an extension) and folders (``web/panels/``, with a final
+    slash) a text names in code spans that do not exist (``train/steps_per_s``, a TensorBoard tag, is neither)."""
+    named = re.findall(r"`((?:sam|web|train|bench|tests)/[\w/.-]*)`", text)
+    paths = [p for p in named if p.endswith("/") or "." in p.rsplit("/", 1)[-1]]
+    return sorted({p for p in paths if not (ROOT / p).exists()})
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_docs_name_only_files_that_exist(doc):
+    assert stale_paths(doc.read_text(encoding="utf-8")) == []
+
+
+def test_a_stale_path_is_caught():
+    assert stale_paths("`sam/faces/align.py` and `sam/align.py`, `web/`") == ["sam/align.py"]
