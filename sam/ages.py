@@ -16,7 +16,7 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["AGE_MIN", "AGE_MAX", "KEY_AGES", "AgeError", "to_age", "to_ages", "key_ages"]
+__all__ = ["AGE_MIN", "AGE_MAX", "KEY_AGES", "AgeError", "to_age", "to_ages", "key_ages", "short_text"]
 
 AGE_MIN, AGE_MAX = 0, 100
 KEY_AGES: tuple[int, ...] = tuple(range(AGE_MIN, AGE_MAX + 1, 10))
@@ -26,14 +26,25 @@ class AgeError(ValueError):
     """A requested age is not a number between 0 and 100."""
 
 
+def short_text(value: Any, limit: int = 40) -> str:
+    """``value`` as a message shows it: its text, cut to ``limit`` characters (a number too large to write out is
+    named by its size)."""
+    try:
+        text = str(value)
+    except ValueError:  # an integer of more digits than Python writes out
+        return f"an integer of about {value.bit_length() * 0.30103:.0f} digits"
+    return repr(text[:limit] + ("…" if len(text) > limit else ""))
+
+
 def to_age(value: Any, what: str = "target age") -> int:
     """The integer age rendered for ``value``: a finite number in [0, 100], rounded half up."""
     if isinstance(value, bool):
         raise AgeError(f"{what} must be a number between {AGE_MIN} and {AGE_MAX}, got {value!r}")
     try:
         a = float(value)
-    except (TypeError, ValueError):
-        raise AgeError(f"{what} must be a number between {AGE_MIN} and {AGE_MAX}, got {str(value)[:40]!r}") from None
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an integer beyond any float (10**400)
+        raise AgeError(f"{what} must be a number between {AGE_MIN} and {AGE_MAX}, got {short_text(value)}") \
+            from None
     if not math.isfinite(a):
         raise AgeError(f"{what} must be a number between {AGE_MIN} and {AGE_MAX}, got {a}")
     if not AGE_MIN <= a <= AGE_MAX:

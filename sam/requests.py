@@ -12,7 +12,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from sam.ages import AgeError, to_age
+from sam.ages import AgeError, short_text, to_age
 
 __all__ = [
     "RequestError", "MIN_SIZE", "BEST", "ALL", "read_number", "read_flag", "read_size", "is_best", "read_faces",
@@ -42,8 +42,8 @@ def read_number(value: Any, name: str, lo: float, hi: float = math.inf, *, integ
         raise RequestError(f"{name} must be a number, got {value}")
     try:
         x = float(value)
-    except (TypeError, ValueError):
-        raise RequestError(f"{name} must be a number, got {str(value)[:40]!r}") from None
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an integer beyond any float (10**400)
+        raise RequestError(f"{name} must be a number, got {short_text(value)}") from None
     span = f"between {lo:g} and {hi:g}" if math.isfinite(hi) else f"{lo:g} or more"
     if not math.isfinite(x):
         raise RequestError(f"{name} must be a number {span}, got {x}")
@@ -64,7 +64,7 @@ def read_flag(value: Any, name: str) -> bool:
         return bool(value)
     if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0", ""):
         return value.strip().lower() in ("true", "1")
-    raise RequestError(f"{name} must be true or false, got {str(value)[:40]!r}")
+    raise RequestError(f"{name} must be true or false, got {short_text(value)}")
 
 
 def read_size(value: Any, full: int, default: int | None = None) -> int:
@@ -113,12 +113,12 @@ def read_faces(value: Any, count: int | None = None) -> list[int] | None:
                 pass
         if isinstance(item, (str, bool)):
             raise RequestError(f"faces must be \"best\", \"all\" or face numbers such as \"1,3\", got "
-                               f"{str(value)[:40]!r}")
+                               f"{short_text(value)}")
         n = read_number(item, "a face number", -math.inf, integer=True)
         if n < 0:
             raise RequestError(f"face numbers start at 0 (the best face), got {n}")
         if n in chosen:
-            raise RequestError(f"face {n} is listed twice in faces={str(value)[:40]!r}")
+            raise RequestError(f"face {n} is listed twice in faces={short_text(value)}")
         chosen.append(int(n))
     if not chosen:
         raise RequestError("choose at least one face (\"all\", or face numbers such as \"1,3\")")

@@ -19,6 +19,16 @@ if TYPE_CHECKING:
 CHROMIUM = os.environ.get("SAM_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
+WAIT_SCALE = float(os.environ.get("SAM_BROWSER_WAIT_SCALE", "3"))
+"""Browser waits are this many times the time they take on a quiet machine: a loaded machine (CI beside other jobs,
+two cores shared with the server under test) must not fail a test that only had to wait."""
+
+
+def patient(ms: int) -> int:
+    """A browser wait of ``ms`` milliseconds on a quiet machine, scaled by :data:`WAIT_SCALE`."""
+    return int(ms * WAIT_SCALE)
+
+
 needs_chromium = pytest.mark.skipif(not Path(CHROMIUM).exists(),
                                     reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)")
 
@@ -61,7 +71,7 @@ def open_page(demo: gr.Blocks, width: int, height: int) -> Iterator[Any]:
             try:
                 page = browser.new_page(viewport={"width": width, "height": height})
                 page.goto(url, wait_until="load")
-                page.locator("input[type=file]").first.wait_for(state="attached", timeout=30_000)
+                page.locator("input[type=file]").first.wait_for(state="attached", timeout=patient(30_000))
                 yield page
             finally:
                 browser.close()

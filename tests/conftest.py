@@ -116,11 +116,56 @@ def published_like_bytes(tmp_path_factory) -> bytes:
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
-    """Name what the run left in its temp folder (removed next), so that a leak of the code under test shows."""
+    """Name what the run left in its temp folder (removed next), so that a leak of the code under test shows, and the
+    programs it left running (which fail the run: :func:`pytest_sessionfinish`)."""
+    for pid, cmd in getattr(terminalreporter.config, "_sam_left_behind", []):
+        terminalreporter.write_line(f"FAILED: a test left a program running (ended now): {pid} {cmd[:200]}", red=True)
     left = sorted(p.name for p in RUN_TMP.iterdir() if not p.name.startswith(("pytest-of-", "matplotlib")))
     if left:
         terminalreporter.write_line(f"temp folder of this run, removed now: {', '.join(left[:12])}"
                                     + (f" and {len(left) - 12} more" if len(left) > 12 else ""))
+
+
+def _descendants(pid: int) -> list[tuple[int, str]]:
+    """The live processes below ``pid`` (children, their children, ...): ``(pid, command line)``; zombies, which
+    hold nothing, are left out."""
+    parents: dict[int, list[int]] = {}
+    commands: dict[int, str] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if fields[0] == "Z":
+                continue
+            child = int(stat.parent.name)
+            parents.setdefault(int(fields[1]), []).append(child)
+            commands[child] = stat.with_name("cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, ValueError, IndexError):
+            continue
+    found, todo = [], list(parents.get(pid, []))
+    while todo:
+        child = todo.pop()
+        found.append((child, commands.get(child, "").strip()))
+        todo += parents.get(child, [])
+    return found
+
+
+LEFT_BEHIND = ("ffmpeg", "app.py", "chromium", "chrome", "torchrun", "train")
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    """No test leaves a program running: an ffmpeg, an app server, a browser or a training process still there
+    after the whole run fails it (the processes are ended, and named)."""
+    import signal
+
+    left = [(pid, cmd) for pid, cmd in _descendants(os.getpid()) if any(word in cmd for word in LEFT_BEHIND)]
+    for pid, _ in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    if left:
+        session.config._sam_left_behind = left
+        session.exitstatus = 1
 
 
 def pytest_unconfigure(config) -> None:

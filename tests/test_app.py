@@ -25,7 +25,7 @@ from sam.ages import KEY_AGES
 from sam.cancel import JobCancelledError
 from sam.pipeline import to_pil
 from sam.session import FaceSession, Photo
-from tests.browser import launch, needs_chromium, open_page, screenshot_dir
+from tests.browser import launch, needs_chromium, open_page, patient, screenshot_dir
 from tests.conftest import TINY
 from web.limits import Limits
 from web.messages import BUSY_MESSAGE, ROOT, readable
@@ -373,8 +373,11 @@ def _upload(url: str, path: str) -> dict:
     ("lifespan", "[IMG, 0, 100, NaN, 20, 32, false, false, 0]", "frames between key ages must be a number"),
     ("lifespan", "[IMG, 0, 100, 10, -3, 32, false, false, 0]", "fps must be between 1 and 60"),
     ("mix", "[IMG, IMG, 40, \"fine\", NaN, 32, false, false]", "mix strength must be a number"),
+    ("age", "[IMG, 1" + "0" * 400 + ", 32, false, 0, false]", "target age must be a number between 0 and 100"),
+    ("age", "[IMG, 40, 1" + "0" * 400 + ", false, 0, false]", "size must be a number"),
+    ("age", "[IMG, 40, 32, false, 0, false, \"" + "9" * 400 + "\"]", "a face number must be a number"),
 ])
-def test_raw_http_api_with_nan_and_infinity(server, capfd, api, values, words):
+def test_raw_http_api_with_nan_infinity_and_huge_numbers(server, capfd, api, values, words):
     image = json.dumps(_upload(server, ASTRONAUT))
     capfd.readouterr()
     event, data = _raw_call(server, api, '{"data": ' + values.replace("IMG", image) + "}")
@@ -586,13 +589,13 @@ def test_browser_end_to_end(tiny_checkpoint, faceless, text_png, tmp_path):
             upload = page.locator("input[type=file]").first
 
             upload.set_input_files(faceless)
-            page.locator(status).get_by_text("No face found in the photo").wait_for(timeout=30_000)
+            page.locator(status).get_by_text("No face found in the photo").wait_for(timeout=patient(30_000))
             time.sleep(float(os.environ.get("SAM_ERROR_WAIT_S", 12)))  # longer than a toast lives (30 s by hand)
             assert "No face found in the photo" in page.locator(status).inner_text()
             page.screenshot(path=str(shots / "app-error-stays.png"), full_page=True)
 
             upload.set_input_files(text_png)
-            page.locator(status).get_by_text("not an image the app can read").wait_for(timeout=30_000)
+            page.locator(status).get_by_text("not an image the app can read").wait_for(timeout=patient(30_000))
             shown = page.locator(status).inner_text()
             assert "/tmp" not in shown and "Traceback" not in shown and "Could not preprocess" not in page.content()
             page.screenshot(path=str(shots / "app-not-an-image.png"), full_page=True)
@@ -604,31 +607,31 @@ def test_browser_end_to_end(tiny_checkpoint, faceless, text_png, tmp_path):
             two.save(tmp_path / "two.png")
             upload.set_input_files(str(tmp_path / "two.png"))
             thumbs = page.locator("#face-picker button.thumbnail-item")
-            thumbs.nth(1).wait_for(timeout=30_000)
-            page.locator("#aligned img").wait_for(timeout=30_000)
+            thumbs.nth(1).wait_for(timeout=patient(30_000))
+            page.locator("#aligned img").wait_for(timeout=patient(30_000))
             aligned = page.locator("#aligned img").get_attribute("src")
             thumbs.nth(1).click()
             page.wait_for_function("s => { const i = document.querySelector('#aligned img'); "
-                                   "return i && i.getAttribute('src') !== s; }", arg=aligned, timeout=30_000)
+                                   "return i && i.getAttribute('src') !== s; }", arg=aligned, timeout=patient(30_000))
             assert page.locator(status).inner_text().strip() == ""  # the old error is gone after a good action
             page.screenshot(path=str(shots / "app-face-picker.png"), full_page=True)
 
             result = page.locator("#result img")
-            result.wait_for(timeout=30_000)
+            result.wait_for(timeout=patient(30_000))
             first = result.get_attribute("src")
             slider = page.locator("#target-age input[type=range]")
             box = slider.bounding_box()
             page.mouse.click(box["x"] + box["width"] * 0.15, box["y"] + box["height"] / 2)
             page.wait_for_function("s => { const i = document.querySelector('#result img'); "
-                                   "return i && i.getAttribute('src') !== s; }", arg=first, timeout=30_000)
+                                   "return i && i.getAttribute('src') !== s; }", arg=first, timeout=patient(30_000))
 
             pipe.render = lambda *a, **k: time.sleep(1.5) or real_render(*a, **k)  # a visible Full resolution
             page.locator("#full-button").click()
-            page.get_by_text("Rendering full resolution").wait_for(timeout=10_000)
+            page.get_by_text("Rendering full resolution").wait_for(timeout=patient(10_000))
             assert page.locator("#full-button").is_disabled()
             page.screenshot(path=str(shots / "app-full-resolution-busy.png"), full_page=True)
-            page.locator("#full-file a").first.wait_for(timeout=30_000)
-            page.get_by_role("button", name="Full resolution (32 px)").wait_for(timeout=10_000)
+            page.locator("#full-file a").first.wait_for(timeout=patient(30_000))
+            page.get_by_role("button", name="Full resolution (32 px)").wait_for(timeout=patient(10_000))
             assert page.locator("#full-button").is_enabled()  # ready again, with its label back
 
             big = Image.open(ASTRONAUT).convert("RGB").resize((8000, 8000), Image.Resampling.NEAREST)
@@ -637,9 +640,9 @@ def test_browser_end_to_end(tiny_checkpoint, faceless, text_png, tmp_path):
             upload.set_input_files(str(tmp_path / "big.jpg"))
             page.wait_for_function("s => { const i = document.querySelector('#aligned img'); "
                                    "return i && i.getAttribute('src') !== s; }",
-                                   arg=page.locator("#aligned img").get_attribute("src"), timeout=60_000)
+                                   arg=page.locator("#aligned img").get_attribute("src"), timeout=patient(60_000))
             page.wait_for_function("() => !document.querySelector('#aligned, #result').innerText.includes("
-                                   "'processing')", timeout=60_000)
+                                   "'processing')", timeout=patient(60_000))
             assert page.locator(status).inner_text().strip() == ""
             assert page.locator("#result img").is_visible()
             page.screenshot(path=str(shots / "app-8000px-photo.png"), full_page=True)
@@ -647,10 +650,10 @@ def test_browser_end_to_end(tiny_checkpoint, faceless, text_png, tmp_path):
             page.get_by_role("tab", name="Lifespan video").click()
             pipe.render = lambda *a, **k: time.sleep(0.05) or real_render(*a, **k)
             page.locator("#video-button").click()
-            page.locator(".progress-text, .eta-bar, .progress-level").first.wait_for(timeout=30_000)
+            page.locator(".progress-text, .eta-bar, .progress-level").first.wait_for(timeout=patient(30_000))
             page.screenshot(path=str(shots / "app-video-cancel.png"), full_page=True)
             page.locator("#video-cancel").click()
-            page.locator("#lifespan-status").get_by_text("Video cancelled").wait_for(timeout=10_000)
+            page.locator("#lifespan-status").get_by_text("Video cancelled").wait_for(timeout=patient(10_000))
             assert page.locator("#video-cancel").is_disabled()  # Cancel only while a video renders
             deadline = time.monotonic() + 20
             while _ffmpeg_children() and time.monotonic() < deadline:
@@ -659,7 +662,7 @@ def test_browser_end_to_end(tiny_checkpoint, faceless, text_png, tmp_path):
             pipe.render = real_render
             page.locator("#video-button").click()
             try:
-                page.locator("#lifespan-video video").wait_for(timeout=60_000)
+                page.locator("#lifespan-video video").wait_for(timeout=patient(60_000))
             except Exception:
                 page.screenshot(path=str(shots / "app-video-failed.png"), full_page=True)
                 raise

@@ -17,7 +17,7 @@ from PIL import Image
 
 import web
 import web.server
-from tests.browser import needs_chromium, open_page, screenshot_dir
+from tests.browser import needs_chromium, open_page, patient, screenshot_dir
 from tests.test_app import ASTRONAUT, _wired
 from web.messages import NOT_LOADED_HERE, WithoutRetryLines
 from web.messages import status as status_line
@@ -237,8 +237,8 @@ def test_every_tab_reachable_on_a_phone(tiny_checkpoint, tmp_path):
                              ("Video", "#clip-button"), ("Ages side by side", "#strip-status")):
             tab = tab_page.get_by_role("tab", name=name, exact=True)
             assert tab.is_visible(), name
-            tab.click(timeout=10_000)
-            tab_page.locator(inside).wait_for(state="attached", timeout=10_000)
+            tab.click(timeout=patient(10_000))
+            tab_page.locator(inside).wait_for(state="attached", timeout=patient(10_000))
             assert tab.get_attribute("aria-selected") == "true", name
         tab_page.screenshot(path=str(shots / "app-phone-tabs.png"), full_page=False)
 

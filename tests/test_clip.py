@@ -23,7 +23,7 @@ from sam.requests import RequestError
 from sam.video import clip, keyframes, probe
 from sam.video.smoothing import CodeSmoother, OneEuroFilter
 from sam.video.tracking import FaceTracker
-from tests.browser import launch, needs_chromium, open_page, screenshot_dir
+from tests.browser import launch, needs_chromium, open_page, patient, screenshot_dir
 from tests.clipmaker import ASTRONAUT, make_clip, streams
 
 FPS = 25
@@ -333,6 +333,10 @@ def test_app_video_limits_in_words(page, source, tmp_path, monkeypatch):
         a.video(str(source), 70, "everyone")
     with pytest.raises(RequestError, match="start must be a number"):
         a.video(str(source), 70, "all", 256, float("nan"))
+    for huge, words in [((10**400,), "target age must be a number"), ((70, "all", 10**400), "output size must be"),
+                        ((70, "all", 256, 10**400), "start must be a number")]:
+        with pytest.raises(ValueError, match=words):  # an integer beyond any float: words, not OverflowError
+            a.video(str(source), *huge)
     monkeypatch.setattr(a, "limits", dataclasses.replace(a.limits, clip_max_seconds=3))
     with pytest.raises(RequestError, match="5 seconds long; this page takes clips of at most 3 seconds"):
         a.video(str(source), 70)
@@ -390,16 +394,16 @@ def _drive_video_tab(page: Any, source: Path, sam_app: Any, real_render: Any, sh
     pipe = sam_app.pipe
     page.get_by_role("tab", name="Video", exact=True).click()
     page.locator("#clip-input input[type=file]").set_input_files(str(source))
-    page.locator("#clip-input").get_by_text("astronaut.mp4").wait_for(timeout=90_000)  # a loaded 2-core CI machine
+    page.locator("#clip-input").get_by_text("astronaut.mp4").wait_for(timeout=patient(90_000))
 
     pipe.render = lambda *a, **k: time.sleep(0.1) or real_render(*a, **k)  # time to see it and cancel
     page.locator("#clip-button").click()
-    page.wait_for_function("() => /([3-9]|[1-9][0-9])\\/125/.test(document.body.innerText)", timeout=60_000)
-    page.locator("#clip-video").get_by_text("s left").wait_for(timeout=10_000)
+    page.wait_for_function("() => /([3-9]|[1-9][0-9])\\/125/.test(document.body.innerText)", timeout=patient(60_000))
+    page.locator("#clip-video").get_by_text("s left").wait_for(timeout=patient(10_000))
     progress_text = page.locator("#clip-video").inner_text()
     page.screenshot(path=str(shots / "video-tab-progress.png"), full_page=True)
     page.locator("#clip-cancel").click()
-    page.locator(status).get_by_text("Video cancelled").wait_for(timeout=10_000)
+    page.locator(status).get_by_text("Video cancelled").wait_for(timeout=patient(10_000))
     deadline = time.monotonic() + 20
     while (_ffmpeg_children() or list(sam_app.workdir.glob("*"))) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -408,10 +412,10 @@ def _drive_video_tab(page: Any, source: Path, sam_app: Any, real_render: Any, sh
 
     pipe.render = real_render
     page.locator("#clip-button").click()
-    page.locator(status).get_by_text("Video ready").wait_for(timeout=180_000)
-    page.locator("#clip-video video").wait_for(timeout=30_000)
+    page.locator(status).get_by_text("Video ready").wait_for(timeout=patient(180_000))
+    page.locator("#clip-video video").wait_for(timeout=patient(30_000))
     page.wait_for_function("() => { const v = document.querySelector('#clip-video video'); "
-                           "return v && v.readyState >= 2 && v.duration > 4.9; }", timeout=30_000)
+                           "return v && v.readyState >= 2 && v.duration > 4.9; }", timeout=patient(30_000))
     played = page.evaluate("async () => { const v = document.querySelector('#clip-video video'); "
                            "v.muted = true; v.currentTime = 0; await v.play(); "
                            "await new Promise(r => setTimeout(r, 1500)); "

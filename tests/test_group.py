@@ -20,7 +20,7 @@ import web
 from sam.faces import align, detect, paste
 from sam.requests import RequestError, read_face_ages, read_faces
 from sam.session import GroupSession, Photo
-from tests.browser import needs_chromium, open_page, screenshot_dir
+from tests.browser import needs_chromium, open_page, patient, screenshot_dir
 from tests.conftest import TINY
 
 S = TINY.output_size
@@ -306,36 +306,36 @@ def test_browser_everyone_in_the_picture(tiny_checkpoint, tmp_path):
     with open_page(demo, 1400, 1400) as page:
         page.locator("input[type=file]").first.set_input_files(str(GROUP))
         thumbs = page.locator("#face-picker button.thumbnail-item")
-        thumbs.nth(5).wait_for(timeout=60_000)
+        thumbs.nth(5).wait_for(timeout=patient(60_000))
         assert "best first" in page.locator("#face-picker").inner_text()
         page.locator("#everyone input").check()
         view = page.locator("#group-slider img")
-        view.first.wait_for(timeout=60_000)
+        view.first.wait_for(timeout=patient(60_000))
         page.wait_for_function("() => document.querySelectorAll('#group-slider img').length >= 2",
-                               timeout=60_000)
+                               timeout=patient(60_000))
         info = page.locator("#group-ages")
-        info.get_by_text("face 5").wait_for(timeout=30_000)
+        info.get_by_text("face 5").wait_for(timeout=patient(30_000))
         ages = re.findall(r"face (\d) → (\d+)", info.inner_text())
         assert [int(i) for i, _ in ages] == list(range(6)) and len({a for _, a in ages}) == 1  # everyone alike
         start = ages[0][1]
         page.screenshot(path=str(shots / "app-group-slider.png"), full_page=True)
 
         thumbs.nth(2).click()  # face 2 gets its own age
-        page.locator("#group-who input[value='2']").wait_for(timeout=30_000)
+        page.locator("#group-who input[value='2']").wait_for(timeout=patient(30_000))
         page.wait_for_function("() => document.querySelector(\"#group-who input[value='2']\").checked",
-                               timeout=30_000)
+                               timeout=patient(30_000))
         slider = page.locator("#target-age input[type=range]")
         box = slider.bounding_box()
         page.mouse.click(box["x"] + box["width"] * 0.1, box["y"] + box["height"] / 2)
         page.wait_for_function("s => { const t = document.querySelector('#group-ages').innerText; "
                                "return t.includes('face 2 → ') && !t.includes('face 2 → ' + s); }", arg=start,
-                               timeout=60_000)
+                               timeout=patient(60_000))
         text = info.inner_text()
         assert f"face 0 → {start}" in text and f"face 5 → {start}" in text  # the others keep theirs
         page.screenshot(path=str(shots / "app-group-own-age.png"), full_page=True)
 
         page.locator("#group-full-button").click()
-        page.locator("#group-full-file a").first.wait_for(timeout=60_000)
+        page.locator("#group-full-file a").first.wait_for(timeout=patient(60_000))
         href = page.locator("#group-full-file a").first.get_attribute("href")
         assert href and "group" in href
         page.locator("#group-slider").screenshot(path=str(shots / "app-group-comparison.png"))

@@ -224,13 +224,20 @@ def _ffmpeg_of(folder: Path) -> list[int]:
     return found
 
 
-@pytest.mark.parametrize("target", ["/etc/passwd", "CHECKPOINT", "NO_META"])
+@pytest.mark.parametrize("target", ["/etc/passwd", "CHECKPOINT", "NO_META", "URL", "NUL", "UPLOAD_FOLDER",
+                                    "UPLOADS"])
 def test_a_file_reference_outside_the_uploads_gets_words(busy_server, tiny_checkpoint, capfd, caplog, target):
-    """A path outside the uploads, the server's own checkpoint, or a bare ``{"path": ...}`` without Gradio's marker."""
+    """A path outside the uploads, the server's own checkpoint, a bare ``{"path": ...}`` without Gradio's marker, a
+    URL (never fetched), a NUL byte, the folder of an upload or the uploads folder itself: one sentence each, and the
+    clean-up still works afterwards (a folder once made Gradio's deletion stop)."""
     import httpx
 
-    url, _ = busy_server
-    path = str(tiny_checkpoint) if target == "CHECKPOINT" else "/etc/passwd"
+    url, sam_app = busy_server
+    with httpx.Client(timeout=30) as http:
+        uploaded = http.post(f"{url}gradio_api/upload", files={"files": ("a.png", open(ASTRONAUT, "rb"))}).json()[0]
+    path = {"CHECKPOINT": str(tiny_checkpoint), "URL": "http://127.0.0.1:9/a.png", "NUL": uploaded + "\x00.png",
+            "UPLOAD_FOLDER": str(Path(uploaded).parent), "UPLOADS": str(Path(uploaded).parent.parent)
+            }.get(target, "/etc/passwd")
     reference = {"path": path} if target == "NO_META" else {"path": path, "meta": {"_type": "gradio.FileData"}}
     body = {"data": [reference, 40, S, False, 0, False]}
     with caplog.at_level("INFO", logger="sam.app"), httpx.Client(timeout=30) as http:
@@ -239,6 +246,10 @@ def test_a_file_reference_outside_the_uploads_gets_words(busy_server, tiny_check
     assert "event: error" in answer and "was not uploaded to this server" in answer
     assert path not in answer and "Traceback" not in capfd.readouterr().err
     assert len([r for r in caplog.records if "outside the uploads" in r.getMessage()]) == 1
+    from web import glue
+
+    glue.delete_cached_files(sam_app.demo)  # what the hourly clean-up and SIGTERM run: no folder stops it
+    assert not Path(uploaded).exists() and Path(uploaded).parent.parent.is_dir()
 
 
 def test_old_results_are_swept_on_a_timer(tmp_path, monkeypatch):

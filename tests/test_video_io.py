@@ -124,3 +124,28 @@ def test_both_callers_use_the_one_writer():
     assert threads.Mp4Writer is video_io.Mp4Writer  # the clip job's output thread
     assert clip.add_audio is video_io.add_audio
     assert not hasattr(clip, "_open_writer") and not hasattr(clip, "_mux_audio")
+
+
+def test_a_sound_of_64_channels_is_kept_mixed_to_stereo(tmp_path):
+    """64 unnamed channels (no layout the resampler maps to stereo): every channel averaged into a stereo AAC track,
+    the result says so, and the sound is there (not dropped without a word)."""
+    import av
+
+    ff = imageio_ffmpeg.get_ffmpeg_exe()
+    src, video = tmp_path / "c64.mkv", tmp_path / "v.mp4"
+    split = "".join(f"[a{i}]" for i in range(64))
+    subprocess.run([ff, "-y", "-v", "error", "-f", "lavfi", "-i", "testsrc=s=64x48:r=10:d=1", "-f", "lavfi", "-i",
+                    "sine=frequency=440:duration=1:sample_rate=8000", "-filter_complex",
+                    f"[1:a]asplit=64{split};{split}amerge=inputs=64[a]", "-map", "0:v", "-map", "[a]", "-c:v",
+                    "libx264", "-c:a", "pcm_s16le", str(src)], check=True, capture_output=True)
+    subprocess.run([ff, "-y", "-v", "error", "-i", str(src), "-map", "0:v", "-c", "copy", str(video)], check=True)
+    words = video_io.add_audio(video, src, tmp_path / "out.mp4")
+    assert words.startswith("mixed down to stereo AAC")
+    with av.open(str(tmp_path / "out.mp4")) as out:
+        sound = out.streams.audio[0]
+        assert sound.codec_context.name == "aac" and sound.layout.name == "stereo"
+        samples = np.concatenate([f.to_ndarray() for f in out.decode(sound)], axis=1)
+    with av.open(str(src)) as source:
+        tone = np.concatenate([f.to_ndarray() for f in source.decode(source.streams.audio[0])], axis=1)
+    peak = float(np.abs(tone).max()) / 2**15  # every channel holds the same tone (s16)
+    assert samples.shape[0] == 2 and abs(float(np.abs(samples).max()) - peak) < 0.2 * peak  # at its own loudness

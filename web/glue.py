@@ -88,23 +88,64 @@ def limit_queue(demo: gr.Blocks, max_size: int, busy_message: str) -> gr.Blocks:
 
 
 def on_file_outside_uploads(demo: gr.Blocks, refuse: Callable[[Exception], BaseException]) -> gr.Blocks:
-    """A request naming a file that was not uploaded is refused by Gradio's ``Blocks.preprocess_data`` with an
-    ``InvalidPathError``, and a file reference without Gradio's ``meta`` marker (``{"path": "/etc/passwd"}``) with
-    pydantic's ``ValidationError`` from the component's data model: both give the client an empty error and the log
-    a traceback. This raises ``refuse(exc)`` instead."""
+    """Every file a request names must be a file this server received as an upload. Gradio's
+    ``Blocks.preprocess_data`` refuses a path outside the upload folder with an ``InvalidPathError`` and a reference
+    without Gradio's ``meta`` marker (``{"path": "/etc/passwd"}``) with pydantic's ``ValidationError`` (both give the
+    client an empty error and the log a traceback); it *fetches* a URL given as a path, fails on a NUL byte with a
+    ``ValueError``, and records a folder of the uploads (the upload folder itself) as one of its files, which its
+    clean-up then cannot remove. This checks every ``{"path": ...}`` of the request first (a plain file inside the
+    upload folder, no URL, no NUL) and raises ``refuse(exc)`` for anything else, and for Gradio's own refusals."""
     from gradio.exceptions import InvalidPathError
+    from gradio.utils import get_upload_folder
     from pydantic import ValidationError
 
     preprocess: Callable[..., Awaitable[Any]] = demo.preprocess_data
 
-    async def checked(*args: Any, **kwargs: Any) -> Any:
+    async def checked(block_fn: Any, inputs: list[Any], *args: Any, **kwargs: Any) -> Any:
+        for path in _file_paths(inputs):
+            problem = _not_an_upload(path, get_upload_folder())
+            if problem:
+                raise refuse(InvalidPathError(f"{problem}: {path[:200]!r}"))
         try:
-            return await preprocess(*args, **kwargs)
+            return await preprocess(block_fn, inputs, *args, **kwargs)
         except (InvalidPathError, ValidationError) as exc:
             raise refuse(exc) from None
 
     demo.preprocess_data = checked
     return demo
+
+
+def _file_paths(value: Any) -> Iterator[str]:
+    """Every ``path`` of a file reference (a dict with a ``path``) anywhere in a request's inputs."""
+    if isinstance(value, dict):
+        if "path" in value:
+            yield value["path"] if isinstance(value["path"], str) else repr(value["path"])
+        for v in value.values():
+            if isinstance(v, (dict, list)):
+                yield from _file_paths(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _file_paths(v)
+
+
+def _not_an_upload(path: str, upload_folder: str) -> str:
+    """Why ``path`` is not a file this server received ('' when it is)."""
+    import os
+
+    if "\x00" in path:
+        return "a NUL byte in a file path"
+    if "://" in path:
+        return "a URL where an uploaded file is expected"
+    try:
+        real, folder = os.path.realpath(path), os.path.realpath(upload_folder)
+        inside = os.path.commonpath([real, folder]) == folder and real != folder
+    except (ValueError, OSError):
+        return "a path that cannot be read"
+    if not inside:
+        return "a path outside the uploads"
+    if not os.path.isfile(real):
+        return "not a file" if os.path.exists(real) else "no such upload"
+    return ""
 
 
 def default_missing_inputs(demo: gr.Blocks, api_names: tuple[str, ...]) -> gr.Blocks:
@@ -125,7 +166,12 @@ def default_missing_inputs(demo: gr.Blocks, api_names: tuple[str, ...]) -> gr.Bl
 
 
 def delete_cached_files(demo: gr.Blocks) -> None:
-    """Delete every file Gradio cached for this page (uploads, results it copied), whatever its age."""
+    """Delete every file Gradio cached for this page (uploads, results it copied), whatever its age. Entries that are
+    not plain files are dropped from Gradio's record first: its deletion (``os.remove``) would stop at a folder."""
+    import os
+
     from gradio.route_utils import delete_files_created_by_app
 
+    for files in demo.temp_file_sets:
+        files -= {f for f in files if os.path.lexists(f) and not os.path.isfile(f)}
     delete_files_created_by_app(demo, age=None)

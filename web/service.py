@@ -27,7 +27,7 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
-from sam.ages import to_age
+from sam.ages import short_text, to_age
 from sam.network.checkpoint import CheckpointError
 from sam.pipeline import AgingPipeline
 from sam.requests import RequestError, is_best, read_flag, read_number, read_size
@@ -279,7 +279,7 @@ class AgeApp:
         age = to_age(target_age)
         who = str(faces or "largest").strip().lower()
         if who not in ("largest", "all"):
-            raise RequestError(f"faces must be \"largest\" or \"all\", got {str(faces)[:20]!r}")
+            raise RequestError(f"faces must be \"largest\" or \"all\", got {short_text(faces, 20)}")
         side = read_number(output_size, "output size", 8, 1024, integer=True, default=256)
         first = read_number(start, "start", 0, limits.clip_max_seconds, default=0)
         last = read_number(end, "end", 0, limits.clip_max_seconds, default=0) or None  # 0: to the end

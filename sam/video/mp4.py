@@ -161,8 +161,9 @@ def add_audio(video: str | os.PathLike, source: str | os.PathLike, out: str | os
     """``video`` with the first audio stream of ``source`` into the MP4 ``out``; returns what happened to the sound.
 
     Copied unchanged when MP4 holds its codec (:data:`MP4_AUDIO`); else re-encoded to AAC; else AAC downmixed to
-    stereo (e.g. 16-channel PCM); if the sound still cannot be added the video is moved to ``out`` without it (a
-    finished job is never lost) and the answer says so. Timestamps are shifted as ffmpeg's command line shifts
+    stereo (e.g. 16-channel PCM); else, for a layout the resampler cannot map (64 unnamed channels), every channel
+    averaged into both of a stereo AAC track; if the sound still cannot be added the video is moved to ``out``
+    without it (a finished job is never lost) and the answer says so. Timestamps are shifted as ffmpeg's command line shifts
     them (each input starts at zero). ``video`` is moved or left for the caller; a failed try leaves no ``out``.
     """
     video, out = Path(video), Path(out)
@@ -172,7 +173,8 @@ def add_audio(video: str | os.PathLike, source: str | os.PathLike, out: str | os
         return "none"
     tries = [("copy", "copied")] if codec.lower() in MP4_AUDIO else []
     tries += [("aac", f"re-encoded to AAC ({codec} does not fit in MP4)"),
-              ("stereo", f"downmixed to stereo AAC ({codec} in that channel layout does not fit in MP4)")]
+              ("stereo", f"downmixed to stereo AAC ({codec} in that channel layout does not fit in MP4)"),
+              ("mixed", f"mixed down to stereo AAC (the {codec} channels averaged: MP4 holds no such layout)")]
     for how, words in tries:
         try:
             _mux_with_audio(video, Path(source), out, how)
@@ -224,6 +226,25 @@ def _encoded(source: Any, audio: Any, out: Any, shift: Fraction) -> Iterator[Any
     yield from out.encode(None)
 
 
+def _averaged(source: Any, audio: Any, out: Any, shift: Fraction) -> Iterator[Any]:
+    """As :func:`_encoded`, every channel of the sound averaged into both channels of a stereo track first (no
+    resampler matrix: any number of channels, any layout)."""
+    for frame in source.decode(audio):
+        samples = frame.to_ndarray()
+        if not frame.format.is_planar:  # interleaved: one row of samples x channels
+            samples = samples.reshape(-1, len(frame.layout.channels)).T
+        scale = {"s16": 2.0**15, "s32": 2.0**31, "u8": 2.0**7}.get(frame.format.name.rstrip("p"), 1.0)
+        mono = samples.astype(np.float32).mean(axis=0) / scale
+        if frame.format.name.rstrip("p") == "u8":
+            mono -= 1.0
+        mixed = av.AudioFrame.from_ndarray(np.stack([mono, mono]).astype(np.float32), format="fltp",
+                                           layout="stereo")
+        mixed.sample_rate, mixed.time_base = frame.sample_rate, frame.time_base
+        mixed.pts = None if frame.pts is None else frame.pts - round(shift / frame.time_base)
+        yield from out.encode(mixed)
+    yield from out.encode(None)
+
+
 def _aac_rate(rate: int) -> int:
     """The sample rate the AAC encoder takes nearest to ``rate`` (the same rate when it can: 8 to 96 kHz)."""
     rates = sorted(av.codec.Codec("aac", "w").audio_rates or [rate])
@@ -246,7 +267,8 @@ def _in_time_order(*streams: Iterator[Any]) -> Iterator[Any]:
 
 def _mux_with_audio(video: Path, source: Path, out: Path, how: str) -> None:
     """``video``'s packets and ``source``'s first audio stream into ``out``: ``how`` is ``copy`` (the packets as
-    they are), ``aac`` (re-encoded, same channels) or ``stereo`` (re-encoded, downmixed)."""
+    they are), ``aac`` (re-encoded, same channels), ``stereo`` (re-encoded, downmixed) or ``mixed`` (re-encoded,
+    every channel averaged)."""
     with av.open(str(video)) as vin, av.open(str(source), metadata_errors="replace") as ain, \
             av.open(str(out), "w", format="mp4", container_options=_MUXER) as dst:
         picture = vin.streams.video[0]
@@ -258,8 +280,8 @@ def _mux_with_audio(video: Path, source: Path, out: Path, how: str) -> None:
         else:
             ctx = audio.codec_context
             aout = dst.add_stream("aac", rate=_aac_rate(ctx.sample_rate), bit_rate=AAC_BITRATE)
-            aout.layout = "stereo" if how == "stereo" else ctx.layout
+            aout.layout = ctx.layout if how == "aac" else "stereo"
             aout.codec_context.thread_count = 1
-            sound = _encoded(ain, audio, aout, _start(ain))
+            sound = (_averaged if how == "mixed" else _encoded)(ain, audio, aout, _start(ain))
         for packet in _in_time_order(_shifted(vin.demux(picture), _start(vin), vout), sound):
             dst.mux(packet)
