@@ -750,3 +750,19 @@ def test_a_photo_is_decoded_once_per_upload(tiny_checkpoint, monkeypatch):
     for _ in range(3):
         assert fresh.sessions.photo(ASTRONAUT) is first
     assert len(decoded) == 1
+
+
+def test_a_lifespan_over_the_servers_work_bound_is_refused_in_words(sam_app, monkeypatch):
+    """faces x frames x (side / 256)^2 above the limit: refused before any work, saying what to change."""
+    import dataclasses
+
+    monkeypatch.setattr(sam_app, "limits", dataclasses.replace(sam_app.limits, lifespan_max_work=1))
+    rendered = []
+    monkeypatch.setattr(sam_app.pipe, "render", lambda *a, **k: rendered.append(1))
+    words = (r"1 face x 611 frames at 32 px, about 10 faces at 256 px; this server renders at most 1 per video. "
+             r"Choose fewer frames between key ages \(now 60\)")
+    with pytest.raises(ValueError, match=words):
+        sam_app.lifespan(ASTRONAUT, 0, 100, 60, 20, S)
+    assert rendered == [] and not list(sam_app.workdir.glob("*.mp4"))
+    monkeypatch.undo()
+    assert _frames(sam_app.lifespan(ASTRONAUT, 0, 20, 1, 10, S)).shape[0] == 5  # within the bound: made

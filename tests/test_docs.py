@@ -232,7 +232,8 @@ def test_the_limits_the_docs_give_are_the_apps():
     for words in (f"`--max-queue` (default {lim.max_queue})", f"`--max-queue` ({lim.max_queue})",
                   f"({lim.quick_concurrency} and {lim.long_concurrency} at once)",
                   f"at most {lim.clip_max_seconds:g} s, {lim.clip_max_fps:g} frames/s, {lim.clip_max_frames} frames",
-                  f"Uploads are at most {lim.max_upload_mb} MB", f"so is a {refused} waiting video"):
+                  f"Uploads are at most {lim.max_upload_mb} MB", f"so is a {refused} waiting video",
+                  f"A lifespan video renders at most {lim.lifespan_max_work} faces at 256 px"):
         assert words in app_md, words
     assert f"at most **{lim.clip_max_mb} MB and {lim.clip_max_seconds:g} s** (frames larger than " \
            f"{lim.clip_max_side} px" in video_md

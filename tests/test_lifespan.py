@@ -1,6 +1,7 @@
 """Lifespan videos on a tiny model: interpolation, frame counts, codec, determinism, labels, GIF."""
 
 import imageio.v2 as imageio
+import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
@@ -76,3 +77,27 @@ def test_bad_video_arguments(tiny_model, tmp_path):
     with pytest.raises(ValueError, match="fps"):
         make_lifespan(pipe, face, tmp_path / "x.mp4", size=32, fps=0)
     assert not (tmp_path / "x.mp4").exists()
+
+
+def test_boomerang_comes_back_through_a_file_not_memory(tmp_path, monkeypatch):
+    """The way back of a boomerang (and the GIF) is read from a frame file beside the video, which is gone after:
+    the frames are the forward ones reversed, and no rendered frame is kept in memory meanwhile."""
+    from sam.video import lifespan
+
+    frames = [Image.new("RGB", (48, 32), (10 * i, 255 - 10 * i, 100)) for i in range(6)]
+    held = []
+    real_add = lifespan.FrameSpill.add
+    monkeypatch.setattr(lifespan.FrameSpill, "add", lambda self, f: held.append(self.path.exists()) or
+                        real_add(self, f))
+    res = lifespan.write_lifespan(iter(frames), list(range(6)), tmp_path / "b.mp4", 10, boomerang=True,
+                                  gif_path=tmp_path / "b.gif")
+    assert held == [True] * 6 and res.frames == 11
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.gif", "b.mp4"]  # the frame file is gone
+    gif = Image.open(tmp_path / "b.gif")
+    colours = []
+    for i in range(gif.n_frames):
+        gif.seek(i)
+        colours.append(gif.convert("RGB").getpixel((5, 5)))
+    assert colours[:6] == [f.getpixel((5, 5)) for f in frames] and colours[6:] == colours[4::-1]
+    decoded = np.stack(list(iio.imiter(tmp_path / "b.mp4")))
+    assert decoded.shape[0] == 11 and np.abs(decoded[7].astype(int) - decoded[3].astype(int)).max() <= 3

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sam.requests import RequestError
 from sam.video.probe import ClipLimits
 
 __all__ = ["Limits", "STRIP_AGES", "VIDEO_SIZES"]
@@ -31,6 +32,7 @@ class Limits:
     clip_max_frames: int = 600  # 20 s at 30 frames per second
     clip_max_pixels: int = 7680 * 4320  # 8K frames at most
     clip_max_side: int = 1280  # frames are worked on with the long side at most this
+    lifespan_max_work: int = 2000  # faces x frames x (side / 256 px)^2 one lifespan video may render
     max_queue: int = 16  # events waiting for a slot at once; more get "busy, try again"
     max_long_waiting: int = 4  # videos waiting for their turn (sam.serving.scheduler.LongJobs); more are refused
     quick_concurrency: int = 4  # quick events (sliders, picks, full resolution, mixing) started at once
@@ -46,6 +48,17 @@ class Limits:
     def long_concurrency(self) -> int:
         """Long events (videos, the ages strip) started at once: the line's waiting places and two more."""
         return self.max_long_waiting + 2
+
+    def check_lifespan(self, faces: int, frames: int, side: int, between: int) -> None:
+        """Refuse, in words, a lifespan video that would render more than :attr:`lifespan_max_work`: ``faces`` faces
+        x ``frames`` frames at ``side`` px, counted in faces at 256 px (a 1024 px face costs 16 of them)."""
+        work = faces * frames * (side / 256) ** 2
+        if work > self.lifespan_max_work:
+            who = f"{faces} faces" if faces > 1 else "1 face"
+            raise RequestError(f"this video would render {who} x {frames} frames at {side} px, about {work:.0f} "
+                               f"faces at 256 px; this server renders at most {self.lifespan_max_work} per video. "
+                               f"Choose fewer frames between key ages (now {between}), a smaller size, a shorter "
+                               "age range or fewer faces")
 
     def clip_limits(self) -> ClipLimits:
         """What a clip may hold (:func:`sam.video.probe.probe_clip` checks it)."""

@@ -33,7 +33,15 @@ from sam.pipeline import AgingPipeline
 from sam.requests import RequestError, is_best, read_flag, read_number, read_size
 from sam.serving import zerogpu
 from sam.serving.scheduler import BACKGROUND, Scheduler
-from sam.session import Background, FaceSession, GroupSession, SessionCache, lifespan_frames, warm_up
+from sam.session import (
+    PREVIEW_SIZE,
+    Background,
+    FaceSession,
+    GroupSession,
+    SessionCache,
+    lifespan_frames,
+    warm_up,
+)
 from sam.video.clip import ClipResult, age_clip
 from sam.video.lifespan import LifespanResult
 from sam.video.probe import check_span, probe_clip
@@ -259,6 +267,8 @@ class AgeApp:
         whole = self.session(image, already_aligned, face_index) if one else \
             self.group(image, faces, already_aligned, face_index)
         _, between, frames = lifespan_frames(start_age, end_age, frames_between)
+        side = read_size(size, whole.pipe.output_size, PREVIEW_SIZE)
+        self.limits.check_lifespan(1 if one else len(whole.sessions), frames, side, between)
         flag = read_flag(boomerang, "boomerang")
         mp4 = self.new_path(".mp4")
         kind = "lifespan" if one else "group lifespan"  # each kind its own pace (seconds per frame)

@@ -6,13 +6,18 @@ linearly between the codes of key ages (e.g. 0, 10, ..., 100) and decodes every 
 instead of rendering 1024 px and shrinking.
 
 Videos are H.264 MP4 in yuv420p (plays inline in browsers) written by :func:`sam.video.mp4.write_mp4`; GIFs with
-Pillow. Both are written under a temporary name and renamed when complete: a cancelled or failed job closes its
-ffmpeg writer and leaves no partial file behind.
+Pillow. Frames go to the writer as they are rendered; the frames a second pass needs (the boomerang's way back, the
+GIF) wait in a file on disk beside the video (:class:`FrameSpill`), not in memory, so a long video of a large photo
+needs a frame's memory, not a video's. Every file is written under a temporary name and renamed when complete: a
+cancelled or failed job closes its writer and leaves no partial file behind.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
+import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +40,7 @@ __all__ = [
     "render_frames",
     "draw_age_label",
     "write_gif",
+    "FrameSpill",
     "LifespanResult",
     "make_lifespan",
 ]
@@ -124,15 +130,66 @@ def render_frames(
             progress(min(i + bs, total), total)
 
 
-def write_gif(frames: Sequence[Image.Image], path: str | os.PathLike, fps: float = 20) -> int:
-    """Write a looping GIF with Pillow. Returns the number of frames written."""
-    if not frames:
+def write_gif(frames: Iterable[Image.Image], path: str | os.PathLike, fps: float = 20) -> int:
+    """Write a looping GIF with Pillow (``frames`` consumed as they come). Returns the number of frames written."""
+    frames = iter(frames)
+    first = next(frames, None)
+    if first is None:
         raise ValueError("no frames to write")
-    first, *rest = [f.convert("RGB") for f in frames]
+    count = [1]
+
+    def rest() -> Iterator[Image.Image]:
+        for frame in frames:
+            count[0] += 1
+            yield frame.convert("RGB")
+
     with atomic_path(path) as tmp:
-        first.save(tmp, format="GIF", save_all=True, append_images=rest, duration=round(1000 / fps), loop=0,
-                   optimize=False)
-    return len(frames)
+        first.convert("RGB").save(tmp, format="GIF", save_all=True, append_images=rest(),
+                                  duration=round(1000 / fps), loop=0, optimize=False)
+    return count[0]
+
+
+class FrameSpill:
+    """Frames of one size kept on disk (raw RGB, one after another) for a second pass over them: ``add`` as they
+    come, then :meth:`frames` forward or backward. The file is a temporary one beside ``near`` and is gone after
+    :meth:`close` (or the ``with`` block), whatever happened."""
+
+    def __init__(self, near: str | os.PathLike):
+        folder = Path(near).parent
+        fd, name = tempfile.mkstemp(prefix=Path(near).stem + ".partial-frames-", dir=folder)
+        self.path = Path(name)
+        self._file = os.fdopen(fd, "w+b")
+        self.size: tuple[int, int] | None = None
+        self.count = 0
+
+    def add(self, frame: Image.Image) -> None:
+        frame = frame if frame.mode == "RGB" else frame.convert("RGB")
+        if self.size is None:
+            self.size = frame.size
+        elif frame.size != self.size:
+            raise ValueError(f"frame {self.count} is {frame.size}, the others {self.size}")
+        self._file.write(frame.tobytes())
+        self.count += 1
+
+    def frames(self, reverse: bool = False, skip_last: bool = False) -> Iterator[Image.Image]:
+        """The frames in order (or ``reverse``), without the last one added when ``skip_last``."""
+        if self.size is None:
+            return
+        step = self.size[0] * self.size[1] * 3
+        n = self.count - 1 if skip_last else self.count
+        for i in (range(n - 1, -1, -1) if reverse else range(n)):
+            self._file.seek(i * step)
+            yield Image.frombytes("RGB", self.size, self._file.read(step))
+
+    def close(self) -> None:
+        self._file.close()
+        self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> FrameSpill:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 @dataclass
@@ -176,27 +233,32 @@ def write_lifespan(frames: Iterable[Image.Image], ages: list[float], mp4_path: s
                    boomerang: bool = False, gif_path: str | os.PathLike | None = None,
                    should_stop: ShouldStop | None = None) -> LifespanResult:
     """Write rendered lifespan ``frames`` (one per age, consumed as they come) to MP4, with ``boomerang`` forward
-    then back (frames reused, not rendered again), and to ``gif_path`` too: both files or neither."""
+    then back (frames reused from a :class:`FrameSpill`, not rendered again), and to ``gif_path`` too: both files or
+    neither."""
     keep = boomerang or gif_path is not None
-    kept: list[Image.Image] = []
+    with contextlib.ExitStack() as stack:
+        spill = stack.enter_context(FrameSpill(mp4_path)) if keep else None
 
-    def sequence() -> Iterator[Image.Image]:
-        for f in frames:
-            if keep:
-                kept.append(f)
-            yield f
-        if boomerang:
-            yield from reversed(kept[:-1])
+        def sequence() -> Iterator[Image.Image]:
+            for f in frames:
+                if spill is not None:
+                    spill.add(f)
+                yield f
+            if boomerang and spill is not None:
+                for f in spill.frames(reverse=True, skip_last=True):
+                    check_stop(should_stop)
+                    yield f
 
-    n = write_mp4(sequence(), mp4_path, fps)
+        n = write_mp4(sequence(), mp4_path, fps)
+        gif = None
+        if gif_path is not None and spill is not None:
+            try:
+                check_stop(should_stop)
+                back = spill.frames(reverse=True, skip_last=True) if boomerang else iter(())
+                write_gif(itertools.chain(spill.frames(), back), gif_path, fps)
+            except BaseException:
+                Path(mp4_path).unlink(missing_ok=True)  # both files or neither: a rerun does the pair again
+                raise
+            gif = Path(gif_path)
     all_ages = ages + ages[-2::-1] if boomerang else ages
-    gif = None
-    if gif_path is not None:
-        try:
-            check_stop(should_stop)
-            write_gif(kept + kept[-2::-1] if boomerang else kept, gif_path, fps)
-        except BaseException:
-            Path(mp4_path).unlink(missing_ok=True)  # both files or neither: a rerun does the pair again
-            raise
-        gif = Path(gif_path)
     return LifespanResult(mp4=Path(mp4_path), gif=gif, frames=n, ages=all_ages)
