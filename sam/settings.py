@@ -19,7 +19,10 @@ win over these.
 ``SAM_FACE_LANDMARKS5_MODEL`` dlib's 5-point shape predictor (the age and identity readouts' face chips)
 ``SAM_FACE_DESCRIPTOR_MODEL`` dlib's face descriptor model (identity readouts)
 ``SAM_AGE_MODEL``           the apparent-age ONNX model (age readouts)
+``SAM_TRUSTED_PROXY``       ``1``: the app sits behind your own reverse proxy; a visitor's address is the last
+                            ``X-Forwarded-For`` entry (on Hugging Face Spaces it is anyway)
 ``SPACES_ZERO_GPU``         set by Hugging Face on ZeroGPU hardware (not ours; read to know where we run)
+``SPACE_ID``                set by Hugging Face on every Space (not ours; read to know where we run)
 =========================  ===========================================================================
 """
 
@@ -33,7 +36,8 @@ __all__ = ["SETTINGS", "text", "flag", "path", "integer"]
 SETTINGS = (
     "SAM_CHECKPOINT", "SAM_CACHE_DIR", "SAM_NO_DOWNLOAD", "SAM_HF_REPO", "SAM_HF_FILENAME", "SAM_HF_REVISION",
     "SAM_MAX_PIXELS", "SAM_CPU_BF16", "SAM_DISABLE_CUDA_OPS", "SAM_ZEROGPU_SECONDS", "SAM_LANDMARKS_PATH",
-    "SAM_FACE_LANDMARKS5_MODEL", "SAM_FACE_DESCRIPTOR_MODEL", "SAM_AGE_MODEL", "SPACES_ZERO_GPU",
+    "SAM_FACE_LANDMARKS5_MODEL", "SAM_FACE_DESCRIPTOR_MODEL", "SAM_AGE_MODEL", "SAM_TRUSTED_PROXY", "SPACES_ZERO_GPU",
+    "SPACE_ID",
 )
 
 

@@ -766,3 +766,16 @@ def test_a_lifespan_over_the_servers_work_bound_is_refused_in_words(sam_app, mon
     assert rendered == [] and not list(sam_app.workdir.glob("*.mp4"))
     monkeypatch.undo()
     assert _frames(sam_app.lifespan(ASTRONAUT, 0, 20, 1, 10, S)).shape[0] == 5  # within the bound: made
+
+
+def test_the_queue_keeps_room_for_other_visitors():
+    """One address holds at most its share of the waiting events, and videos at most half of the queue: the rest
+    stays for other visitors' sliders."""
+    limits = Limits(max_queue=16, max_queued_per_address=6, long_queue_share=0.5)
+    mine = [("quick", "1.1.1.1")] * 6
+    assert "Too many of your requests" in limits.queue_refusal(("quick", "1.1.1.1"), mine)
+    assert limits.queue_refusal(("quick", "2.2.2.2"), mine) is None
+    videos = [("long", f"10.0.0.{i}") for i in range(8)]
+    assert "Too many videos are waiting" in limits.queue_refusal(("long", "3.3.3.3"), videos)
+    assert limits.queue_refusal(("quick", "3.3.3.3"), videos) is None  # a slider still gets in
+    assert limits.queue_refusal(("long", "3.3.3.3"), videos[:7]) is None

@@ -108,6 +108,7 @@ def test_queue_push_answers_queue_full_and_is_wrapped(monkeypatch):
 def test_files_outside_the_uploads_raise_invalid_path_in_preprocess_data():
     from gradio.context import LocalContext
     from gradio.exceptions import InvalidPathError
+    from pydantic import ValidationError
 
     with gr.Blocks() as demo:
         f = gr.File(type="filepath")
@@ -120,13 +121,38 @@ def test_files_outside_the_uploads_raise_invalid_path_in_preprocess_data():
     try:
         with pytest.raises(InvalidPathError):  # Gradio's own refusal, which the glue turns into words
             asyncio.run(demo.preprocess_data(block_fn, list(outside), None))
-        gradio_glue.on_file_outside_uploads(demo, lambda exc: gr.Error(f"refused: {type(exc).__name__}"))
+        with pytest.raises(ValidationError):  # no meta marker: the data model refuses
+            asyncio.run(demo.preprocess_data(block_fn, [{"path": "/etc/passwd"}], None))
+        gradio_glue.on_file_outside_uploads(demo, lambda exc: gr.Error(f"refused: {type(exc).__name__}: {exc}"))
         with pytest.raises(gr.Error, match="refused: InvalidPathError"):
             asyncio.run(demo.preprocess_data(block_fn, list(outside), None))
-        with pytest.raises(gr.Error, match="refused: ValidationError"):  # no meta marker: the data model refuses
+        with pytest.raises(gr.Error, match="outside the uploads"):
             asyncio.run(demo.preprocess_data(block_fn, [{"path": "/etc/passwd"}], None))
     finally:
         LocalContext.blocks.reset(token)
+
+
+@pytest.mark.parametrize(("path", "words"), [("https://example.com/a.png", "a URL"), ("UPLOAD\x00.png", "NUL"),
+                                             ("FOLDER", "not a file"), ("ROOT", "outside the uploads"),
+                                             ("UPLOAD", ""), ("GONE", "no such upload")])
+def test_what_counts_as_an_upload(tmp_path, path, words):
+    """Only a plain file inside the upload folder: no URL (Gradio would fetch it), no NUL byte, no folder (Gradio's
+    clean-up stops at one), not the folder itself."""
+    root = tmp_path / "uploads"
+    (root / "abc").mkdir(parents=True)
+    (root / "abc" / "a.png").write_bytes(b"x")
+    path = {"UPLOAD": str(root / "abc" / "a.png"), "FOLDER": str(root / "abc"), "ROOT": str(root),
+            "GONE": str(root / "abc" / "b.png")}.get(path, path).replace("UPLOAD", str(root / "abc" / "a.png"))
+    assert words in gradio_glue._not_an_upload(path, str(root)) and bool(words) == bool(
+        gradio_glue._not_an_upload(path, str(root)))
+
+
+def test_the_client_address_is_the_peer_unless_behind_a_proxy():
+    request = types.SimpleNamespace(headers={"x-forwarded-for": "6.6.6.6, 10.1.2.3"},
+                                    client=types.SimpleNamespace(host="127.0.0.1"))
+    assert gradio_glue.client_address(request) == "127.0.0.1"  # the header is the client's own word
+    assert gradio_glue.client_address(request, behind_proxy=True) == "10.1.2.3"  # what the nearest proxy saw
+    assert gradio_glue.client_address(types.SimpleNamespace(headers={}, client=None)) is None
 
 
 def test_validate_inputs_can_be_padded():

@@ -653,3 +653,40 @@ def test_still_averaging_steadies_the_codes_on_the_still_segment(aged, pipe, sou
     plain = clip.age_clip(pipe, source, tmp_path / "plain.mp4", 70, trace=True)
     print(f"\ncode change per frame on the still segment: {jitter(aged):.5f} averaged, {jitter(plain):.5f} not")
     assert jitter(aged) < 0.9 * jitter(plain)
+
+
+def test_the_clip_is_counted_in_its_turn_not_before(page, source, monkeypatch):
+    """The frames of a clip are counted (decoded) only once its job has its turn in the line of long jobs: while
+    another video holds the line nothing is decoded, however many clips wait; the header is checked at once."""
+    import threading
+
+    import web.service
+
+    a = page.sam_app
+    counted = []
+    real_probe = web.service.probe_clip
+    monkeypatch.setattr(web.service, "probe_clip", lambda *args, **kw: counted.append(1) or real_probe(*args, **kw))
+    stop = threading.Event()
+    outcome = []
+
+    def wait_in_line():
+        try:
+            a.age_video(str(source), 70, output_size=32, should_stop=stop.is_set, owner="b")
+        except Exception as exc:  # noqa: BLE001 - recorded: the cancel below
+            outcome.append(type(exc).__name__)
+
+    with a.scheduler.long_jobs.turn("a", "video", 10):
+        t = threading.Thread(target=wait_in_line, daemon=True)
+        t.start()
+        deadline = time.monotonic() + 30
+        while a.scheduler.long_jobs.snapshot() != (1, 1):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        time.sleep(0.3)
+        assert counted == []  # waiting: nothing decoded yet
+        stop.set()
+    t.join(30)
+    assert outcome == ["JobCancelledError"] and counted == []
+    with pytest.raises(RequestError, match="the start \\(9 s\\) is past the end of the video"):
+        a.age_video(str(source), 70, output_size=32, start=9)  # the header's length: refused before any wait
+    assert counted == []

@@ -249,3 +249,21 @@ def test_a_stopping_scheduler_lets_no_waiting_job_start():
         scheduler.stop()
         t.join(5)
     assert outcome == ["cancelled"]
+
+
+def test_one_address_holds_at_most_its_share_of_the_line():
+    """Several sessions from one address (one client) hold at most ``max_per_address`` places; another address
+    still gets in."""
+    jobs = LongJobs(max_waiting=8, poll_s=0.01, max_per_address=2)
+    with jobs.turn("s1", "video", 5, address="10.0.0.1"):
+        waiting = threading.Thread(target=lambda: jobs.turn("s2", "video", 5, address="10.0.0.1").__enter__(),
+                                   daemon=True)
+        waiting.start()
+        _wait_for(lambda: jobs.snapshot() == (1, 1))
+        with pytest.raises(JobLimitError, match="2 videos from your connection"):
+            with jobs.turn("s3", "video", 5, address="10.0.0.1"):
+                pass
+        other = threading.Thread(target=lambda: jobs.turn("s4", "video", 5, address="10.0.0.2").__enter__(),
+                                 daemon=True)
+        other.start()
+        _wait_for(lambda: jobs.snapshot() == (1, 2))  # another visitor is not held back by that client

@@ -268,3 +268,33 @@ def test_old_results_are_swept_on_a_timer(tmp_path, monkeypatch):
     finally:
         sam_app.cleanup()
     assert not sam_app.workdir.exists()
+
+
+def test_several_sessions_from_one_address_hold_only_its_share(busy_server, tmp_path, monkeypatch):
+    """Three gradio_client sessions from one client: two videos go into the line, the third is refused in words;
+    a visitor behind the Space's proxy with another address still gets in (the proxy's X-Forwarded-For entry is
+    read only behind a proxy)."""
+    from gradio_client import Client, handle_file
+
+    url, sam_app = busy_server
+    monkeypatch.setenv("SAM_TRUSTED_PROXY", "1")  # as behind a Space's proxy: the last X-Forwarded-For entry counts
+    mine = [Client(url, verbose=False, download_files=str(tmp_path), headers={"X-Forwarded-For": "1.2.3.4"})
+            for _ in range(3)]
+    jobs = [c.submit(handle_file(ASTRONAUT), 0, 100, 20, 20, S, api_name="/lifespan") for c in mine[:2]]
+    _wait_progress(jobs[0])
+    deadline = time.monotonic() + 60
+    while sam_app.scheduler.long_jobs.snapshot() != (1, 1):
+        assert time.monotonic() < deadline, "the second video never joined the line"
+        time.sleep(0.05)
+    third = mine[2].submit(handle_file(ASTRONAUT), 0, 50, 5, 20, S, api_name="/lifespan")
+    with pytest.raises(Exception, match="2 videos from your connection are already waiting or rendering"):
+        third.result(timeout=60)
+    other = Client(url, verbose=False, download_files=str(tmp_path), headers={"X-Forwarded-For": "9.9.9.9, 5.6.7.8"})
+    theirs = other.submit(handle_file(ASTRONAUT), 0, 50, 5, 20, S, api_name="/lifespan")
+    deadline = time.monotonic() + 60
+    while sam_app.scheduler.long_jobs.snapshot() != (1, 2):
+        assert time.monotonic() < deadline and not theirs.done(), "another address was kept out"
+        time.sleep(0.05)
+    for job in (*jobs, theirs):
+        job.cancel()
+    _wait_idle(sam_app)

@@ -44,6 +44,23 @@ def request_context(request: Any) -> Iterator[None]:
         LocalContext.request.reset(token)
 
 
+def client_address(request: Any, behind_proxy: bool = False) -> str | None:
+    """Where a request comes from: the connection's peer or, ``behind_proxy``, the address the nearest proxy saw
+    (the last entry of ``X-Forwarded-For``, which the proxy adds; the entries before it are the client's own word).
+    ``None`` when it is not known. Works on a ``gr.Request`` and on Starlette's request alike."""
+    headers = getattr(request, "headers", None) or {}
+    try:
+        forwarded = headers.get("x-forwarded-for") if behind_proxy else None
+    except Exception:  # noqa: BLE001 - an odd headers object: no forwarding to read
+        forwarded = None
+    if forwarded:
+        last = forwarded.split(",")[-1].strip()
+        if last:
+            return last
+    client = getattr(request, "client", None)
+    return getattr(client, "host", None) or None
+
+
 def event_alive(blocks: Any, event_id: str | None) -> bool:
     """Whether Gradio still runs this event for a connected client (False once it is cancelled or its page is
     closed). Gradio keeps running events in ``blocks._queue.active_jobs`` (a list of ``None`` or lists of
@@ -72,19 +89,44 @@ def own_preprocess(component: gr.components.Component, preprocess: Callable[[Any
 # --------------------------------------------------------------------------------------------------- the server
 
 
-def limit_queue(demo: gr.Blocks, max_size: int, busy_message: str) -> gr.Blocks:
+def limit_queue(demo: gr.Blocks, max_size: int, busy_message: str,
+                admit: Callable[[tuple[str, Any], list[tuple[str, Any]]], str | None] | None = None) -> gr.Blocks:
     """Queue at most ``max_size`` events; a client over that gets ``busy_message`` (Gradio's own text names internal
-    sizes). Wraps ``demo._queue.push``, whose result is ``(ok, message, kind)`` with kind ``"queue_full"``."""
+    sizes). ``admit((kind, request), waiting)``, when given, sees each new event's concurrency group and request
+    beside those of every event waiting now, and may refuse it with a message. Wraps
+    ``demo._queue.push``, whose result is ``(ok, message, kind)`` with kind ``"queue_full"``; waiting events are
+    ``Event`` objects (``concurrency_id``, ``request``) in ``event_queue_per_concurrency_id[...].queue``."""
     demo.queue(default_concurrency_limit=1, max_size=max_size)
     queue = demo._queue
     push = queue.push
 
-    async def polite_push(*args: Any, **kwargs: Any):
-        ok, message, kind = await push(*args, **kwargs)
+    async def polite_push(body: Any, request: Any, *args: Any, **kwargs: Any):
+        if admit is not None:
+            refusal = admit(_new_event(demo, body, request), _waiting_events(queue))
+            if refusal:
+                return False, refusal, "queue_full"
+        ok, message, kind = await push(body, request, *args, **kwargs)
         return (ok, busy_message, kind) if kind == "queue_full" else (ok, message, kind)
 
     queue.push = polite_push
     return demo
+
+
+def _new_event(demo: gr.Blocks, body: Any, request: Any) -> tuple[str, Any]:
+    """``(concurrency group, request)`` of an event about to be queued (its group ``""`` when unknown)."""
+    from gradio import route_utils
+
+    try:
+        kind = route_utils.get_fn(demo, None, body).concurrency_id or ""
+    except Exception:  # noqa: BLE001 - Gradio answers a bad function index itself
+        kind = ""
+    return kind, request
+
+
+def _waiting_events(queue: Any) -> list[tuple[str, Any]]:
+    """``(concurrency group, request)`` of every event waiting in ``queue`` now."""
+    return [(event.concurrency_id or "", event.request)
+            for events in list(queue.event_queue_per_concurrency_id.values()) for event in list(events.queue)]
 
 
 def on_file_outside_uploads(demo: gr.Blocks, refuse: Callable[[Exception], BaseException]) -> gr.Blocks:

@@ -25,6 +25,7 @@ import gradio as gr
 from sam.serving.scheduler import INTERACTIVE, Priority, Scheduler
 from web import glue
 from web.messages import log_done, log_rejected, page_failure, readable
+from web.visitors import address_of
 
 __all__ = ["Jobs", "file_busy", "file_hidden", "file_shown"]
 
@@ -59,7 +60,8 @@ class Jobs:
         page or a stopping server stops it within one image, closes its video writer and removes its partial files.
         A cancel is answered at once; the thread finishes its current image meanwhile. ``progress(done, total,
         note)`` goes to Gradio's progress bar; ``owner`` is the visitor (the page's or the client's session), for
-        the one-video-per-visitor rule. Errors become messages in words: for the page (``page`` is the panel's
+        the one-video-per-visitor rule, and ``address`` where it connects from (:func:`web.visitors.address_of`),
+        for the videos-per-address rule. Errors become messages in words: for the page (``page`` is the panel's
         status-line component; handlers return a dict of updates) a status-line update; for the API a
         ``gr.Error`` in plain words (no traceback in the log); the page's ``hide_on_failure`` components (the
         download box shown empty for the progress) are hidden again. One log line per finished job, with its time.
@@ -68,7 +70,7 @@ class Jobs:
         hints = typing.get_type_hints(fn)  # resolved, so Gradio sees gr.SelectData / gr.Request parameters
         inputs = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in sig.parameters.values()
                   if p.kind is p.POSITIONAL_OR_KEYWORD]
-        wants = {name for name in ("progress", "should_stop", "owner") if name in sig.parameters}
+        wants = {name for name in ("progress", "should_stop", "owner", "address") if name in sig.parameters}
         scheduler = self.scheduler
 
         async def run(*args: Any) -> Any:
@@ -85,6 +87,8 @@ class Jobs:
                                                                             unit=unit)
             if "owner" in wants:
                 kwargs["owner"] = getattr(request, "session_hash", None)
+            if "address" in wants:
+                kwargs["address"] = address_of(request)
 
             def work() -> Any:
                 interactive = scheduler.interactive_request() if level == INTERACTIVE else contextlib.nullcontext()
@@ -139,14 +143,14 @@ class Jobs:
 
     @contextlib.contextmanager
     def long_turn(self, owner: str | None, kind: str, units: int, should_stop: Callable | None,
-                  progress: Callable | None) -> Iterator[Callable]:
+                  progress: Callable | None, address: str | None = None) -> Iterator[Callable]:
         """Wait in the long-job line (:class:`sam.serving.scheduler.LongJobs`) with the place and an estimate on the
         progress bar; the value is the progress function to pass on (it also refines the others' estimates)."""
         def report(text: str) -> None:
             if progress is not None:
                 progress(0, units, f"waiting: {text}")
 
-        with self.scheduler.long_jobs.turn(owner, kind, units, should_stop, report) as turn:
+        with self.scheduler.long_jobs.turn(owner, kind, units, should_stop, report, address) as turn:
             def step(done: int, total: int, *note: Any) -> None:
                 turn.progress(done, total)
                 if progress is not None:

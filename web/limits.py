@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sam.requests import RequestError
+from sam.serving.scheduler import Scheduler
 from sam.video.probe import ClipLimits
 
 __all__ = ["Limits", "STRIP_AGES", "VIDEO_SIZES"]
@@ -34,7 +35,10 @@ class Limits:
     clip_max_side: int = 1280  # frames are worked on with the long side at most this
     lifespan_max_work: int = 2000  # faces x frames x (side / 256 px)^2 one lifespan video may render
     max_queue: int = 16  # events waiting for a slot at once; more get "busy, try again"
+    max_queued_per_address: int = 6  # of those, from one address
+    long_queue_share: float = 0.5  # of those, videos and strips at most: the rest stays for interactive requests
     max_long_waiting: int = 4  # videos waiting for their turn (sam.serving.scheduler.LongJobs); more are refused
+    max_videos_per_address: int = 2  # videos waiting or rendering from one address (one client, many sessions)
     quick_concurrency: int = 4  # quick events (sliders, picks, full resolution, mixing) started at once
     stop_wait_s: float = 20.0  # on SIGTERM, how long running jobs get to reach their next frame and clean up
     duplicate_window_s: float = 2.0  # a repeated "photo changed" event within this is skipped
@@ -59,6 +63,25 @@ class Limits:
                                f"faces at 256 px; this server renders at most {self.lifespan_max_work} per video. "
                                f"Choose fewer frames between key ages (now {between}), a smaller size, a shorter "
                                "age range or fewer faces")
+
+    def queue_refusal(self, event: tuple[str, str | None], waiting: list[tuple[str, str | None]],
+                      max_queue: int | None = None) -> str | None:
+        """Why the event ``(kind, address)`` (its concurrency group, where it comes from) may not wait in the queue
+        beside ``waiting`` (the same of every waiting event; ``None``: it may): one
+        address holds at most :attr:`max_queued_per_address` waiting events, and long work (kind ``"long"``) at most
+        :attr:`long_queue_share` of the queue, so that other visitors' interactive requests keep their room."""
+        kind, address = event
+        if address is not None and sum(a == address for _, a in waiting) >= self.max_queued_per_address:
+            return ("Too many of your requests are waiting on this server right now. Please wait for them to finish, "
+                    "or cancel some, and try again.")
+        size = self.max_queue if max_queue is None else max_queue
+        if kind == "long" and sum(k == "long" for k, _ in waiting) >= max(1, int(size * self.long_queue_share)):
+            return "Too many videos are waiting on this server right now. Please try again in a few minutes."
+        return None
+
+    def scheduler(self) -> Scheduler:
+        """A scheduler for one app with these limits (the line of videos and its per-address share)."""
+        return Scheduler(max_waiting=self.max_long_waiting, max_per_address=self.max_videos_per_address)
 
     def clip_limits(self) -> ClipLimits:
         """What a clip may hold (:func:`sam.video.probe.probe_clip` checks it)."""

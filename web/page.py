@@ -21,6 +21,7 @@ from web.jobs import file_busy
 from web.messages import BUSY_MESSAGE, NOT_UPLOADED, PRIVACY, SETUP_HELP, log, readable
 from web.panels import ApiPanel, GroupPanel, LifespanPanel, MixingPanel, PhotoPanel, StripPanel, VideoPanel
 from web.service import AgeApp
+from web.visitors import address_of
 
 __all__ = ["Page", "build_demo"]
 
@@ -205,6 +206,15 @@ def _refuse_outside_uploads(exc: Exception) -> gr.Error:
 
 
 def limit_queue(demo: gr.Blocks, max_size: int) -> gr.Blocks:
-    """Queue at most ``max_size`` jobs; a client over that gets :data:`~web.messages.BUSY_MESSAGE` (Gradio's own text
-    names internal sizes)."""
-    return glue.limit_queue(demo, max_size, BUSY_MESSAGE)
+    """Queue at most ``max_size`` events, with the app's shares (:meth:`web.limits.Limits.queue_refusal`: per
+    address, and room kept for interactive requests); a client over that gets :data:`~web.messages.BUSY_MESSAGE`
+    (Gradio's own text names internal sizes) or the share's own words."""
+    limits = demo.sam_app.limits
+
+    def admit(event: tuple[str, Any], waiting: list[tuple[str, Any]]) -> str | None:
+        def who(pair: tuple[str, Any]) -> tuple[str, str | None]:
+            return pair[0], address_of(pair[1])
+
+        return limits.queue_refusal(who(event), [who(w) for w in waiting], max_size)
+
+    return glue.limit_queue(demo, max_size, BUSY_MESSAGE, admit)

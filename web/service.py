@@ -44,7 +44,7 @@ from sam.session import (
 )
 from sam.video.clip import ClipResult, age_clip
 from sam.video.lifespan import LifespanResult
-from sam.video.probe import check_span, probe_clip
+from sam.video.probe import check_header, check_span, probe_clip
 from web import glue
 from web.jobs import Jobs
 from web.limits import Limits
@@ -71,7 +71,7 @@ class AgeApp:
     def __init__(self, pipe: AgingPipeline | None, problem: str = "", workdir: str | os.PathLike | None = None,
                  warm: bool = False, limits: Limits | None = None, scheduler: Scheduler | None = None):
         self.limits = limits or Limits()
-        self.scheduler = scheduler or Scheduler(max_waiting=self.limits.max_long_waiting)
+        self.scheduler = scheduler or self.limits.scheduler()
         if pipe is not None:
             pipe.lock = self.scheduler.lock  # every network pass in this app's order (sam.serving.scheduler)
         self.pipe = pipe
@@ -101,7 +101,7 @@ class AgeApp:
         limits = limits or Limits()
         if problem:
             return cls(None, f"The model is not loaded. {problem}", limits=limits)
-        scheduler = Scheduler(max_waiting=limits.max_long_waiting)
+        scheduler = limits.scheduler()
         try:
             with contextlib.redirect_stderr(WithoutRetryLines(sys.stderr)):  # a failed download: one log line
                 pipe = AgingPipeline.from_pretrained(checkpoint, download=download,
@@ -240,19 +240,20 @@ class AgeApp:
     def lifespan(self, image: Any, start_age: Any = 0, end_age: Any = 100, frames_between: Any = 10, fps: Any = 20,
                  size: Any = 256, boomerang: Any = False, already_aligned: Any = False, face_index: Any = 0,
                  faces: Any = "best", *, progress: Callable | None = None, should_stop: Callable | None = None,
-                 owner: str | None = None) -> str:
+                 owner: str | None = None, address: str | None = None) -> str:
         """The lifespan MP4's path; with ``faces`` other than ``"best"``, the group video of the whole photo."""
         return str(self.lifespan_job(image, start_age, end_age, frames_between, fps, size, boomerang,
                                      already_aligned=already_aligned, face_index=face_index, faces=faces,
-                                     progress=progress, should_stop=should_stop, owner=owner).mp4)
+                                     progress=progress, should_stop=should_stop, owner=owner, address=address).mp4)
 
     def video(self, clip: Any, target_age: Any = 70, faces: Any = "largest", output_size: Any = 256,
               start: Any = 0, end: Any = 0, preview: Any = False, *, key_frames: Any = "auto",
-              progress: Callable | None = None, should_stop: Callable | None = None, owner: str | None = None) -> str:
+              progress: Callable | None = None, should_stop: Callable | None = None, owner: str | None = None,
+              address: str | None = None) -> str:
         """Age the people in a clip (:mod:`sam.video.clip`: tracked, steady, the sound kept); the MP4's path. ``end``
         0: to the end of the clip."""
         return str(self.age_video(clip, target_age, faces, output_size, start, end, preview, key_frames,
-                                  progress=progress, should_stop=should_stop, owner=owner).path)
+                                  progress=progress, should_stop=should_stop, owner=owner, address=address).path)
 
     # ------------------------------------------------------------------------------------------ the long jobs
 
@@ -260,7 +261,7 @@ class AgeApp:
                      fps: Any = 20, size: Any = 256, boomerang: Any = False, label: bool = False,
                      gif: bool = False, already_aligned: Any = False, face_index: Any = 0, faces: Any = "best", *,
                      progress: Callable | None = None, should_stop: Callable | None = None,
-                     owner: str | None = None) -> LifespanResult:
+                     owner: str | None = None, address: str | None = None) -> LifespanResult:
         """The lifespan job, after its turn in the long-job line: one face, or with ``faces`` (``"all"``, ``"1,3"``)
         the whole photo with those faces aging together."""
         one = is_best(faces)
@@ -272,7 +273,7 @@ class AgeApp:
         flag = read_flag(boomerang, "boomerang")
         mp4 = self.new_path(".mp4")
         kind = "lifespan" if one else "group lifespan"  # each kind its own pace (seconds per frame)
-        with self.jobs.long_turn(owner, kind, frames, should_stop, progress) as step:
+        with self.jobs.long_turn(owner, kind, frames, should_stop, progress, address) as step:
             return whole.lifespan(mp4, start_age, end_age, between, fps, size, flag, label,
                                   gif_path=mp4.with_suffix(".gif") if gif else None, progress=step,
                                   should_stop=should_stop)
@@ -280,9 +281,11 @@ class AgeApp:
     def age_video(self, clip: Any, target_age: Any = 70, faces: Any = "largest", output_size: Any = 256,
                   start: Any = 0, end: Any = 0, preview: Any = False, key_frames: Any = "auto", *,
                   progress: Callable | None = None, should_stop: Callable | None = None,
-                  owner: str | None = None) -> ClipResult:
-        """The video job, after its turn in the long-job line. The clip is checked first (:attr:`limits`: size,
-        length, rate, frames, frame size); frames are worked on with the long side at most ``clip_max_side``."""
+                  owner: str | None = None, address: str | None = None) -> ClipResult:
+        """The video job. Every value and the clip's header are checked first, in milliseconds (:attr:`limits`:
+        size, length, rate, frame size); the frames are counted by decoding in the job's own turn in the line of
+        long jobs (one at a time, in arrival order, at most :attr:`Limits.max_videos_per_address` per address), then
+        the people are aged. Frames are worked on with the long side at most ``clip_max_side``."""
         limits = self.limits
         path = clip_path(clip, limits.clip_max_mb)
         self._require_model()
@@ -296,11 +299,14 @@ class AgeApp:
         quick = read_flag(preview, "preview")
         keys = "auto" if key_frames in (None, "") or str(key_frames).strip().lower() == "auto" else read_number(
             key_frames, "key frames", 1, 100, integer=True, default=1)
-        info = probe_clip(path, limits=limits.clip_limits(), should_stop=should_stop)
-        check_span(first, last, info.duration)
-        mp4 = self.new_path(".mp4")
+        header = check_header(path, limits.clip_limits())
+        if header.duration:
+            check_span(first, last, header.duration)  # a span outside the clip is refused before the wait
         kind = "video" if keys == "auto" else f"video, faces encoded every {keys} frames"  # its own pace
-        with self.jobs.long_turn(owner, kind, info.frames, should_stop, progress) as step:
-            return age_clip(self.pipe, info, mp4, age, faces=who, output_size=side, start=first, end=last,
-                            preview=quick, max_side=limits.clip_max_side, key_frames=keys, progress=step,
+        units = header.frames or limits.clip_max_frames
+        with self.jobs.long_turn(owner, kind, units, should_stop, progress, address) as step:
+            info = probe_clip(path, limits=limits.clip_limits(), should_stop=should_stop)  # decodes: in its turn
+            check_span(first, last, info.duration)
+            return age_clip(self.pipe, info, self.new_path(".mp4"), age, faces=who, output_size=side, start=first,
+                            end=last, preview=quick, max_side=limits.clip_max_side, key_frames=keys, progress=step,
                             should_stop=should_stop)

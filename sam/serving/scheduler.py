@@ -18,8 +18,9 @@ A public Space often has two CPU cores and many visitors. Two rules keep it usab
    back for :data:`HOLD_BACK_S` seconds, goes next, so a video keeps moving (more slowly) while sliders move.
 
 2. **Fair long jobs.** :class:`LongJobs` lets one long job (a video) compute at a time; the others wait in
-   arrival order, each told its place and an estimate ("2 jobs ahead of you, about 3 min"). One visitor may have
-   one long job waiting or running; a second one gets a :class:`JobLimitError` in words. A waiting job polls its
+   arrival order, each told its place and an estimate ("2 jobs ahead of you, about 3 min"). One visitor (a page,
+   a client session) may have one long job waiting or running, and one address (where visitors connect from: one
+   client may open many sessions) two; more get a :class:`JobLimitError` in words. A waiting job polls its
    ``should_stop`` and leaves the line at once when cancelled.
 
 One :class:`Scheduler` holds all of it for one app: the model lock (which the app hands to its pipeline), the
@@ -228,6 +229,7 @@ class LongJob:
     units: int  # frames (or images) it will produce
     seq: int
     should_stop: Callable[[], bool] | None = field(default=None, repr=False)
+    address: str | None = None  # where the visitor connects from (several sessions may share one)
     started: float | None = None
     done: int = 0
     released: bool = False
@@ -269,8 +271,9 @@ class LongJobs:
     """
 
     def __init__(self, max_waiting: int = 8, poll_s: float = 0.25, report_every_s: float = 1.0,
-                 stopping: threading.Event | None = None):
+                 stopping: threading.Event | None = None, max_per_address: int = 2):
         self.max_waiting = max(0, int(max_waiting))
+        self.max_per_address = max(1, int(max_per_address))  # waiting or running, from one address
         self.stopping = stopping or threading.Event()  # set: waiting jobs leave the line at once
         self.poll_s = poll_s
         self.report_every_s = report_every_s
@@ -304,21 +307,28 @@ class LongJobs:
 
     @contextlib.contextmanager
     def turn(self, owner: str | None, kind: str, units: int, should_stop: Callable[[], bool] | None = None,
-             report: Callable[[str], None] | None = None) -> Iterator[LongJob]:
+             report: Callable[[str], None] | None = None, address: str | None = None) -> Iterator[LongJob]:
         """Wait for this job's turn (reporting ``"N jobs ahead of you, about T"``), then run the block.
 
-        Raises :class:`JobLimitError` when ``owner`` already has a long job here or the line is full, and
-        :class:`JobCancelledError` when ``should_stop`` says so (or :attr:`stopping` is set) while waiting.
+        Raises :class:`JobLimitError` when ``owner`` already has a long job here, when ``address`` (where the
+        visitor connects from: one client may open many sessions) has :attr:`max_per_address` of them, or when the
+        line is full; and :class:`JobCancelledError` when ``should_stop`` says so (or :attr:`stopping` is set)
+        while waiting.
         """
         with self._cond:
             if owner is not None and any(j.owner == owner and j.holds_owner for j in self._line):
                 raise JobLimitError("you already have a video waiting or rendering; wait for it to finish or "
                                     "cancel it before starting another one")
+            if address is not None and sum(j.address == address and j.holds_owner for j in self._line) \
+                    >= self.max_per_address:
+                raise JobLimitError(f"{self.max_per_address} videos from your connection are already waiting or "
+                                    "rendering on this server; wait for one of them to finish before starting "
+                                    "another")
             waiting = len(self._line) - int(self._running is not None)
             if waiting >= self.max_waiting:
                 raise JobLimitError("too many videos are waiting on this server right now. Please try again in a "
                                     "few minutes")
-            job = LongJob(owner, kind, max(1, int(units)), next(self._seq), should_stop)
+            job = LongJob(owner, kind, max(1, int(units)), next(self._seq), should_stop, address)
             self._line.append(job)
         try:
             self._wait_turn(job, should_stop, report)
@@ -393,12 +403,12 @@ class Scheduler:
     """
 
     def __init__(self, max_waiting: int = 8, max_passed_over: int = MAX_PASSED_OVER,
-                 hold_back_s: float = HOLD_BACK_S, poll_s: float = 0.25):
+                 hold_back_s: float = HOLD_BACK_S, poll_s: float = 0.25, max_per_address: int = 2):
         self.stopping = threading.Event()
         """Set when the server is stopping: running jobs end at their next image or frame, waiting ones at once."""
         self.urgency = Urgency()
         self.lock = ModelLock(self.urgency, max_passed_over, hold_back_s)
-        self.long_jobs = LongJobs(max_waiting, poll_s=poll_s, stopping=self.stopping)
+        self.long_jobs = LongJobs(max_waiting, poll_s=poll_s, stopping=self.stopping, max_per_address=max_per_address)
         self.running = RunningJobs()
 
     def priority(self, level: Priority) -> contextlib.AbstractContextManager[None]:

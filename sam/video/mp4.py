@@ -163,8 +163,9 @@ def add_audio(video: str | os.PathLike, source: str | os.PathLike, out: str | os
     Copied unchanged when MP4 holds its codec (:data:`MP4_AUDIO`); else re-encoded to AAC; else AAC downmixed to
     stereo (e.g. 16-channel PCM); else, for a layout the resampler cannot map (64 unnamed channels), every channel
     averaged into both of a stereo AAC track; if the sound still cannot be added the video is moved to ``out``
-    without it (a finished job is never lost) and the answer says so. Timestamps are shifted as ffmpeg's command line shifts
-    them (each input starts at zero). ``video`` is moved or left for the caller; a failed try leaves no ``out``.
+    without it (a finished job is never lost) and the answer says so. Timestamps are shifted as ffmpeg's command
+    line shifts them (each input starts at zero). ``video`` is moved or left for the caller; a failed try leaves no
+    ``out``.
     """
     video, out = Path(video), Path(out)
     codec = _audio_codec(Path(source))

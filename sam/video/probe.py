@@ -43,8 +43,8 @@ from sam.cancel import ShouldStop, check_stop
 from sam.requests import RequestError, read_number
 
 __all__ = [
-    "VIDEO_FORMATS", "VIDEO_SUFFIXES", "VIDEO_FORMAT_NAMES", "NOT_A_VIDEO", "HEADER_SECONDS", "ClipInfo",
-    "ClipLimits", "check_span", "probe_clip", "read_frames",
+    "VIDEO_FORMATS", "VIDEO_SUFFIXES", "VIDEO_FORMAT_NAMES", "NOT_A_VIDEO", "HEADER_SECONDS", "ClipHeader",
+    "ClipInfo", "ClipLimits", "check_header", "check_span", "probe_clip", "read_frames",
 ]
 
 # the one list of video files taken (the app's upload box, its checks and every text that names them)
@@ -324,6 +324,36 @@ def _average_rate(frames: int, seconds: float, stated: Fraction) -> Fraction:
     return Fraction(25)
 
 
+def _checked_header(path: Path, limits: ClipLimits) -> _Header:
+    """The clip's header, checked against ``limits`` (a :class:`RequestError` in words), nothing decoded."""
+    if not path.is_file():
+        raise RequestError("the video file was not found")
+    if path.stat().st_size == 0:
+        raise RequestError("the video file is empty")
+    header = _read_header(path)
+    if header is None:
+        raise RequestError(NOT_A_VIDEO)
+    stated = float(header.fps)
+    _refuse_over(limits, seconds=header.duration, fps=stated, size=header.size, frames=int(header.duration * stated))
+    return header
+
+
+@dataclass(frozen=True)
+class ClipHeader:
+    """What a clip's header says, checked against the limits (:func:`check_header`): nothing decoded yet."""
+
+    duration: float  # seconds; 0 when the header does not say
+    frames: int  # frames it says it holds (duration x stated rate); 0 when it does not say
+
+
+def check_header(path: str | os.PathLike, limits: ClipLimits | None = None) -> ClipHeader:
+    """The cheap first check of a clip, in milliseconds: its container's header against ``limits`` (a
+    :class:`~sam.requests.RequestError` in words), nothing decoded. :func:`probe_clip` does it again, then counts the
+    frames by decoding (a server runs that part in its turn in the line of long jobs)."""
+    header = _checked_header(Path(path), limits or _NO_LIMITS)
+    return ClipHeader(duration=header.duration, frames=int(header.duration * float(header.fps)))
+
+
 def probe_clip(path: str | os.PathLike, limits: ClipLimits | None = None,
                should_stop: ShouldStop | None = None) -> ClipInfo:
     """Open a clip, check it against ``limits`` (the container's header first, then the frame count), count its
@@ -332,17 +362,9 @@ def probe_clip(path: str | os.PathLike, limits: ClipLimits | None = None,
     Nothing is left open when this returns."""
     limits = limits or _NO_LIMITS
     path = Path(path)
-    if not path.is_file():
-        raise RequestError("the video file was not found")
-    if path.stat().st_size == 0:
-        raise RequestError("the video file is empty")
     check_stop(should_stop)
-    header = _read_header(path)
-    if header is None:
-        raise RequestError(NOT_A_VIDEO)
+    header = _checked_header(path, limits)
     stated = float(header.fps)
-    _refuse_over(limits, seconds=header.duration, fps=stated, size=header.size,
-                 frames=int(header.duration * stated))
     try:
         count = _count_frames(path, header, limits, should_stop)
     except av.FFmpegError:

@@ -45,11 +45,12 @@ class LifespanPanel(Panel):
 
     def on_video(self, image: Any, start: Any, end: Any, between: Any, rate: Any, side: Any, boom: bool, gif: bool,
                  label: bool, aligned: bool, idx: int, together: list, *, progress=None, should_stop=None,
-                 owner=None) -> dict:
+                 owner=None, address=None) -> dict:
         """The lifespan video (of one face, or of the faces chosen together)."""
         faces = sorted(int(i) for i in together or []) if not aligned else []
         res = self.app.lifespan_job(image, start, end, between, rate, side, boom, label, gif, aligned, idx,
-                                    faces=faces or "best", progress=progress, should_stop=should_stop, owner=owner)
+                                    faces=faces or "best", progress=progress, should_stop=should_stop, owner=owner,
+                                    address=address)
         files = [str(res.mp4)] + ([str(res.gif)] if res.gif else [])
         return {self.video: str(res.mp4), self.v_files: file_shown(files),
                 self.v_status: f"Video ready: {res.frames} frames."}

@@ -49,7 +49,7 @@ class VideoPanel(Panel):
                 self.c_file = gr.File(label="Download", interactive=False, elem_id="clip-file", visible=False)
 
     def on_clip(self, clip: Any, target: Any, who: str, side: Any, start: Any, end: Any, preview: bool,
-                keys: Any = "auto", *, progress=None, should_stop=None, owner=None) -> dict:
+                keys: Any = "auto", *, progress=None, should_stop=None, owner=None, address=None) -> dict:
         """The Video tab: the people in a clip aged; the bar shows frames done and time left."""
         began = [0.0, 0]  # when and at which frame the ageing started (after any wait in line)
 
@@ -65,7 +65,7 @@ class VideoPanel(Panel):
             progress(done, total, f"ageing frames, about {left:.0f} s left" if made >= 3 else None)
 
         res = self.app.age_video(clip, target, who, side, start, end, preview, keys, progress=frames_done,
-                                 should_stop=should_stop, owner=owner)
+                                 should_stop=should_stop, owner=owner, address=address)
         people = len(res.faces)
         return {self.c_out: str(res.path), self.c_file: file_shown(str(res.path)),
                 self.c_status: f"Video ready: {res.frames} frames at {float(res.fps):.3g} fps, {people} "
