@@ -44,10 +44,12 @@ def launch(blocks: gr.Blocks, max_queue: int | None = None) -> str:
     """Serve ``blocks`` on 127.0.0.1 at a free port, its queue limited as the app's (default: its limits'
     ``max_queue``); returns the URL. The caller closes it."""
     from web.page import limit_queue
+    from web.server import app_options
 
     limit_queue(blocks, blocks.sam_app.limits.max_queue if max_queue is None else max_queue)
     _, url, _ = blocks.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
-                              quiet=True, show_error=False)
+                              quiet=True, show_error=False, max_file_size=blocks.sam_app.limits.max_upload,
+                              app_kwargs=app_options(blocks.sam_app))
     return url
 
 

@@ -233,7 +233,12 @@ def test_the_limits_the_docs_give_are_the_apps():
                   f"({lim.quick_concurrency} and {lim.long_concurrency} at once)",
                   f"at most {lim.clip_max_seconds:g} s, {lim.clip_max_fps:g} frames/s, {lim.clip_max_frames} frames",
                   f"Uploads are at most {lim.max_upload_mb} MB", f"so is a {refused} waiting video",
-                  f"A lifespan video renders at most {lim.lifespan_max_work} faces at 256 px"):
+                  f"A lifespan video renders at most {lim.lifespan_max_work} faces at 256 px",
+                  f"and one address (one client opening many sessions) {lim.max_videos_per_address}",
+                  f"one address may hold {lim.max_queued_per_address}", "at most half of the queue" if
+                  lim.long_queue_share == 0.5 else f"{lim.long_queue_share:g}",
+                  f"Uploads together may take at most {lim.upload_space_mb} MB",
+                  f"one address may upload at most {lim.upload_mb_per_address} MB"):
         assert words in app_md, words
     assert f"at most **{lim.clip_max_mb} MB and {lim.clip_max_seconds:g} s** (frames larger than " \
            f"{lim.clip_max_side} px" in video_md

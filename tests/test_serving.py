@@ -298,3 +298,40 @@ def test_several_sessions_from_one_address_hold_only_its_share(busy_server, tmp_
     for job in (*jobs, theirs):
         job.cancel()
     _wait_idle(sam_app)
+
+
+def test_uploads_are_bounded_in_total_and_per_address(tiny_checkpoint, tmp_path):
+    """The upload space: one address gets its share, then words (429); when the uploads together are at the total,
+    everyone gets words (507); an upload that does not say its length is refused (411). Nothing refused is stored."""
+    import httpx
+
+    limits = web.Limits(upload_mb_per_address=1, upload_space_mb=3)
+    demo = web.build_demo(app=web.AgeApp.load(str(tiny_checkpoint), device="cpu", limits=limits))
+    url = launch(demo)
+    blob = os.urandom(700 * 1024)
+    try:
+        with httpx.Client(timeout=30) as http:
+            def upload(name: str, **headers: str) -> httpx.Response:
+                return http.post(f"{url}gradio_api/upload", files={"files": (name, blob)}, headers=headers)
+
+            assert upload("a.bin").status_code == 200
+            refused = upload("b.bin")
+            assert refused.status_code == 429 and "takes at most 1 MB from one visitor" in refused.text
+            from gradio.utils import get_upload_folder
+
+            assert list(Path(get_upload_folder()).rglob("a.bin")) and not list(Path(get_upload_folder()).rglob("b.bin"))
+            chunked = http.post(f"{url}gradio_api/upload", content=iter([b"x" * 10]))  # no Content-Length
+            assert chunked.status_code == 411 and "length" in chunked.text
+        space = next(m for m in demo.app.user_middleware if m.cls.__name__ == "UploadSpace")
+        assert space.kwargs["total_mb"] == 3
+        from web.uploads import UploadSpace
+
+        gate = UploadSpace(None, folder=lambda: str(tmp_path), address=lambda scope: scope["client"][0],
+                           total_mb=1, per_address_mb=100)
+        (tmp_path / "big").write_bytes(b"x" * 900 * 1024)
+        scope = {"client": ("5.5.5.5", 1), "headers": [(b"content-length", str(200 * 1024).encode())]}
+        status, words = gate.refusal(scope)
+        assert status == 507 and "upload space is full" in words
+        assert gate.refusal({**scope, "headers": [(b"content-length", b"1000")]}) is None
+    finally:
+        demo.close()

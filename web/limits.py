@@ -27,6 +27,8 @@ class Limits:
     output_max_age_s: float = 3600.0  # results and uploads are deleted after an hour, and when the server stops
     sweep_every_s: float = 300.0  # how often results older than that are deleted
     max_upload_mb: int = 30  # any upload (Gradio's max_file_size; MB of 2**20 bytes)
+    upload_space_mb: int = 2048  # all uploads on the server's disk together (they are deleted after an hour)
+    upload_mb_per_address: int = 300  # what one address may upload within an hour
     clip_max_mb: int = 30  # the Video tab: file size, length, frame rate, frames, frame size, the side it works at
     clip_max_seconds: float = 20.0
     clip_max_fps: float = 60.0

@@ -17,8 +17,10 @@ from typing import Any
 
 from web.page import build_demo, limit_queue
 from web.service import AgeApp
+from web.uploads import UploadSpace
+from web.visitors import address_of
 
-__all__ = ["serve"]
+__all__ = ["app_options", "serve"]
 
 log = logging.getLogger("sam.app")
 
@@ -39,9 +41,23 @@ def serve(checkpoint: str | None = None, device: str | None = None, host: str | 
     try:
         limit_queue(demo, app.limits.max_queue if max_queue is None else max_queue).launch(
             server_name=host, server_port=port, share=share or None, show_error=False,
-            max_file_size=app.limits.max_upload)
+            max_file_size=app.limits.max_upload, app_kwargs=app_options(app))
     finally:
         signal.signal(signal.SIGTERM, before)
+
+
+def app_options(app: AgeApp) -> dict[str, Any]:
+    """The web server's own options for Gradio's ``launch(app_kwargs=...)``: the upload space's bounds in front of
+    Gradio's upload route (:class:`web.uploads.UploadSpace`)."""
+    from gradio.utils import get_upload_folder
+    from starlette.middleware import Middleware
+    from starlette.requests import Request
+
+    limits = app.limits
+    space = Middleware(UploadSpace, folder=get_upload_folder, address=lambda scope: address_of(Request(scope)),
+                       total_mb=limits.upload_space_mb, per_address_mb=limits.upload_mb_per_address,
+                       window_s=limits.output_max_age_s)
+    return {"middleware": [space]}
 
 
 def _on_sigterm(app: AgeApp, signum: int, frame: Any) -> None:
