@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import subprocess
 import sys
 import tempfile
@@ -208,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
                 for line in stream.iter_lines():
                     if "progress" in line:
                         break
+        rows += word_rows(url, tmp)
         deadline = time.monotonic() + 60
         while ffmpeg_children(proc.pid) and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -218,7 +220,56 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         proc.terminate()
         proc.wait(timeout=60)
+    log = (tmp / "server.log").read_text(errors="replace")
+    rows.append({"case": "tracebacks in the server's log, the whole run", "seconds": None,
+                 "answer": str(log.count("Traceback"))})
+    print(rows[-1], flush=True)
     return report_rows(args, rows, "hostile")
+
+
+def word_rows(url: str, tmp: Path) -> list[dict]:
+    """Raw-HTTP requests that once got "Something went wrong" or an empty error: each must get words."""
+    two_streams = tmp / "two-streams.mp4"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-f", "lavfi", "-i",
+                    "color=c=gray:s=64x64:r=2:d=3", "-f", "lavfi", "-i", "testsrc=s=320x240:r=1000:d=3", "-map", "0:v",
+                    "-map", "1:v", "-c:v", "libx264", "-preset", "ultrafast", str(two_streams)], check=True,
+                   capture_output=True)
+    huge = "1" + "0" * 400
+    rows = []
+    with httpx.Client(timeout=120) as http:
+        def upload(path: Path) -> dict:
+            got = http.post(f"{url}gradio_api/upload", files={"files": open(path, "rb")}).json()[0]
+            return {"path": got, "meta": {"_type": "gradio.FileData"}}
+
+        photo, clip = upload(ROOT / "assets" / "astronaut.png"), upload(two_streams)
+        folder = str(Path(photo["path"]).parent)
+        cases = [
+            ("faces=\"9\" x 400", "age", [photo, 40, 32, False, 0, False, "9" * 400]),
+            ("target_age 10**400", "age", f'[{json.dumps(photo)}, {huge}, 32, false, 0, false]'),
+            ("start 10**400", "video", f'[{json.dumps(clip)}, 70, "largest", 256, {huge}, 0, false]'),
+            ("output_size 10**400", "video", f'[{json.dumps(clip)}, 70, "largest", {huge}, 0, 0, false]'),
+            ("a URL as the photo", "age", [{**photo, "path": "http://169.254.169.254/latest"}, 40]),
+            ("a NUL byte in the path", "age", [{**photo, "path": photo["path"] + "\x00.png"}, 40]),
+            ("an upload's folder as the photo", "age", [{**photo, "path": folder}, 40]),
+            ("the uploads folder as the photo", "age", [{**photo, "path": str(Path(folder).parent)}, 40]),
+            ("two video streams (64x64 at 2 fps, then 320x240 at 1000 fps)", "video",
+             [clip, 70, "largest", 256, 0, 0, False]),
+            ("a lifespan of 611 frames at 1024 px", "lifespan", [photo, 0, 100, 60, 20, 1024, False, False, 0]),
+        ]
+        for name, api, data in cases:
+            body = data if isinstance(data, str) else json.dumps(data)
+            t0 = time.perf_counter()
+            event = http.post(f"{url}gradio_api/call/{api}", content='{"data": ' + body + "}",
+                              headers={"content-type": "application/json"}).json()["event_id"]
+            answer = http.get(f"{url}gradio_api/call/{api}/{event}").text
+            got = answer.rsplit("data:", 1)[-1].strip()
+            try:
+                got = json.loads(got).get("error") or got
+            except (ValueError, AttributeError):
+                pass
+            rows.append({"case": name, "seconds": time.perf_counter() - t0, "answer": str(got)[:160]})
+            print(rows[-1], flush=True)
+    return rows
 
 
 def report_rows(args: argparse.Namespace, rows: list[dict], kind: str) -> int:
