@@ -5,9 +5,11 @@
 Starts ``app.py`` on a free loopback port (a fresh server: it waits for the start-up warm-up, as a visitor arriving
 a minute after start would find it), then for each photo opens a new page in headless Chromium (Debian's
 ``/usr/bin/chromium`` driven by Playwright; nothing is downloaded), drops the photo on the upload box and measures
-the time until the first preview is shown and until the age readout is there. The times are taken in the page, by
-its own clock: from the file input's ``change`` event (the drop) to the first frame after the preview image has
-loaded into ``#result`` (a MutationObserver and the image's ``load`` event), and to the readout's text. (Playwright's
+the time until each step of a new photo is on screen: the aligned face, the first picture (the generator stopped at
+64 px), the 256 px preview and the age readout. The times are taken in the page, by its own clock: from the file
+input's ``change`` event (the drop) to the first frame after each image has loaded (a MutationObserver and the
+images' ``load`` events) or the readout's text; the server's share of each comes from its log (the ``on_photo``
+line says when each update left). (Playwright's
 own waiting polls at growing intervals, up to 0.5 s late; it only decides when to read the page's figures.)
 Before each photo it waits until the server is idle (the previous photo's exact preview and key-age warm-up done),
 so each row is one visitor arriving at a quiet server; the browser runs on the same cores as the server.
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import re
 import sys
 import tempfile
 import time
@@ -39,26 +42,44 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-sync", "--no-first-run"]
 
 
-# Installed in the page before the drop: the page's clock at the drop, at the first frame after the preview image
-# has loaded, and when the age readout is there (``performance.now()``, ms).
+# Installed in the page before the drop: the page's clock (``performance.now()``, ms) at the drop, at the first frame
+# after each step is on screen: the aligned face, the first picture (the 64 px look), the preview ("Age N" alone
+# under it) and the age readout ("reads as").
 WATCH = """() => {
-  const fp = window.__fp = {start: 0, preview: 0, readout: 0, aligned: false};
+  const fp = window.__fp = {start: 0, aligned: 0, first: 0, preview: 0, readout: 0};
   const input = document.querySelector("input[type=file]");
   input.addEventListener("change", () => { fp.start = performance.now(); }, {once: true, capture: true});
+  const shown = (sel) => { const i = document.querySelector(sel); return i && i.complete && i.naturalWidth > 0; };
+  const mark = (key) => { if (!fp[key]) requestAnimationFrame(() => { fp[key] = fp[key] || performance.now(); }); };
   const check = () => {
     if (!fp.start) return;
-    const img = document.querySelector("#result img");
-    if (!fp.preview && img && img.complete && img.naturalWidth > 0) {
-      fp.aligned = !!document.querySelector("#aligned img");
-      requestAnimationFrame(() => { fp.preview = fp.preview || performance.now(); });
-    }
-    const text = document.querySelector("#result-metrics")?.innerText || "";
-    if (!fp.readout && text.includes("reads as")) fp.readout = performance.now();
+    if (shown("#aligned img")) mark("aligned");
+    if (shown("#result img")) mark("first");
+    const text = (document.querySelector("#result-metrics")?.innerText || "").trim();
+    if (shown("#result img") && /^Age \\d+$/.test(text)) mark("preview");
+    if (text.includes("reads as")) { mark("preview"); mark("readout"); }
   };
   new MutationObserver(check).observe(document.body, {subtree: true, childList: true, attributes: true,
                                                       characterData: true});
   document.addEventListener("load", check, true);
 }"""
+
+STEPS = ("aligned", "first", "preview", "readout")
+
+
+def server_steps(log: str, count: int) -> list[list[float]]:
+    """The server's time of each update of the first ``count`` new photos (``on_photo`` log lines: "updates at
+    ..."), as ``[aligned, first picture, preview, readouts]``; the 64 px step is the preview itself when the
+    model's preview is that small."""
+    found = []
+    for line in log.splitlines():
+        m = re.search(r"on_photo done in [\d.]+ s; updates at ([\d., ]+) s", line)
+        if m:
+            times = [float(t) for t in m.group(1).split(",")]
+            if len(times) == 3:  # aligned, preview, readouts: no smaller first picture
+                times = [times[0], times[1], times[1], times[2]]
+            found.append(times[:4])
+    return found[:count]
 
 
 def default_photos(folder: Path) -> list[Path]:
@@ -114,20 +135,21 @@ def main(argv: list[str] | None = None) -> int:
                 upload.wait_for(state="attached", timeout=60_000)
                 page.evaluate(WATCH)
                 upload.set_input_files(str(photo))
-                page.wait_for_function("() => window.__fp.preview && window.__fp.readout", timeout=120_000)
+                page.wait_for_function("() => window.__fp.preview && window.__fp.readout", timeout=240_000)
                 marks = page.evaluate("() => window.__fp")
                 with Image.open(photo) as im:
                     size = f"{im.width}x{im.height}"
                 rows.append({"photo": photo.name, "size": size,
-                             "first_preview_s": (marks["preview"] - marks["start"]) / 1000,
-                             "aligned_shown": bool(marks["aligned"]),
-                             "readouts_s": (marks["readout"] - marks["start"]) / 1000})
+                             **{f"{step}_s": (marks[step] - marks["start"]) / 1000 for step in STEPS}})
                 print(rows[-1], flush=True)
                 page.close()
             browser.close()
     finally:
         proc.terminate()
         proc.wait(timeout=60)
+    for row, server in zip(rows, server_steps((tmp / "server.log").read_text(errors="replace"), len(rows))):
+        for step, t in zip(STEPS, server):
+            row[f"{step}_server_s"] = t
     info = machine("cpu")
     result = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": info,
               "checkpoint": str(args.checkpoint), "rows": rows}
@@ -136,9 +158,17 @@ def main(argv: list[str] | None = None) -> int:
              f"CPU: {info['cpu']} ({isa}), {info['cores']} cores, torch {info['torch']}; load average "
              f"{info['load_average_start']}. A fresh `app.py` (after its start-up warm-up), one visitor, a new page "
              f"per photo. Command: `python bench/first_preview.py {' '.join(argv or sys.argv[1:])}`", "",
-             "| photo | size | first preview (s) | age readout (s) |", "|---|---|---:|---:|",
-             *(f"| {r['photo']} | {r['size']} | {r['first_preview_s']:.2f} | {r['readouts_s']:.2f} |" for r in rows),
-             "", f"Slowest first preview: **{max(r['first_preview_s'] for r in rows):.2f} s**."]
+             "Each step: seconds from the drop to the page showing it, in the browser's clock; in brackets, the "
+             "server's share (from its handler's start to the update leaving; the rest is the upload, the queue, the "
+             "transfer and the browser's drawing).", "",
+             "| photo | size | aligned face (s) | first picture (s) | 256 px preview (s) | age readout (s) |",
+             "|---|---|---:|---:|---:|---:|",
+             *(f"| {r['photo']} | {r['size']} | " + " | ".join(
+                 f"{r[f'{step}_s']:.2f} ({r.get(f'{step}_server_s', float('nan')):.2f})" for step in STEPS) + " |"
+               for r in rows),
+             "", f"Slowest aligned face: **{max(r['aligned_s'] for r in rows):.2f} s**; slowest first picture: "
+             f"**{max(r['first_s'] for r in rows):.2f} s**; slowest preview: **{max(r['preview_s'] for r in rows):.2f} "
+             "s**."]
     text = "\n".join(lines) + "\n"
     print(text)
     if not args.no_save:

@@ -18,6 +18,7 @@ import httpx
 import imageio.v3 as iio
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import web
@@ -715,9 +716,10 @@ def test_repeated_photo_event_is_skipped_with_a_valid_update(demo):
     assert list(second[0].values())[0] == gr.skip()
 
 
-def test_a_new_photo_shows_its_preview_before_the_readouts(tiny_checkpoint, monkeypatch):
-    """The first update of a new photo carries the aligned face and a preview; the age and identity readouts come
-    in a later update; the last preview is the one from the exact frozen-encoder code (what later moves use)."""
+def test_a_new_photo_shows_its_steps_in_order(tiny_checkpoint, monkeypatch):
+    """A new photo in steps: first the aligned face alone (no network pass yet, the previous photo's preview gone),
+    then the first preview (from the quick frozen-encoder pass), then the age and identity readouts, last the preview
+    from the exact frozen-encoder code (what later moves use)."""
     monkeypatch.setenv("SAM_CPU_BF16", "1")  # auto: exact float32, fast bfloat16, whatever this CPU has
     page = web.build_demo(str(tiny_checkpoint), device="cpu", precision="auto")
     assert page.sam_app.pipe.precision.fast != page.sam_app.pipe.precision.exact
@@ -728,14 +730,37 @@ def test_a_new_photo_shows_its_preview_before_the_readouts(tiny_checkpoint, monk
     real_fast, real_encode = pipe.first_look, pipe.encode
     pipe.first_look = lambda *a, **k: calls.append("fast") or real_fast(*a, **k)
     pipe.encode = lambda *a, **k: calls.append("exact") or real_encode(*a, **k)
-    updates = list(handler(ASTRONAUT, False, 40, False))
+    steps = handler(ASTRONAUT, False, 40, False)
+    aligned = next(steps)
+    assert by_id["aligned"] in aligned and aligned[by_id["result"]] is None and calls == []  # before any pass
+    updates = list(steps)
     first, last = updates[0], updates[-1]
-    assert by_id["result"] in first and by_id["aligned"] in first
-    assert first[by_id["result-metrics"]].startswith("Age ") and by_id["input-age"] in updates[1]
+    assert by_id["result"] in first and first[by_id["result-metrics"]].startswith("Age ")
+    assert by_id["input-age"] in updates[1] and by_id["result"] not in updates[1]
     assert calls[0] == "fast" and "exact" in calls  # the quick frozen-encoder pass first, the exact one after
     session = page.sam_app.session(ASTRONAUT)
     start = int(first[by_id["result-metrics"]].split()[1])
     assert np.array_equal(np.asarray(last[by_id["result"]]), np.asarray(session.preview(start)))
+
+
+def test_the_first_picture_comes_at_128_px_from_the_same_code(tiny_model, monkeypatch):
+    """Where the preview is larger than 128 px, the first look is two pictures from one code: the generator stopped
+    at 128 px, scaled up, then the preview itself."""
+    from sam.pipeline import AgingPipeline
+    from sam.session import FaceSession, Photo
+
+    pipe = AgingPipeline(tiny_model)
+    session = FaceSession(pipe, Photo(Image.open(ASTRONAUT).convert("RGB").resize((64, 64)), "k"),
+                          already_aligned=True)
+    monkeypatch.setattr(type(session), "preview_size", property(lambda self: 32))
+    sizes, codes = [], []
+    real_render = pipe.render
+    monkeypatch.setattr(pipe, "render", lambda code, size=None, **k: sizes.append(size) or codes.append(code) or
+                        real_render(code, size=size, **k))
+    steps = list(session.first_previews(50, quick_size=16))
+    assert [final for _, final in steps] == [False, True] and sizes == [16, 32]
+    assert torch.equal(codes[0], codes[1]) and all(im.size == (32, 32) for im, _ in steps)
+    assert list(session.first_previews(50, quick_size=32))[0][1] is True  # no smaller step: the preview at once
 
 
 def test_a_photo_is_decoded_once_per_upload(tiny_checkpoint, monkeypatch):

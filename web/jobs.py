@@ -127,17 +127,22 @@ class Jobs:
         @functools.wraps(fn)
         def run(*args: Any):
             began = time.monotonic()
+            sent: list[float] = []  # when each update left, in seconds from the start (the log line says)
             with scheduler.interactive_request():  # less urgent work waits between this request's passes
+                updates = fn(*args)
                 try:
-                    yield from fn(*args)
+                    for update in updates:
+                        sent.append(time.monotonic() - began)
+                        yield update
                 except Exception as exc:  # noqa: BLE001 - every failure becomes a message
                     log_rejected(fn.__name__, exc, time.monotonic() - began)
                     yield {page: page_failure(exc)}
                     return
                 except GeneratorExit:  # a newer event replaced this one (the slider moved on)
-                    log_done(fn.__name__, time.monotonic() - began, "superseded")
+                    updates.close()
+                    log_done(fn.__name__, time.monotonic() - began, "superseded", sent)
                     raise
-            log_done(fn.__name__, time.monotonic() - began)
+            log_done(fn.__name__, time.monotonic() - began, steps=sent)
 
         return run
 

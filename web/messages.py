@@ -102,9 +102,13 @@ def log_rejected(where: str, exc: BaseException, seconds: float) -> None:
         log.error("%s failed after %.2f s: %s: %s", where, seconds, type(exc).__name__, str(exc)[:300], exc_info=exc)
 
 
-def log_done(where: str, seconds: float, what: str = "done") -> None:
-    """One log line per finished request or job, with its time."""
-    log.info("%s %s in %.2f s", where, what, seconds)
+def log_done(where: str, seconds: float, what: str = "done", steps: list[float] | None = None) -> None:
+    """One log line per finished request or job, with its time (and, for a request that sends several updates, when
+    each was sent: ``on_photo done in 2.93 s; updates at 0.41, 1.92, 2.60, 2.93 s``)."""
+    if steps and len(steps) > 1:
+        log.info("%s %s in %.2f s; updates at %s s", where, what, seconds, ", ".join(f"{t:.2f}" for t in steps))
+    else:
+        log.info("%s %s in %.2f s", where, what, seconds)
 
 
 RETRY_LINE = re.compile(r"Retrying \(\d+/\d+\) in [\d.]+s: ")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +34,10 @@ from sam.session.measures import FaceMeasures
 from sam.session.photo import Photo
 from sam.video.lifespan import LifespanResult, make_lifespan
 
-__all__ = ["FaceSession", "PREVIEW_SIZE", "MAX_FRAMES_BETWEEN", "lifespan_frames"]
+__all__ = ["FaceSession", "FIRST_LOOK_SIZE", "PREVIEW_SIZE", "MAX_FRAMES_BETWEEN", "lifespan_frames"]
 
 PREVIEW_SIZE = 256  # slider previews, the ages strip and videos by default: the generator stopped at 256 px
+FIRST_LOOK_SIZE = 64  # a new face's very first picture: the generator stopped at 64 px, scaled up
 MAX_FRAMES_BETWEEN = 60
 
 
@@ -158,12 +159,21 @@ class FaceSession:
         """The quickest look at a new face: the slider preview with the frozen encoder in the fast dtype too
         (:meth:`AgingPipeline.first_look`, not cached) while the exact encoding is not done yet; call
         :meth:`preview` after it for the preview every later slider move is consistent with."""
-        with self._lock:
-            done = self._encoded is not None
-        if done or self.pipe.precision.fast == self.pipe.precision.exact:
-            return self.preview(age, paste)
-        code = self.pipe.first_look(self.face_image, [to_age(age)])
+        code = self.preview_code(age, first=True)
         return self.finish(to_pil(self.pipe.render(code, size=self.preview_size, fast=True))[0], paste)
+
+    def first_previews(self, age: Any, paste: bool = False, quick_size: int = FIRST_LOOK_SIZE
+                       ) -> Iterator[tuple[Image.Image, bool]]:
+        """A new face's first look in steps, from one code (:meth:`preview_code` with ``first``): ``(picture,
+        final)``: a picture as soon as it exists (the generator stopped at ``quick_size`` px and scaled up to the
+        preview's size) when that is smaller than the preview, then :meth:`first_preview`'s picture itself
+        (``final``)."""
+        code = self.preview_code(age, first=True)
+        side = self.preview_size
+        if quick_size < side:
+            small = to_pil(self.pipe.render(code, size=quick_size, fast=True))[0]
+            yield self.finish(small.resize((side, side), Image.Resampling.BICUBIC), paste), False
+        yield self.finish(to_pil(self.pipe.render(code, size=side, fast=True))[0], paste), True
 
     @property
     def has_exact_encoding(self) -> bool:

@@ -95,17 +95,21 @@ class PhotoPanel(Panel):
         yield from self.show_face(image, aligned, idx, target, pasted, {self.face_index: idx})
 
     def show_face(self, image: Any, aligned: bool, idx: int, target: Any, pasted: bool, extra: dict):
-        """The first preview as soon as it exists (fast frozen-encoder pass), then the readouts, then the preview
-        from the exact code that every later slider move builds on; the key-age warm-up after that."""
+        """A new face in steps, each shown as soon as it exists: the aligned face (found and aligned, no network
+        yet); a first picture (the generator stopped at 64 px, scaled up); the 256 px preview from the same code;
+        the age and identity readouts; then the preview from the exact code that every later slider move builds
+        on, and the key-age warm-up after that."""
         s = self.app.session(image, aligned, idx)
-        start = s.start_age(target)
-        first = s.first_preview(start, pasted)
-        out = {self.aligned_view: s.face_image, self.result: first, self.input_info: "",
-               self.result_info: f"Age {start}", self.full_file: file_hidden(), self.full_image: file_hidden(),
+        yield {self.aligned_view: s.face_image, self.result: None, self.input_info: "",
+               self.result_info: "Ageing this face…", self.full_file: file_hidden(), self.full_image: file_hidden(),
                self.status: "", **extra}
-        if s.input_age is not None:
-            out[self.age] = start
-        yield out
+        start = s.start_age(target)
+        moved = {self.age: start} if s.input_age is not None else {}
+        first = None
+        for first, final in s.first_previews(start, pasted):
+            yield {self.result: first, **moved,
+                   self.result_info: f"Age {start}" if final else f"Age {start}: a first look, sharper in a moment…"}
+            moved = {}
         yield {self.input_info: s.input_caption(), self.result_info: s.caption(start, first)}
         if not s.has_exact_encoding:
             preview = s.preview(start, pasted)
