@@ -5,7 +5,7 @@ and video clips, and a named HTTP API (docs/app.md). The page lives in the ``web
 arguments, builds the page and serves it.
 
     python app.py [--checkpoint weights/sam_ffhq_aging.pt] [--host 0.0.0.0] [--port 7860] [--device cpu]
-                  [--share] [--no-download] [--int8-style-heads] [--max-queue 16] [--precision auto]
+                  [--share] [--no-download] [--int8-style-heads] [--max-queue 16] [--precision auto] [--mcp]
 
 Host and port default to $GRADIO_SERVER_NAME / $GRADIO_SERVER_PORT (else 127.0.0.1:7860). When the checkpoint is
 missing it is downloaded at start; offline, the page still loads and says how to provide it.
@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-download", "--no_download", action="store_true", help="never download the checkpoint")
     ap.add_argument("--max-queue", "--max_queue", type=int, default=Limits.max_queue,
                     help=f"jobs waiting at most (default {Limits.max_queue})")
+    ap.add_argument("--mcp", action="store_true",
+                    help="also serve the named API as Model Context Protocol tools at /gradio_api/mcp/, for AI "
+                         "assistants (docs/app.md)")
     ap.add_argument("--precision", choices=PRECISIONS, default="auto",
                     help="auto (default): bfloat16 previews and videos on CPUs with native bfloat16, downloads exact "
                          "float32; fp32: exact everywhere; bf16 / fp16: everything reduced (docs/precision.md)")
@@ -47,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
 
     serve(args.checkpoint, args.device, args.host, args.port, share=args.share,
           int8_style_heads=args.int8_style_heads, download=not args.no_download, max_queue=args.max_queue,
-          precision=args.precision)
+          precision=args.precision, mcp=args.mcp)
 
 
 if __name__ == "__main__":

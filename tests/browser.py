@@ -40,7 +40,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def launch(blocks: gr.Blocks, max_queue: int | None = None) -> str:
+def launch(blocks: gr.Blocks, max_queue: int | None = None, mcp: bool = False) -> str:
     """Serve ``blocks`` on 127.0.0.1 at a free port, its queue limited as the app's (default: its limits'
     ``max_queue``); returns the URL. The caller closes it."""
     from web.page import limit_queue
@@ -49,7 +49,7 @@ def launch(blocks: gr.Blocks, max_queue: int | None = None) -> str:
     limit_queue(blocks, blocks.sam_app.limits.max_queue if max_queue is None else max_queue)
     _, url, _ = blocks.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
                               quiet=True, show_error=False, max_file_size=blocks.sam_app.limits.max_upload,
-                              app_kwargs=app_options(blocks.sam_app))
+                              app_kwargs=app_options(blocks.sam_app), mcp_server=mcp)
     return url
 
 

@@ -27,14 +27,19 @@ class Endpoint:
     output: str = "image"  # "image" (a PNG) or "video" (an MP4)
 
 
+FILES_AS = (" Files are uploads of this server (gradio_client: handle_file) or, for an MCP client, data: URIs "
+            "(base64); this server fetches no URLs.")
 ENDPOINTS = (
-    Endpoint("age", "age", "Age the face in a photo: (image, target_age) -> image; faces=\"all\" or \"1,3\" (and "
-             "per-face ages \"60,25\"): the whole photo with those faces aged"),
-    Endpoint("mix", "mix", "Age a face and mix in a reference face's styles"),
-    Endpoint("lifespan", "lifespan", "Lifespan MP4 from start_age to end_age; faces=\"all\" or \"1,3\": the whole "
-             "photo with those faces aging together", LONG, "rendering frames", output="video"),
-    Endpoint("video", "video", "Age the people in a video clip (sound kept): (clip, target_age) -> MP4", LONG,
-             "ageing frames", "frames", output="video"),
+    Endpoint("age", "age", "Show the person in a photo at another age (0 to 100): the aged face, or with paste_back "
+             "the whole photo with the face put back; with faces=\"all\" or face numbers such as \"1,3\" (and "
+             "per-face ages such as \"60,25\") the whole photo with those faces aged. Returns a PNG." + FILES_AS),
+    Endpoint("mix", "mix", "Show the person in a photo at another age with the look of a reference face mixed in "
+             "(colour and lighting, hair and texture, or face shape). Returns a PNG." + FILES_AS),
+    Endpoint("lifespan", "lifespan", "A video of the person in a photo growing older (or younger) from start_age "
+             "to end_age; with faces=\"all\" or face numbers such as \"1,3\" the whole photo with those faces "
+             "aging together. Returns an H.264 MP4." + FILES_AS, LONG, "rendering frames", output="video"),
+    Endpoint("video", "video", "Age the people in a video clip: faces followed from frame to frame, the sound kept. "
+             "Returns an H.264 MP4." + FILES_AS, LONG, "ageing frames", "frames", output="video"),
 )
 GROWN_ENDPOINTS = ("age", "lifespan")  # endpoints that gained trailing inputs (faces, ages) after their first release
 

@@ -27,8 +27,9 @@ log = logging.getLogger("sam.app")
 
 def serve(checkpoint: str | None = None, device: str | None = None, host: str | None = None,
           port: int | None = None, share: bool = False, int8_style_heads: bool = False, download: bool = True,
-          max_queue: int | None = None, precision: str = "auto") -> None:
-    """Load the model (downloading it when missing and ``download``), build the page and serve it until stopped."""
+          max_queue: int | None = None, precision: str = "auto", mcp: bool = False) -> None:
+    """Load the model (downloading it when missing and ``download``), build the page and serve it until stopped;
+    with ``mcp`` the named API is also a Model Context Protocol server (Gradio's, at ``/gradio_api/mcp/``)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     # This server's uploads (and Gradio's copies of the examples) in a folder of its own, removed when it stops.
     uploads = tempfile.mkdtemp(prefix="sam-uploads-", dir=os.environ.get("GRADIO_TEMP_DIR") or None)
@@ -41,7 +42,7 @@ def serve(checkpoint: str | None = None, device: str | None = None, host: str | 
     try:
         limit_queue(demo, app.limits.max_queue if max_queue is None else max_queue).launch(
             server_name=host, server_port=port, share=share or None, show_error=False,
-            max_file_size=app.limits.max_upload, app_kwargs=app_options(app))
+            max_file_size=app.limits.max_upload, app_kwargs=app_options(app), mcp_server=mcp)
     finally:
         signal.signal(signal.SIGTERM, before)
 

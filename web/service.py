@@ -216,9 +216,23 @@ class AgeApp:
 
     def age(self, image: Any, target_age: Any = 60, size: Any = None, already_aligned: Any = False,
             face_index: Any = 0, paste_back: Any = False, faces: Any = "best", ages: Any = "") -> Image.Image:
-        """One aged image: the face at ``size`` px (default full resolution), or the whole photo with paste-back.
-        ``faces`` other than ``"best"`` (``"all"``, ``"1,3"``): the whole photo with each of those faces aged, to
-        ``target_age`` or to its own age of ``ages`` (``"60,25"``, in the order of ``faces``)."""
+        """Show the person in a photo at another age: the aged face, or the whole photo with the face (or several
+        faces) aged and put back.
+
+        Args:
+            image: a photo with a face (JPEG, PNG or WebP; an aligned face crop with already_aligned)
+            target_age: the age to show, 0 to 100 (rounded to whole years)
+            size: the side of the aged face in pixels, 8 to 1024 (default: 1024, the model's full resolution)
+            already_aligned: true when the image is already an FFHQ-aligned face crop (no face detection)
+            face_index: which face of the photo, 0 being the best (largest, clearest) face
+            paste_back: true for the whole photo with the aged face put back, false for the face alone
+            faces: "best" for the one face of face_index; "all" for every face; or face numbers such as "1,3": the
+                whole photo with each of those faces aged
+            ages: with faces, one age per listed face ("60,25"); blank entries take target_age
+
+        Returns:
+            the aged image (PNG)
+        """
         if is_best(faces):
             if ages not in (None, "") and not (isinstance(ages, (list, tuple)) and not ages):
                 raise RequestError("per-face ages need faces: \"all\" or face numbers such as \"1,3\"")
@@ -230,7 +244,23 @@ class AgeApp:
 
     def mix(self, image: Any, reference: Any, target_age: Any = 60, latent_mask: Any = "fine", alpha: Any = 1.0,
             size: Any = None, already_aligned: Any = False, reference_aligned: Any = False) -> Image.Image:
-        """The aged face with the ``latent_mask`` styles of a reference face."""
+        """Show the person at another age with the look of a second face mixed in (style mixing: colour and lighting,
+        hair and texture, or face shape).
+
+        Args:
+            image: a photo with the face to age
+            reference: a photo of the face whose look to take
+            target_age: the age to show, 0 to 100
+            latent_mask: what to take: "fine" (colour and lighting), "middle" (hair and texture), "coarse" (face
+                shape and pose), "all", or style layers such as "8-17" or "0,2,5"
+            alpha: how much of the reference's look, 0 to 1
+            size: the side of the result in pixels, 8 to 1024 (default 1024)
+            already_aligned: true when image is already an FFHQ-aligned face crop
+            reference_aligned: true when reference is already an FFHQ-aligned face crop
+
+        Returns:
+            the aged, mixed face (PNG)
+        """
         s = self.session(image, already_aligned, 0)
         if reference is None or (isinstance(reference, str) and not reference.strip()):
             raise RequestError("add a reference photo for style mixing")
@@ -241,7 +271,24 @@ class AgeApp:
                  size: Any = 256, boomerang: Any = False, already_aligned: Any = False, face_index: Any = 0,
                  faces: Any = "best", *, progress: Callable | None = None, should_stop: Callable | None = None,
                  owner: str | None = None, address: str | None = None) -> str:
-        """The lifespan MP4's path; with ``faces`` other than ``"best"``, the group video of the whole photo."""
+        """A video of the person growing older (or younger) from start_age to end_age; with faces, the whole photo
+        with every chosen face aging together.
+
+        Args:
+            image: a photo with a face
+            start_age: the first age, 0 to 100
+            end_age: the last age, 0 to 100
+            frames_between: frames between two key ages (key ages every 10 years), 0 to 60
+            fps: frames per second, 1 to 60
+            size: the side of the face in pixels, 8 to 1024
+            boomerang: true to play forward, then back
+            already_aligned: true when image is already an FFHQ-aligned face crop
+            face_index: which face of the photo, 0 being the best face
+            faces: "best" (the face of face_index), "all", or face numbers such as "1,3"
+
+        Returns:
+            the video (H.264 MP4)
+        """
         return str(self.lifespan_job(image, start_age, end_age, frames_between, fps, size, boomerang,
                                      already_aligned=already_aligned, face_index=face_index, faces=faces,
                                      progress=progress, should_stop=should_stop, owner=owner, address=address).mp4)
@@ -250,8 +297,21 @@ class AgeApp:
               start: Any = 0, end: Any = 0, preview: Any = False, *, key_frames: Any = "auto",
               progress: Callable | None = None, should_stop: Callable | None = None, owner: str | None = None,
               address: str | None = None) -> str:
-        """Age the people in a clip (:mod:`sam.video.clip`: tracked, steady, the sound kept); the MP4's path. ``end``
-        0: to the end of the clip."""
+        """Age the people in a video clip: faces followed from frame to frame, steady, the sound kept
+        (:mod:`sam.video.clip`).
+
+        Args:
+            clip: a video (MP4, MOV, M4V, WebM, MKV, AVI or GIF) within the server's limits of length and size
+            target_age: the age to show, 0 to 100
+            faces: "largest" (the main face) or "all"
+            output_size: the side the face is rendered at before it is put back: 256 or 1024 pixels
+            start: age from this second on (earlier frames are kept as they are)
+            end: age until this second; 0 for the end of the clip
+            preview: true for a quick pass at 480 pixels
+
+        Returns:
+            the aged video (H.264 MP4)
+        """
         return str(self.age_video(clip, target_age, faces, output_size, start, end, preview, key_frames,
                                   progress=progress, should_stop=should_stop, owner=owner, address=address).path)
 
