@@ -44,12 +44,11 @@ def launch(blocks: gr.Blocks, max_queue: int | None = None, mcp: bool = False) -
     """Serve ``blocks`` on 127.0.0.1 at a free port, its queue limited as the app's (default: its limits'
     ``max_queue``); returns the URL. The caller closes it."""
     from web.page import limit_queue
-    from web.server import app_options
+    from web.server import launch_options
 
     limit_queue(blocks, blocks.sam_app.limits.max_queue if max_queue is None else max_queue)
     _, url, _ = blocks.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
-                              quiet=True, show_error=False, max_file_size=blocks.sam_app.limits.max_upload,
-                              app_kwargs=app_options(blocks.sam_app), mcp_server=mcp)
+                              quiet=True, mcp_server=mcp, **launch_options(blocks.sam_app))
     return url
 
 

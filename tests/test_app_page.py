@@ -302,3 +302,48 @@ def test_docs_api_table_shows_the_defaults(demo):
                                               f"the endpoint's {shown[name]!r}"
             checked += 1
     assert checked >= 20, f"only {checked} documented defaults found in docs/app.md"
+
+
+@pytest.mark.slow
+@needs_chromium
+def test_the_page_is_accessible(tiny_checkpoint, tmp_path):
+    """In headless Chromium, with a photo dropped: axe-core finds no serious or critical violation on any tab; every
+    visible button and the slider have a name and take the keyboard's focus; the slider's arrow keys and its number
+    box's Enter render a new preview, as letting go of it does."""
+    axe_module = pytest.importorskip("axe_playwright_python.sync_playwright",
+                                     reason="pip install axe-playwright-python")
+    from tests.browser import patient
+
+    demo = web.build_demo(str(tiny_checkpoint), device="cpu")
+    with open_page(demo, 1400, 1100) as page:
+        page.locator("input[type=file]").first.set_input_files(ASTRONAUT)
+        page.locator("#result img").wait_for(timeout=patient(60_000))
+        page.wait_for_function("() => document.querySelector('#result-metrics').innerText.startsWith('Age ')",
+                               timeout=patient(60_000))
+        axe = axe_module.Axe()
+        found = {}
+        for tab in (None, "Reference style mixing", "Lifespan video", "Video", "Ages side by side"):
+            if tab:
+                page.get_by_role("tab", name=tab, exact=True).click()
+                time.sleep(0.5)
+            for v in axe.run(page).response["violations"]:
+                if v["impact"] in ("serious", "critical"):
+                    found[v["id"]] = [n["target"] for n in v["nodes"]][:4]
+        assert found == {}, found
+        unnamed = page.evaluate("""() => [...document.querySelectorAll('button, input[type=range]')]
+            .filter(b => b.offsetParent !== null)
+            .filter(b => b.tabIndex < 0 || !(b.getAttribute('aria-label') || b.innerText.trim() ||
+                                               (b.labels && b.labels.length)))
+            .map(b => b.outerHTML.slice(0, 80))""")
+        assert unnamed == []
+        before = page.locator("#result-metrics").inner_text()
+        page.locator("#target-age input[type=range]").focus()
+        for _ in range(3):
+            page.keyboard.press("ArrowRight")
+        page.wait_for_function("s => document.querySelector('#result-metrics').innerText.split(':')[0] !== s",
+                               arg=before.split(":")[0], timeout=patient(30_000))
+        box = page.locator("#target-age input[type=number]")
+        box.fill("20")
+        box.press("Enter")
+        page.wait_for_function("() => document.querySelector('#result-metrics').innerText.startsWith('Age 20')",
+                               timeout=patient(30_000))

@@ -15,12 +15,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from web import a11y
 from web.page import build_demo, limit_queue
 from web.service import AgeApp
 from web.uploads import UploadSpace
 from web.visitors import address_of
 
-__all__ = ["app_options", "serve"]
+__all__ = ["app_options", "launch_options", "serve"]
 
 log = logging.getLogger("sam.app")
 
@@ -41,10 +42,17 @@ def serve(checkpoint: str | None = None, device: str | None = None, host: str | 
     before = signal.signal(signal.SIGTERM, functools.partial(_on_sigterm, app))
     try:
         limit_queue(demo, app.limits.max_queue if max_queue is None else max_queue).launch(
-            server_name=host, server_port=port, share=share or None, show_error=False,
-            max_file_size=app.limits.max_upload, app_kwargs=app_options(app), mcp_server=mcp)
+            server_name=host, server_port=port, share=share or None, mcp_server=mcp, **launch_options(app))
     finally:
         signal.signal(signal.SIGTERM, before)
+
+
+def launch_options(app: AgeApp) -> dict[str, Any]:
+    """What every launch of the page passes to Gradio's ``launch``: no error details for clients, the upload limit,
+    the page's additions for assistive technology (:mod:`web.a11y`) and the web server's own options
+    (:func:`app_options`)."""
+    return {"show_error": False, "max_file_size": app.limits.max_upload, "head": a11y.HEAD, "css": a11y.CSS,
+            "app_kwargs": app_options(app)}
 
 
 def app_options(app: AgeApp) -> dict[str, Any]:
