@@ -18,6 +18,7 @@ from sam.cli.photos import (
 )
 from sam.cli.video import MP4_ENDINGS, cmd_video
 from sam.cli.weights import cmd_random_checkpoint, cmd_weights
+from sam.network import PRECISIONS
 from sam.requests import ALL, RequestError, read_face_ages, read_faces
 from sam.video.probe import VIDEO_FORMAT_NAMES
 
@@ -88,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--int8_style_heads", "--int8-style-heads", dest="int8_style_heads", action="store_true",
                    help="approximate: int8 encoder style heads, faster on CPU, not exact "
                         "(docs/speed.md, Approximate modes)")
-    g.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default=None,
+    g.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="auto (default; fp32 for evaluate): exact float32 outputs, bfloat16 for lifespan videos and "
                         "video clips below full size on CPUs with native bfloat16; fp32: exact everywhere; bf16 / "
                         "fp16: everything reduced (docs/precision.md)")

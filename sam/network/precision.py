@@ -42,6 +42,7 @@ import torch
 from torch import nn
 
 from sam import settings
+from sam.network import PRECISIONS
 
 __all__ = [
     "PRECISIONS",
@@ -56,7 +57,6 @@ __all__ = [
     "fast_encoder",
 ]
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 _NAMES = {v: k for k, v in DTYPES.items()}
 
