@@ -259,7 +259,7 @@ def test_every_sam_environment_variable_is_read_through_sam_settings():
         if path.name == "settings.py":
             continue
         text = path.read_text(encoding="utf-8")
-        mentioned |= set(re.findall(r"\b((?:SAM|SPACES)_[A-Z0-9_]+)\b", text))
+        mentioned |= set(re.findall(r"\b((?:SAM|SPACES?)_[A-Z0-9_]+)\b", text))
         if re.search(r"(environ\.get|getenv|environ\[)\(?\s*[\"']SAM_", text):
             direct.append(path.name)
     assert direct == []
