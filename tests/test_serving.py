@@ -304,8 +304,12 @@ def test_uploads_are_bounded_in_total_and_per_address(tiny_checkpoint, tmp_path)
     """The upload space: one address gets its share, then words (429); when the uploads together are at the total,
     everyone gets words (507); an upload that does not say its length is refused (411). Nothing refused is stored."""
     import httpx
+    from gradio.utils import get_upload_folder
 
-    limits = web.Limits(upload_mb_per_address=1, upload_space_mb=3)
+    from web.uploads import folder_bytes
+
+    stored = folder_bytes(get_upload_folder()) / 2**20  # what earlier tests left in the shared upload folder
+    limits = web.Limits(upload_mb_per_address=1, upload_space_mb=int(stored) + 3)
     demo = web.build_demo(app=web.AgeApp.load(str(tiny_checkpoint), device="cpu", limits=limits))
     url = launch(demo)
     blob = os.urandom(700 * 1024)
@@ -317,13 +321,11 @@ def test_uploads_are_bounded_in_total_and_per_address(tiny_checkpoint, tmp_path)
             assert upload("a.bin").status_code == 200
             refused = upload("b.bin")
             assert refused.status_code == 429 and "takes at most 1 MB from one visitor" in refused.text
-            from gradio.utils import get_upload_folder
-
             assert list(Path(get_upload_folder()).rglob("a.bin")) and not list(Path(get_upload_folder()).rglob("b.bin"))
             chunked = http.post(f"{url}gradio_api/upload", content=iter([b"x" * 10]))  # no Content-Length
             assert chunked.status_code == 411 and "length" in chunked.text
         space = next(m for m in demo.app.user_middleware if m.cls.__name__ == "UploadSpace")
-        assert space.kwargs["total_mb"] == 3
+        assert space.kwargs["total_mb"] == limits.upload_space_mb
         from web.uploads import UploadSpace
 
         gate = UploadSpace(None, folder=lambda: str(tmp_path), address=lambda scope: scope["client"][0],

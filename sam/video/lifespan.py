@@ -156,6 +156,7 @@ class FrameSpill:
 
     def __init__(self, near: str | os.PathLike):
         folder = Path(near).parent
+        folder.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix=Path(near).stem + ".partial-frames-", dir=folder)
         self.path = Path(name)
         self._file = os.fdopen(fd, "w+b")
