@@ -81,3 +81,64 @@ def test_every_flag_says_what_it_does():
     bare = [f"{name} {action.option_strings[0]}" for name, p in parsers.items() for action in p._actions
             if action.option_strings and action.help is None]
     assert not bare, f"flags without help text: {bare}"
+
+
+def test_train_help_says_each_default_once():
+    """``python -m train --help``: a flag whose help already names its default is not given a second one."""
+    from train.options import build_parser as train_parser
+
+    text = train_parser().format_help()
+    flat = " ".join(text.split())
+    doubled = [line for line in flat.split(" --") if line.count("(default") > 1]
+    assert not doubled, f"defaults said twice: {doubled}"
+    assert "(default: 0.0)" in flat  # the loss weights still show theirs
+    assert "--id_lambda 0.1 --lpips_lambda 0.1" in flat  # and where the published ones are
+
+
+def test_train_refuses_a_run_with_every_loss_weight_zero(tmp_path, capsys):
+    from train.options import PUBLISHED_LOSSES, parse_args
+
+    base = ["--exp_dir", str(tmp_path), "--train_dir", str(tmp_path), "--target_age", "uniform_random"]
+    with pytest.raises(SystemExit):
+        parse_args(base)
+    err = capsys.readouterr().err
+    assert "every loss weight is 0" in err and PUBLISHED_LOSSES in err
+    assert parse_args([*base, "--l2_lambda", "1"]).l2_lambda == 1.0
+
+
+def test_video_help_lists_only_flags_video_reads():
+    """The folder-of-photos flags (``--test_batch_size``, ``--test_workers``) are not on ``video``, which reads one
+    clip; the photo commands still take them."""
+    parsers = _parsers()
+    assert "--test_batch_size" not in parsers["video"].format_help()
+    assert "--test_workers" not in parsers["video"].format_help()
+    for name in ("inference", "lifespan", "evaluate"):
+        assert "--test_batch_size" in parsers[name].format_help(), name
+
+
+def test_synthetic_checkpoint_help_explains_its_flags(capsys):
+    from sam.network import synthetic
+
+    with pytest.raises(SystemExit):
+        synthetic.main(["--help"])
+    text = capsys.readouterr().out
+    assert "--seed" in text and "the seed of the values" in text and "the .pt file to write" in text
+    assert "`" not in text and ":func:" not in text
+
+
+def test_app_help_is_plain_and_light():
+    """``python app.py --help`` in plain words, answered without importing torch or Gradio (so it comes at once)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from web.command import build_parser as app_parser
+
+    text = app_parser().format_help()
+    assert "`" not in text and ":func:" not in text and "--checkpoint" in text
+    root = Path(__file__).resolve().parents[1]
+    probe = ("import runpy, sys\nsys.argv = ['app.py', '--help']\n"
+             "try:\n    runpy.run_path('app.py', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+             "print('HEAVY', sorted(m for m in ('torch', 'gradio') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, timeout=120).stdout
+    assert "HEAVY []" in out, out[-500:]

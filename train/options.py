@@ -32,11 +32,27 @@ TINY_TRAIN_CONFIG = SAMConfig(
 )
 
 
+class _Defaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Each flag's default once: added to its help unless the help already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        return text if "(default" in text else super()._get_help_string(action)
+
+
+LOSSES = ("lpips_lambda", "id_lambda", "l2_lambda", "w_norm_lambda", "aging_lambda", "cycle_lambda",
+          "lpips_lambda_crop", "l2_lambda_crop", "lpips_lambda_aging", "l2_lambda_aging")
+PUBLISHED_LOSSES = ("--id_lambda 0.1 --lpips_lambda 0.1 --lpips_lambda_aging 0.1 --lpips_lambda_crop 0.6 "
+                    "--l2_lambda 0.25 --l2_lambda_aging 0.25 --l2_lambda_crop 1 --w_norm_lambda 0.005 "
+                    "--aging_lambda 5 --cycle_lambda 1")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m train",
-        description="Train SAM (age transformation). Single process, or several with torchrun (DDP).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Train SAM (age transformation). Single process, or several with torchrun (DDP). Every loss "
+                    f"weight is 0 unless given; the published run's are: {PUBLISHED_LOSSES}.",
+        formatter_class=_Defaults,
     )
     a = p.add_argument
     # ---- published flags
@@ -138,6 +154,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--target_age is required (uniform_random, or an age in years)")
     if opts.input_nc != 4:
         p.error("SAM's encoder takes RGB + age: --input_nc must be 4")
+    if not any(getattr(opts, k) for k in LOSSES):
+        p.error(f"every loss weight is 0, so there is nothing to train on: give the weights, e.g. the published "
+                f"run's: {PUBLISHED_LOSSES}")
     for k in ("max_steps", "batch_size", "test_batch_size", "image_interval", "board_interval", "val_interval",
               "save_interval"):
         if getattr(opts, k) < 1:

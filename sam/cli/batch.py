@@ -173,7 +173,8 @@ def load_pipeline(args):
     try:
         return AgingPipeline.from_pretrained(args.checkpoint_path,
                                              device=current_shard().device(args.device) or default_device(),
-                                             batch_size=args.test_batch_size, int8_style_heads=args.int8_style_heads,
+                                             batch_size=getattr(args, "test_batch_size", 4),
+                                             int8_style_heads=args.int8_style_heads,
                                              precision=getattr(args, "precision", None)
                                              or getattr(args, "default_precision", "auto"))
     except ValueError as exc:  # CheckpointError (missing file: what to do), or e.g. int8 heads on a GPU

@@ -83,9 +83,6 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--checkpoint_path", "--checkpoint", dest="checkpoint_path", default=None,
                    help="SAM checkpoint (default: found or downloaded as 'python -m sam weights' does)")
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-    g.add_argument("--test_batch_size", type=int, default=4,
-                   help="ages encoded per batch (and images decoded per batch on a GPU; one at a time on CPU)")
-    g.add_argument("--test_workers", type=int, default=0, help="accepted for compatibility with the published scripts")
     g.add_argument("--int8_style_heads", "--int8-style-heads", dest="int8_style_heads", action="store_true",
                    help="approximate: int8 encoder style heads, faster on CPU, not exact "
                         "(docs/speed.md, Approximate modes)")
@@ -96,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = argparse.ArgumentParser(add_help=False)
     g = data.add_argument_group("inputs and outputs")
+    g.add_argument("--test_batch_size", type=int, default=4,
+                   help="ages encoded per batch (and images decoded per batch on a GPU; one at a time on CPU)")
+    g.add_argument("--test_workers", type=int, default=0, help="accepted for compatibility with the published scripts")
     g.add_argument("--data_path", required=True, help="a folder of photos, or one photo")
     g.add_argument("--exp_dir", required=True, help="output folder")
     g.add_argument("--n_images", type=int, default=None, help="only the first N files")
