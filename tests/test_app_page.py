@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import sys
 import time
 
@@ -19,7 +20,7 @@ import web
 import web.server
 from tests.browser import needs_chromium, open_page, patient, screenshot_dir
 from tests.test_app import ASTRONAUT, _wired
-from web.messages import NOT_LOADED_HERE, WithoutRetryLines
+from web.messages import NOT_LOADED_HERE, ROOT, WithoutRetryLines, interpreter, setup_help
 from web.messages import status as status_line
 from web.page import on_cancel, video_idle, video_running
 
@@ -53,9 +54,14 @@ def test_without_weights_one_actionable_message(tmp_path, monkeypatch, toasts):
     page = web.build_demo(str(tmp_path / "missing.pt"))
     texts = [str(getattr(b, "value", "")) for b in page.blocks.values()]
     banner = _by_id(page)["weights-problem"].value
-    for words in ("weights/", "--checkpoint PATH", "python -m sam weights",
-                  "python -m sam random-checkpoint --out /tmp/tiny.pt", "python app.py --checkpoint /tmp/tiny.pt"):
+    python = interpreter()  # the Python running the app, as a newcomer types it: .venv/bin/python here
+    for words in ("weights/", "--checkpoint PATH", f"`{python} -m sam weights`",
+                  f"`{python} -m sam random-checkpoint --out /tmp/tiny.pt --overwrite`",
+                  f"`{python} app.py --checkpoint /tmp/tiny.pt`"):
         assert words in banner, words
+    assert not python.startswith("/") and not re.search(r"`/", banner) and str(ROOT) not in banner, banner
+    if os.path.abspath(sys.executable).startswith(str(ROOT) + os.sep):  # a venv in the checkout, as in the README
+        assert not re.search(r"`python3? ", banner), banner  # not a bare python (without the venv: no torch)
     assert sum("not loaded" in t for t in texts) == 1 and "missing.pt" not in banner
     status = _by_id(page)["status"]
     updates = list(_wired(page, "on_photo")(ASTRONAUT, False, 40, False))
@@ -65,6 +71,19 @@ def test_without_weights_one_actionable_message(tmp_path, monkeypatch, toasts):
     out = asyncio.run(_wired(page, "on_clip")(clip, 70, "largest", 256, 0, 0, False, "auto", None))
     assert out == {clip_status: status_line(NOT_LOADED_HERE)}
     assert not toasts
+
+
+def test_the_banner_names_the_interpreter_without_a_server_path():
+    """The banner's commands use the Python that runs the app: relative to the checkout when it is inside it, else
+    only its name; never an absolute path (the page is public)."""
+    assert interpreter(str(ROOT / ".venv" / "bin" / "python")) == ".venv/bin/python"
+    assert interpreter("/usr/local/bin/python3.11") == "python3.11"
+    assert interpreter("/opt/my env/bin/python") == "python"
+    banner = setup_help("/srv/secret/venv/bin/python3")
+    assert "`python3 -m sam random-checkpoint --out /tmp/tiny.pt --overwrite`" in banner
+    assert "`python3 app.py --checkpoint /tmp/tiny.pt`" in banner and "/srv" not in banner
+    assert "`.venv/bin/python app.py" in setup_help(str(ROOT / ".venv" / "bin" / "python"))
+    assert str(ROOT) not in setup_help()
 
 
 def test_a_failed_download_is_one_log_line(tmp_path, monkeypatch, capfd, caplog):

@@ -1,13 +1,20 @@
 """The documentation names real things: every ``python -m sam ...`` / ``python -m train ...`` command in README.md,
 docs/ and the other READMEs names a real command and real flags (the argparse parsers are asked), and every
 relative link points to a file that exists. The README stays a front page (the Spaces header first, under 170
-lines, the test command CI runs), and docs/architecture.md names every module of sam/."""
+lines, the test command CI runs), its "Try it without the weights" commands run as written (twice; the app
+serves the page), and docs/architecture.md names every module of sam/."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shlex
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -259,3 +266,116 @@ def test_docs_name_only_files_that_exist(doc):
 
 def test_a_stale_path_is_caught():
     assert stale_paths("`sam/faces/align.py` and `sam/align.py`, `web/`") == ["sam/align.py"]
+
+
+
+# ------------------------------------------------------------- the README's "Try it without the weights", run
+
+TRY_IT = "## Try it without the weights"
+
+
+def try_it_commands(text: str) -> list[str]:
+    """The command lines of the ```bash block in the README's "Try it without the weights" section."""
+    section = re.search(rf"^{TRY_IT}\n(.*?)(?=^## |\Z)", text, flags=re.S | re.M)
+    assert section, f"README.md has no section {TRY_IT!r}"
+    block = re.search(r"```bash\n(.*?)```", section.group(1), flags=re.S)
+    assert block, f"README.md's {TRY_IT!r} has no ```bash block"
+    return [line.strip() for line in block.group(1).splitlines() if line.strip() and not line.strip().startswith("#")]
+
+
+def as_written(line: str, tmp: Path) -> str:
+    """A README command as written, only its ``/tmp/...`` paths moved into ``tmp`` (a test's own folder)."""
+    return re.sub(r"(?<![\w/.])/tmp/(\S+)", lambda m: shlex.quote(str(tmp / m.group(1))), line)
+
+
+def newcomer_env(**extra: str) -> dict[str, str]:
+    """The environment of a shell in the README's set-up: the venv not activated (no venv bin folder on PATH, so a
+    bare ``python`` is whatever the system has, without torch)."""
+    venv_bins = {Path(sys.prefix, "bin").resolve(), Path(sys.executable).parent.resolve(),
+                 (ROOT / ".venv" / "bin").resolve()}
+    path = [p for p in os.environ.get("PATH", "").split(os.pathsep) if p and Path(p).resolve() not in venv_bins]
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONHOME", "PYTHONPATH")}
+    return {**env, "PATH": os.pathsep.join(path or ["/usr/bin", "/bin"]), **extra}
+
+
+def _try_it() -> tuple[str, str]:
+    """The README's two lines, the random checkpoint's and the app's (skipped when the tests run from a Python
+    outside this checkout and the README's interpreter is not here: not the README's set-up)."""
+    lines = try_it_commands(README.read_text(encoding="utf-8"))
+    make = [line for line in lines if " -m sam random-checkpoint " in f"{line} "]
+    start = [line for line in lines if " app.py" in line]
+    assert len(lines) == 2 and len(make) == 1 and len(start) == 1, lines
+    python = shlex.split(make[0])[0]
+    if "/" in python and not (ROOT / python).exists() and ROOT not in Path(sys.executable).parents:
+        pytest.skip(f"not the README's set-up: no {python} in this checkout, and the tests run from another Python")
+    return make[0], start[0]
+
+
+def _run_as_written(line: str, tmp: Path, attempt: str = "") -> None:
+    """Run a README line as written (its /tmp/ paths in ``tmp``), in the repository, the venv not activated."""
+    done = subprocess.run(["bash", "-c", as_written(line, tmp)], cwd=ROOT, env=newcomer_env(), capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, f"{attempt}{line!r} exited {done.returncode}:\n{done.stderr[-2000:]}"
+
+
+def test_as_written_moves_only_tmp_paths(tmp_path):
+    line = ".venv/bin/python -m sam random-checkpoint --out /tmp/tiny.pt --overwrite  # not /var/tmp/x"
+    assert as_written(line, tmp_path) == \
+        f".venv/bin/python -m sam random-checkpoint --out {tmp_path}/tiny.pt --overwrite  # not /var/tmp/x"
+    text = f"{TRY_IT}\n\nwords\n\n```bash\n# a comment\npython a.py\n\npython b.py\n```\n\n## Next\n```bash\nc\n```\n"
+    assert try_it_commands(text) == ["python a.py", "python b.py"]
+
+
+def test_readme_try_it_makes_a_checkpoint_again_and_again(tmp_path):
+    """The random-checkpoint line run as a newcomer copies it (in the repository, the venv not activated) writes a
+    checkpoint that loads, and the same line run again works too."""
+    from sam.network.checkpoint import load_model
+
+    make, _ = _try_it()
+    words = shlex.split(as_written(make, tmp_path))
+    out = Path(words[words.index("--out") + 1])
+    assert tmp_path in out.parents, out
+    for attempt in ("first run: ", "second run: "):
+        _run_as_written(make, tmp_path, attempt)
+        assert out.is_file() and out.stat().st_size > 0, attempt
+    assert load_model(out).config is not None
+
+
+@pytest.mark.slow
+def test_readme_try_it_serves_the_page(tmp_path):
+    """The app line as written, on the checkpoint the line before makes: the page answers, and the app stops on
+    SIGTERM with status 0."""
+    from tests.browser import free_port
+
+    make, start = _try_it()
+    _run_as_written(make, tmp_path)
+    port = free_port()
+    # Gradio's own temp folder in the test's (Gradio leaves $TMPDIR/gradio/vibe_edit_history behind otherwise)
+    (tmp_path / "gradio").mkdir()
+    env = newcomer_env(GRADIO_SERVER_PORT=str(port), GRADIO_ANALYTICS_ENABLED="False",
+                       GRADIO_TEMP_DIR=str(tmp_path / "gradio"))
+    log_path = tmp_path / "app.log"
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen(["bash", "-c", f"exec {as_written(start, tmp_path)}"], cwd=ROOT, env=env,
+                                stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def log() -> str:
+        return log_path.read_text(errors="replace")[-3000:]
+
+    try:
+        url, deadline, status = f"http://127.0.0.1:{port}/", time.monotonic() + 180, None
+        while status != 200:
+            assert proc.poll() is None, f"{start!r} exited {proc.returncode}:\n{log()}"
+            assert time.monotonic() < deadline, f"{start!r}: no page at {url} in 180 s:\n{log()}"
+            try:
+                with urllib.request.urlopen(url, timeout=5) as answer:
+                    status = answer.status
+            except OSError:  # not up yet
+                time.sleep(0.5)
+        proc.terminate()
+        assert proc.wait(timeout=60) == 0, log()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+    assert "Traceback" not in log(), log()

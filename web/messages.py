@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import html
 import logging
+import os
 import re
+import shlex
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -25,7 +28,7 @@ from sam.serving.scheduler import JobLimitError
 
 __all__ = [
     "BUSY_MESSAGE", "NOT_LOADED_HERE", "NOT_UPLOADED", "PRIVACY", "SETUP_HELP", "ModelNotLoaded", "WithoutRetryLines",
-    "log_done", "log_rejected", "page_failure", "readable", "status",
+    "interpreter", "log_done", "log_rejected", "page_failure", "readable", "setup_help", "status",
 ]
 
 log = logging.getLogger("sam.app")
@@ -37,16 +40,37 @@ PRIVACY = ("Photos are processed on this server and kept only while you use them
 NOT_LOADED_HERE = "Not available until the model is loaded: see the message at the top of the page."
 NOT_UPLOADED = ("a file in this request was not uploaded to this server. Upload it first (gradio_client: "
                 "handle_file(path)) and pass what the upload returns")
-# The page's one message when the model is not loaded: what the person running the app can do (no server paths; the
-# reason, with paths, is one line in the log).
-SETUP_HELP = (
-    "⚠️ **The model is not loaded, so photos cannot be aged yet.** If you run this app: put the checkpoint "
-    "`sam_ffhq_aging.pt` (2.3 GB) in the `weights/` folder next to `app.py`, or pass its path with `--checkpoint PATH` "
-    "(or set `SAM_CHECKPOINT`), then start the app again; `python -m sam weights` downloads and checks it "
-    "(weights/README.md says where else to get it). To try the page without it, on random weights: "
-    "`python -m sam random-checkpoint --out /tmp/tiny.pt`, then `python app.py --checkpoint /tmp/tiny.pt`. "
-    "The app's log says why it was not loaded."
-)
+
+
+def interpreter(executable: str | None = None) -> str:
+    """How the page writes the Python running the app (``sys.executable``) in a command to copy: relative to the
+    repository when it lies inside it (``.venv/bin/python``), else only its file name (``python3``); never a server
+    path (the page is public)."""
+    exe = Path(os.path.abspath(executable if executable is not None else sys.executable or "python3"))
+    for root in dict.fromkeys((ROOT, Path(os.path.abspath(ROOT)))):
+        try:
+            return shlex.quote(exe.relative_to(root).as_posix())
+        except ValueError:
+            continue
+    return shlex.quote(exe.name or "python3")
+
+
+def setup_help(executable: str | None = None) -> str:
+    """The page's one message when the model is not loaded: what the person running the app can do, its commands
+    written with the interpreter running the app (:func:`interpreter`). No server paths; the reason, with paths, is
+    one line in the log."""
+    python = interpreter(executable)
+    return (
+        "⚠️ **The model is not loaded, so photos cannot be aged yet.** If you run this app: put the checkpoint "
+        "`sam_ffhq_aging.pt` (2.3 GB) in the `weights/` folder next to `app.py`, or pass its path with "
+        f"`--checkpoint PATH` (or set `SAM_CHECKPOINT`), then start the app again; `{python} -m sam weights` downloads "
+        "and checks it (weights/README.md says where else to get it). To try the page without it, on random weights: "
+        f"`{python} -m sam random-checkpoint --out /tmp/tiny.pt --overwrite`, then "
+        f"`{python} app.py --checkpoint /tmp/tiny.pt`. The app's log says why it was not loaded."
+    )
+
+
+SETUP_HELP = setup_help()
 
 
 class ModelNotLoaded(gr.Error):
