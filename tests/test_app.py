@@ -79,9 +79,15 @@ def _wired(demo: gr.Blocks, name: str):
     wired = [d.fn for d in demo.fns.values() if getattr(d.fn, "__name__", "") == name]
     assert wired, f"no event calls {name}"
     method = next(getattr(p, name) for p in demo.sam_page.panels if hasattr(p, name))
-    assert all(getattr(fn, "__wrapped__", getattr(fn, "handler", fn)) == method for fn in wired), \
-        f"{name} is not the panel's {name}"
+    assert all(_innermost(fn) == method for fn in wired), f"{name} is not the panel's {name}"
     return wired[0]
+
+
+def _innermost(fn):
+    """What a wired function runs, under its wrappers (``stream``, ``job``, ``only_fresh``)."""
+    while (inner := getattr(fn, "__wrapped__", None) or getattr(fn, "handler", None)) is not None:
+        fn = inner
+    return fn
 
 
 def _frames(path: str) -> np.ndarray:

@@ -82,7 +82,7 @@ class Jobs:
             if "should_stop" in wants:
                 kwargs["should_stop"] = scheduler.should_stop(
                     stop.is_set, lambda: not glue.event_alive(blocks, event_id))
-            if "progress" in wants:
+            if "progress" in wants and tracker is not None:  # (None: called outside a server)
                 kwargs["progress"] = lambda done, total, note=None: tracker((done, total), desc=note or desc,
                                                                             unit=unit)
             if "owner" in wants:

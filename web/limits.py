@@ -43,7 +43,6 @@ class Limits:
     max_videos_per_address: int = 2  # videos waiting or rendering from one address (one client, many sessions)
     quick_concurrency: int = 4  # quick events (sliders, picks, full resolution, mixing) started at once
     stop_wait_s: float = 20.0  # on SIGTERM, how long running jobs get to reach their next frame and clean up
-    duplicate_window_s: float = 2.0  # a repeated "photo changed" event within this is skipped
 
     @property
     def max_upload(self) -> str:

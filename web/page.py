@@ -17,7 +17,8 @@ from sam.requests import RequestError
 from sam.serving.scheduler import LONG
 from web import glue
 from web.endpoints import GROWN_ENDPOINTS
-from web.jobs import file_busy
+from web.jobs import file_busy, file_hidden
+from web.latest import Latest
 from web.messages import BUSY_MESSAGE, NOT_UPLOADED, PRIVACY, SETUP_HELP, log, readable
 from web.panels import ApiPanel, GroupPanel, LifespanPanel, MixingPanel, PhotoPanel, StripPanel, VideoPanel
 from web.service import AgeApp
@@ -54,6 +55,7 @@ class Page:
         self.quick = {"concurrency_limit": limits.quick_concurrency, "concurrency_id": "quick"}
         self.slow = {"concurrency_limit": limits.long_concurrency, "concurrency_id": "long"}
         self.hidden = HIDDEN
+        self.latest = Latest(lambda: getattr(glue.current_request(), "session_hash", None))  # what is still wanted
         self.photo = PhotoPanel(self)
         self.group = GroupPanel(self)
         self.strip = StripPanel(self)
@@ -106,50 +108,76 @@ class Page:
     # ------------------------------------------------------------------------------------------ the wiring
 
     def wire(self) -> None:
-        """Every page event (undocumented endpoints; the named API is :class:`~web.panels.api.ApiPanel`)."""
+        """Every page event (undocumented endpoints; the named API is :class:`~web.panels.api.ApiPanel`). Each
+        handler that takes the photo runs through :meth:`Latest.only_fresh <web.latest.Latest.only_fresh>`: an answer
+        for an older photo, or for an older choice of the same face or group, never reaches the page."""
         self._wire_photo()
         self._wire_group()
         self._wire_tabs()
 
     def _wire_photo(self) -> None:
-        p, stream, job, quick = self.photo, self.app.jobs.stream, self.app.jobs.job, self.quick
+        p, stream, job, quick, fresh = self.photo, self.app.jobs.stream, self.app.jobs.job, self.quick, self.latest
+        face = {c: "face" for c in (p.aligned_view, p.result, p.input_info, p.result_info, p.full_file, p.full_image,
+                                    p.age, p.face_index)}
         face_outputs = {p.aligned_view, p.result, p.input_info, p.result_info, p.full_file, p.full_image, p.age,
                         p.status}
         photo_in = [p.photo, p.already, p.age, p.paste]
+        s, m, v = self.strip, self.mixing, self.lifespan
         for trigger in (p.photo.change, p.already.change):
-            trigger(stream(p.on_photo, p.status), photo_in, {p.picker, p.face_index, *face_outputs}, **quick,
-                    **HIDDEN, show_progress_on=[p.aligned_view, p.result])
-        p.picker.select(stream(p.on_pick, p.status), photo_in, {p.face_index, *face_outputs}, **quick, **HIDDEN,
+            trigger(self.on_new_photo, [p.photo, p.already],
+                    {s.strip, s.strip_info, s.strip_status, m.mixed_out, m.plain_out, m.mixed_info, m.plain_info,
+                     m.mix_status, v.video, v.v_files, v.v_status}, queue=False, **HIDDEN)
+            trigger(stream(fresh.only_fresh(p.on_photo, p.status, face), p.status), photo_in,
+                    {p.picker, p.face_index, *face_outputs}, **quick, **HIDDEN,
+                    show_progress_on=[p.aligned_view, p.result])
+        p.picker.select(stream(fresh.only_fresh(p.on_pick, p.status, face, starts=("face",)), p.status),
+                        [*photo_in, p.face_index], {p.face_index, *face_outputs}, **quick, **HIDDEN,
                         show_progress_on=[p.aligned_view, p.result])
         sel = [p.photo, p.age, p.already, p.face_index, p.paste]
         preview_outputs = {p.result, p.result_info, p.full_file, p.full_image, p.status}
-        p.age.release(stream(p.on_age, p.status), sel, preview_outputs, trigger_mode="always_last",
-                      show_progress="minimal", **quick, **HIDDEN)
-        p.paste.change(stream(p.on_age, p.status), sel, preview_outputs, show_progress="minimal", **quick, **HIDDEN)
+        on_age = stream(fresh.only_fresh(p.on_age, p.status, face, starts=("face",)), p.status)
+        p.age.release(on_age, [*sel, p.chosen], preview_outputs, trigger_mode="always_last", show_progress="minimal",
+                      **quick, **HIDDEN)
+        p.paste.change(on_age, [*sel, p.chosen], preview_outputs, show_progress="minimal", **quick, **HIDDEN)
         p.paste.change(p.full_button, [p.paste, p.already], p.full_btn, queue=False, **HIDDEN)
         (p.full_btn.click(p.full_busy, None, {p.full_btn, p.full_file}, queue=False, **HIDDEN)
-         .then(job(p.on_full, page=p.status, desc="rendering", hide_on_failure=[p.full_file]), sel,
-               {p.full_file, p.full_image, p.status}, **quick, **HIDDEN, show_progress_on=[p.full_file])
+         .then(job(fresh.only_fresh(p.on_full, p.status, said=p.status), page=p.status, desc="rendering",
+                   hide_on_failure=[p.full_file]), sel, {p.full_file, p.full_image, p.status}, **quick, **HIDDEN,
+               show_progress_on=[p.full_file])
          .then(p.full_button, [p.paste, p.already], p.full_btn, queue=False, **HIDDEN))
+
+    def on_new_photo(self, image: Any, aligned: bool) -> dict:
+        """A new photo (not the browser's repeat of its event): the results of the previous one go (the ages strip,
+        style mixing, the lifespan video); answers still coming for it are dropped (:class:`~web.latest.Latest`)."""
+        s, m, v = self.strip, self.mixing, self.lifespan
+        if not self.latest.photo_event("on_new_photo", image, bool(aligned)):
+            return {s.strip_status: gr.skip()}
+        return {s.strip: None, s.strip_info: "", s.strip_status: "", m.mixed_out: None, m.plain_out: None,
+                m.mixed_info: "", m.plain_info: "", m.mix_status: "", v.video: None, v.v_files: file_hidden(),
+                v.v_status: ""}
 
     def _wire_group(self) -> None:
         """Several faces: previews and Full resolution are interactive work, like the single face's."""
         p, g, stream, job, quick = self.photo, self.group, self.app.jobs.stream, self.app.jobs.job, self.quick
-        for trigger in (p.photo.change, p.already.change):
-            trigger(g.on_group_photo, [p.photo, p.already],
-                    {p.group_pick, p.chosen, p.everyone, g.group_box, g.group_ages, g.g_view, g.g_full_file,
-                     g.g_full_image, g.g_status}, **quick, **HIDDEN)
-        p.everyone.input(g.on_everyone, [p.everyone, p.photo], p.chosen, **quick, **HIDDEN)
-        group_in = [p.photo, p.chosen, p.age, g.group_ages, g.g_who]
+        fresh = self.latest
         group_out = {g.group_box, g.group_ages, g.g_who, g.g_info, g.g_view, g.g_full_file, g.g_full_image,
                      g.g_status}
-        p.chosen.change(stream(g.on_chosen, g.g_status), group_in, group_out, trigger_mode="always_last", **quick,
-                        **HIDDEN, show_progress_on=[g.g_view])
+        group = {c: "group" for c in (*group_out, p.chosen)}
+        for trigger in (p.photo.change, p.already.change):
+            trigger(fresh.only_fresh(g.on_group_photo, g.g_status), [p.photo, p.already],
+                    {p.group_pick, p.chosen, p.everyone, *group_out}, **quick, **HIDDEN)
+        p.everyone.input(fresh.only_fresh(g.on_everyone, p.chosen, group, starts=("group",)), [p.photo, p.everyone],
+                         p.chosen, **quick, **HIDDEN)
+        group_in = [p.photo, p.chosen, p.age, g.group_ages, g.g_who]
+        p.chosen.change(stream(fresh.only_fresh(g.on_chosen, g.g_status, group, starts=("group",)), g.g_status),
+                        group_in, group_out, trigger_mode="always_last", **quick, **HIDDEN,
+                        show_progress_on=[g.g_view])
         p.picker.select(g.on_group_pick, p.chosen, g.g_who, queue=False, **HIDDEN)
-        p.age.release(stream(g.on_group_age, g.g_status), group_in, group_out, trigger_mode="always_last",
-                      show_progress="minimal", **quick, **HIDDEN)
+        p.age.release(stream(fresh.only_fresh(g.on_group_age, g.g_status, group, starts=("group",)), g.g_status),
+                      group_in, group_out, trigger_mode="always_last", show_progress="minimal", **quick, **HIDDEN)
         (g.g_full_btn.click(file_busy, None, g.g_full_file, queue=False, **HIDDEN)
-         .then(job(g.on_group_full, page=g.g_status, desc="rendering every face", hide_on_failure=[g.g_full_file]),
+         .then(job(fresh.only_fresh(g.on_group_full, g.g_status, said=g.g_status), page=g.g_status,
+                   desc="rendering every face", unit="steps", hide_on_failure=[g.g_full_file]),
                [p.photo, p.chosen, g.group_ages], {g.g_full_file, g.g_full_image, g.g_status}, **quick, **HIDDEN,
                show_progress_on=[g.g_full_file]))
 
@@ -157,18 +185,21 @@ class Page:
         """The ages strip, style mixing, and the two kinds of video (the button off and Cancel on while one
         renders)."""
         p, s, m, v, c = self.photo, self.strip, self.mixing, self.lifespan, self.video
-        job, quick, slow = self.app.jobs.job, self.quick, self.slow
-        s.strip_btn.click(job(s.on_strip, page=s.strip_status, desc="rendering ages", level=LONG),
+        job, quick, slow, fresh = self.app.jobs.job, self.quick, self.slow, self.latest
+        s.strip_btn.click(job(fresh.only_fresh(s.on_strip, s.strip_status, said=s.strip_status), page=s.strip_status,
+                              desc="rendering ages", level=LONG),
                           [p.photo, s.strip_ages, p.already, p.face_index], {s.strip, s.strip_info, s.strip_status},
                           **slow, **HIDDEN, show_progress_on=[s.strip])
         m.preset.change(m.on_preset, m.preset, m.custom, queue=False, **HIDDEN)
-        m.mix_btn.click(job(m.on_mix, page=m.mix_status, desc="mixing"),
+        m.mix_btn.click(job(fresh.only_fresh(m.on_mix, m.mix_status, said=m.mix_status), page=m.mix_status,
+                            desc="mixing"),
                         [p.photo, m.reference, p.age, m.preset, m.custom, m.alpha, p.already, p.face_index,
                          m.ref_aligned], {m.mixed_out, m.plain_out, m.mixed_info, m.plain_info, m.mix_status},
                         **quick, **HIDDEN, show_progress_on=[m.mixed_out])
         lifespan = [v.v_btn, v.v_cancel]
         v_event = (v.v_btn.click(video_running, None, lifespan, queue=False, **HIDDEN)
-                   .then(job(v.on_video, page=v.v_status, desc="rendering frames", level=LONG),
+                   .then(job(fresh.only_fresh(v.on_video, v.v_status, said=v.v_status), page=v.v_status,
+                             desc="rendering frames", unit="frames", level=LONG),
                          [p.photo, v.v_start, v.v_end, v.v_between, v.v_fps, v.v_size, v.v_boom, v.v_gif, v.v_label,
                           p.already, p.face_index, p.chosen], {v.video, v.v_files, v.v_status}, **slow, **HIDDEN,
                          show_progress_on=[v.video]))

@@ -82,8 +82,6 @@ class AgeApp:
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="sam-app-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         atexit.register(self.close)
-        self._recent: dict[tuple, float] = {}
-        self._lock = threading.Lock()
         self._closed = threading.Event()
         self.demo: gr.Blocks | None = None  # the page, once built (for cleaning its cache)
         self.own_dirs: list[Path] = []  # removed with the results when the server stops (e.g. its upload folder)
@@ -197,20 +195,6 @@ class AgeApp:
 
     def new_path(self, suffix: str) -> Path:
         return self.workdir / f"sam-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}{suffix}"
-
-    def is_repeat(self, *key: Any) -> bool:
-        """The browser sends ``change`` twice when one photo replaces another: the repeat (the same photo for the
-        same page within ``duplicate_window_s`` of the first one's end) is skipped. Marks ``key`` as seen now."""
-        session = getattr(glue.current_request(), "session_hash", None)
-        if session is None:
-            return False
-        now = time.monotonic()
-        with self._lock:
-            for k in [k for k, t in self._recent.items() if now - t > self.limits.duplicate_window_s]:
-                del self._recent[k]
-            seen = (session, *key) in self._recent
-            self._recent[(session, *key)] = now
-        return seen
 
     # ------------------------------------------------------------------------------------------ the named API
 

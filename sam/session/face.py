@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from sam.video.lifespan import LifespanResult, make_lifespan
 
 __all__ = ["FaceSession", "FIRST_LOOK_SIZE", "PREVIEW_SIZE", "MAX_FRAMES_BETWEEN", "lifespan_frames"]
 
+PICTURES_KEPT = 24  # a face's slider pictures kept per session (the group previews and a slider back and forth)
 PREVIEW_SIZE = 256  # slider previews, the ages strip and videos by default: the generator stopped at 256 px
 FIRST_LOOK_SIZE = 64  # a new face's very first picture: the generator stopped at 64 px, scaled up
 MAX_FRAMES_BETWEEN = 60
@@ -82,6 +84,8 @@ class FaceSession:
         self._input_age: float | None = None
         self._descriptor: Any = None
         self._warm_thread: threading.Thread | None = None
+        self._pictures: OrderedDict[int, Image.Image] = OrderedDict()  # age -> the exact preview picture
+        self.pictures_rendered = 0  # preview pictures this session rendered (the rest came from the cache)
 
     # ------------------------------------------------------------------------------------------ codes
 
@@ -152,8 +156,33 @@ class FaceSession:
         return [self.finish(im, paste) for im in images]
 
     def preview(self, age: Any, paste: bool = False) -> Image.Image:
-        """The exact slider preview: ``min(256, output)`` px, the generator stopped early."""
-        return self.render(age, self.preview_size, fast=True, paste=paste)
+        """The exact slider preview: ``min(256, output)`` px, the generator stopped early (:meth:`preview_face`)."""
+        return self.finish(self.preview_face(age), paste)
+
+    def preview_face(self, age: Any, first: bool = False) -> Image.Image:
+        """The face of :meth:`preview` (not pasted back), rendered once per age: the last :data:`PICTURES_KEPT` are
+        kept. ``first``: while the exact encoding is not done, :meth:`first_preview`'s quicker picture (not kept)."""
+        a = to_age(age)
+        with self._lock:
+            kept = self._pictures.get(a)
+            if kept is not None:
+                self._pictures.move_to_end(a)
+                return kept
+        exact = not (first and not self.has_exact_encoding and self.pipe.precision.fast != self.pipe.precision.exact)
+        picture = to_pil(self.pipe.render(self.preview_code(a, first=not exact), size=self.preview_size,
+                                          fast=True))[0]
+        with self._lock:
+            self.pictures_rendered += 1
+            if exact:
+                self._pictures[a] = picture
+                while len(self._pictures) > PICTURES_KEPT:
+                    self._pictures.popitem(last=False)
+        return picture
+
+    def kept_face(self, age: Any) -> Image.Image | None:
+        """The preview face at ``age`` when it was rendered before (:meth:`preview_face`), else None."""
+        with self._lock:
+            return self._pictures.get(to_age(age))
 
     def first_preview(self, age: Any, paste: bool = False) -> Image.Image:
         """The quickest look at a new face: the slider preview with the frozen encoder in the fast dtype too

@@ -62,40 +62,81 @@ class GroupSession:
             raise RequestError(f"{len(ages)} ages for {len(self.sessions)} faces")
         return [to_age(a) for a in ages]
 
-    def paste(self, faces: Sequence[Image.Image], base: Image.Image | None = None) -> Image.Image:
-        """The photo (or ``base``, the photo scaled) with each face of :attr:`sessions` replaced by ``faces``."""
+    def paste(self, faces: Sequence[Image.Image | None], base: Image.Image | None = None) -> Image.Image:
+        """The photo (or ``base``, the photo scaled) with each face of :attr:`sessions` replaced by ``faces`` (a
+        ``None`` face stays as in the photo)."""
         base = base if base is not None else self.photo.image
         sx, sy = base.width / self.photo.image.width, base.height / self.photo.image.height
         pairs = []
         for s, face in zip(self.sessions, faces, strict=True):
+            if face is None:
+                continue
             aligned = s.aligned
             if (sx, sy) != (1.0, 1.0):
                 matrix = np.diag([sx, sy]) @ aligned.matrix
                 aligned = replace(aligned, matrix=matrix, source_size=base.size)
             pairs.append((aligned, face))
-        return paste_faces(base, pairs, color_match=True)
+        return paste_faces(base, pairs, color_match=True) if pairs else base.copy()
 
     def preview(self, ages: Sequence[Any], quick: bool = False, first: bool = False) -> Image.Image | None:
         """The whole photo with every face at its age, from slider previews (``min(256, output)`` px, the generator
-        stopped early, the fast dtype), the faces rendered in one batch. ``quick``: from known or interpolated codes
-        only (no encoder pass), ``None`` while some face has none; ``first``: see :meth:`FaceSession.preview_code`."""
+        stopped early, the fast dtype). Each face's picture is rendered once per age
+        (:meth:`FaceSession.preview_face`): when one face's age changes, only that face is rendered. ``quick``: from
+        kept pictures and known or interpolated codes only (no encoder pass), ``None`` while some face has none;
+        ``first``: see :meth:`FaceSession.preview_code`."""
+        if quick:
+            return self._quick_preview(self._ages(ages))
+        *_, (_, _, picture) = self.previews(ages, first=first)
+        return picture
+
+    def previews(self, ages: Sequence[Any], first: bool = False) -> Iterator[tuple[int, int, Image.Image]]:
+        """:meth:`preview` in steps: ``(done, total, picture)`` after each face that had to be rendered (``total``
+        of them), the faces done so far aged and the others as in the photo; the last picture is the preview."""
         wanted = self._ages(ages)
-        codes = [s.preview_code(a, quick=quick, first=first) for s, a in zip(self.sessions, wanted)]
+        faces: list[Image.Image | None] = [s.kept_face(a) for s, a in zip(self.sessions, wanted)]
+        todo = [i for i, face in enumerate(faces) if face is None]
+        for done, i in enumerate(todo, 1):
+            faces[i] = self.sessions[i].preview_face(wanted[i], first=first)
+            if done < len(todo):
+                yield done, len(todo), self.paste(faces)
+        yield len(todo), len(todo), self.paste(faces)
+
+    def _quick_preview(self, wanted: list[int]) -> Image.Image | None:
+        faces: list[Image.Image | None] = [s.kept_face(a) for s, a in zip(self.sessions, wanted)]
+        todo = [i for i, face in enumerate(faces) if face is None]
+        codes = [self.sessions[i].preview_code(wanted[i], quick=True) for i in todo]
         if any(c is None for c in codes):
             return None
-        images = to_pil(self.pipe.render(torch.cat(codes), size=self.preview_size, fast=True))
-        return self.paste(images)
+        if todo:
+            images = to_pil(self.pipe.render(torch.cat(codes), size=self.preview_size, fast=True))
+            for i, image in zip(todo, images):
+                faces[i] = image
+        return self.paste(faces)
+
+    @property
+    def pictures_rendered(self) -> int:
+        """Preview pictures the faces' sessions rendered so far (interpolated ones not counted)."""
+        return sum(s.pictures_rendered for s in self.sessions)
 
     def render(self, ages: Sequence[Any], size: int | None = None, progress: Progress | None = None,
                should_stop: ShouldStop | None = None) -> Image.Image:
         """The whole photo with every face at its age, each rendered from its exact code at ``size`` px (default:
-        the model's full resolution) and pasted back."""
+        the model's full resolution) and pasted back. ``progress(done, total, note)``: one step per face's code
+        (an encoder pass when that age is new) and one per face rendered."""
         wanted = self._ages(ages)
+        n = len(wanted)
         codes = []
-        for s, a in zip(self.sessions, wanted):
+        for j, (s, a) in enumerate(zip(self.sessions, wanted)):
             check_stop(should_stop)
             codes.append(s.code(a))
-        images = to_pil(self.pipe.render(torch.cat(codes), size=size, progress=progress, should_stop=should_stop))
+            if progress is not None:
+                progress(j + 1, 2 * n, f"face {j + 1} of {n}: its code")
+
+        def rendered(done: int, total: int) -> None:
+            if progress is not None:
+                progress(n + done, 2 * n, f"face {done} of {n}: rendered")
+
+        images = to_pil(self.pipe.render(torch.cat(codes), size=size, progress=rendered, should_stop=should_stop))
         return self.paste(images)
 
     def start_warm_up(self, should_stop: ShouldStop | None = None) -> None:

@@ -4,6 +4,7 @@ slider; Full resolution of the whole photo. The faces are chosen under the photo
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import gradio as gr
@@ -46,8 +47,11 @@ class GroupPanel(Panel):
         return "Ages: " + ", ".join(f"face {i} → **{ages[i]}**" for i in faces)
 
     def on_group_photo(self, image: Any, aligned: bool) -> dict:
-        """A new photo: the group choice offered when it has several faces (nothing chosen yet)."""
+        """A new photo: the group choice offered when it has several faces (nothing chosen yet). The browser's repeat
+        of the event changes nothing (it would undo what the visitor chose meanwhile)."""
         app, photo = self.app, self.page.photo
+        if not self.page.latest.photo_event("on_group_photo", image, bool(aligned)):
+            return {self.g_status: gr.skip()}
         hide = {photo.group_pick: gr.update(visible=False), photo.chosen: gr.update(choices=[], value=[]),
                 photo.everyone: False, self.group_box: gr.update(visible=False), self.group_ages: {},
                 self.g_view: None, self.g_full_file: file_hidden(), self.g_full_image: file_hidden(),
@@ -63,23 +67,35 @@ class GroupPanel(Panel):
         names = [(f"{i} (best)" if i == 0 else str(i), i) for i in range(len(found))]
         return {**hide, photo.group_pick: gr.update(visible=True), photo.chosen: gr.update(choices=names, value=[])}
 
-    def on_everyone(self, flag: bool, image: Any) -> dict:
+    def on_everyone(self, image: Any, flag: bool) -> dict:
         app, chosen = self.app, self.page.photo.chosen
         if image is None or app.pipe is None:
             return {chosen: []}
         return {chosen: list(range(len(app.sessions.photo(image).faces))) if flag else []}
 
     def group_update(self, image: Any, faces: list[int], ages: dict, first: bool = False):
-        """The interpolated preview when every face has one, then the exact preview (both: the whole photo)."""
+        """The interpolated preview when every face has one, then the exact preview (both: the whole photo). Faces
+        whose picture at their age is new are rendered one at a time, each shown as it is done, with a count and an
+        estimate on the status line; the others come from the faces' kept pictures."""
         g = self.app.group(image, faces)
         wanted = [ages[i] for i in faces]
         info = self.group_ages_text(faces, ages)
+        hidden = {self.g_full_file: file_hidden(), self.g_full_image: file_hidden()}
         quick = None if first else g.preview(wanted, quick=True)
         if quick is not None:
             yield {self.g_view: (g.photo.image, quick), self.g_info: info + " (interpolated preview; exact follows…)",
-                   self.g_full_file: file_hidden(), self.g_full_image: file_hidden(), self.g_status: ""}
-        yield {self.g_view: (g.photo.image, g.preview(wanted, first=first)), self.g_info: info,
-               self.g_full_file: file_hidden(), self.g_full_image: file_hidden(), self.g_status: ""}
+                   self.g_status: "", **hidden}
+        new = sum(s.kept_face(a) is None for s, a in zip(g.sessions, wanted))
+        if new > 1:
+            yield {self.g_status: f"Ageing {new} faces, one at a time…", **hidden}
+        began = time.monotonic()
+        for done, total, picture in g.previews(wanted, first=first):
+            if done < total:
+                left = (time.monotonic() - began) / done * (total - done)
+                yield {self.g_view: (g.photo.image, picture),
+                       self.g_status: f"Ageing the faces: {done} of {total} done, about {left:.0f} s left…"}
+            else:
+                yield {self.g_view: (g.photo.image, picture), self.g_info: info, self.g_status: "", **hidden}
         g.start_warm_up()
 
     def on_chosen(self, image: Any, faces: list[int], target: Any, ages: dict, who: str):
@@ -113,12 +129,14 @@ class GroupPanel(Panel):
         yield {self.group_ages: ages}
         yield from self.group_update(image, faces, ages)
 
-    def on_group_full(self, image: Any, faces: list[int], ages: dict) -> dict:
+    def on_group_full(self, image: Any, faces: list[int], ages: dict, *, progress: Any = None,
+                      should_stop: Any = None) -> dict:
         faces = sorted(int(i) for i in faces or [])
         if not faces:
             raise RequestError("choose the faces to age first")
         g = self.app.group(image, faces)
-        out = g.render([ages.get(i, ages.get(str(i), 60)) for i in faces])
+        out = g.render([ages.get(i, ages.get(str(i), 60)) for i in faces], progress=progress,
+                       should_stop=should_stop)
         path = self.app.new_path("-group.png")
         out.save(path)
         return {self.g_full_file: file_shown(str(path)), self.g_full_image: file_shown(str(path)), self.g_status: ""}

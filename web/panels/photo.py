@@ -63,35 +63,37 @@ class PhotoPanel(Panel):
 
     def on_photo(self, image: Any, aligned: bool, target: Any, pasted: bool):
         app = self.app
+        if not self.page.latest.photo_event("on_photo", image, bool(aligned)):
+            yield {self.status: gr.skip()}  # the browser's repeat (an empty dict reads as one missing value)
+            return
         if image is None:
             yield {self.picker: gr.update(value=None, visible=False), self.face_index: 0, self.aligned_view: None,
                    self.result: None, self.input_info: "", self.result_info: "", self.full_file: file_hidden(),
                    self.full_image: file_hidden(), self.status: ""}
             return
-        if app.is_repeat(str(image), bool(aligned)):
-            yield {self.status: gr.skip()}  # (an empty dict reads as one missing value)
-            return
-        try:
-            readable_upload(image)
-            hidden = gr.update(value=None, visible=False)
-            steps = self.show_face(image, aligned, 0, target, pasted, {self.picker: hidden, self.face_index: 0})
-            yield next(steps)  # the first preview, from the best face of a quick look
-            if not aligned and app.pipe is not None:
-                photo_ = app.sessions.photo(image)
-                if len(photo_.faces) > 1:  # the full look, for the face picker (said on the status line: a toast
-                    # would outlive its photo)
-                    yield {self.picker: gr.update(value=photo_.thumbnails(), visible=True, selected_index=0),
-                           self.status: f"{len(photo_.faces)} faces found; showing the best one. Click a face to "
-                                        "switch."}
-                if not photo_.best_face_confirmed():  # rare: the full look ranks another face first
-                    steps.close()
-                    steps = self.show_face(image, aligned, 0, target, pasted, {self.face_index: 0})
-            yield from steps
-        finally:
-            app.is_repeat(str(image), bool(aligned))  # the window counts from the end of this one
+        readable_upload(image)
+        hidden = gr.update(value=None, visible=False)
+        steps = self.show_face(image, aligned, 0, target, pasted, {self.picker: hidden, self.face_index: 0})
+        yield next(steps)  # the first preview, from the best face of a quick look
+        if not aligned and app.pipe is not None:
+            photo_ = app.sessions.photo(image)
+            if len(photo_.faces) > 1:  # the full look, for the face picker (said on the status line: a toast
+                # would outlive its photo)
+                yield {self.picker: gr.update(value=photo_.thumbnails(), visible=True, selected_index=0),
+                       self.status: f"{len(photo_.faces)} faces found; showing the best one. Click a face to "
+                                    "switch."}
+            if not photo_.best_face_confirmed():  # rare: the full look ranks another face first
+                steps.close()
+                steps = self.show_face(image, aligned, 0, target, pasted, {self.face_index: 0})
+        yield from steps
 
-    def on_pick(self, image: Any, aligned: bool, target: Any, pasted: bool, evt: gr.SelectData):
+    def on_pick(self, image: Any, aligned: bool, target: Any, pasted: bool, shown: int, evt: gr.SelectData):
+        """A face picked on the face picker (the face shown already: nothing to do; the picker's own selection of
+        face 0 when it appears is one of those)."""
         idx = int(evt.index) if evt is not None and evt.index is not None else 0
+        if idx == shown:
+            yield {self.status: gr.skip()}
+            return
         yield from self.show_face(image, aligned, idx, target, pasted, {self.face_index: idx})
 
     def show_face(self, image: Any, aligned: bool, idx: int, target: Any, pasted: bool, extra: dict):
@@ -116,9 +118,15 @@ class PhotoPanel(Panel):
             yield {self.result: preview, self.result_info: s.caption(start, preview)}
         s.start_warm_up()
 
-    def on_age(self, image: Any, target: Any, aligned: bool, idx: int, pasted: bool):
-        s = self.app.session(image, aligned, idx)
+    def on_age(self, image: Any, target: Any, aligned: bool, idx: int, pasted: bool, together: Any = None):
+        """The slider let go (or "paste back" ticked): the interpolated preview when there is one, then the exact
+        one. While faces are chosen to age together, the slider sets their ages (the group panel) instead."""
         a = to_age(target)
+        if together:
+            yield {self.result_info: f"The slider now sets the ages of the faces aged together (below; {a} now). "
+                                     "Untick them to age this face alone.", self.status: ""}
+            return
+        s = self.app.session(image, aligned, idx)
         quick = s.quick_preview(a, pasted)
         if quick is not None:
             yield {self.result: quick, self.result_info: f"Age {a}: interpolated preview; the exact result follows…",
