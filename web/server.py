@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from web import a11y
+from web import a11y, layout
 from web.page import build_demo, limit_queue
 from web.service import AgeApp
 from web.uploads import UploadSpace
@@ -49,10 +49,10 @@ def serve(checkpoint: str | None = None, device: str | None = None, host: str | 
 
 def launch_options(app: AgeApp) -> dict[str, Any]:
     """What every launch of the page passes to Gradio's ``launch``: no error details for clients, the upload limit,
-    the page's additions for assistive technology (:mod:`web.a11y`) and the web server's own options
-    (:func:`app_options`)."""
-    return {"show_error": False, "max_file_size": app.limits.max_upload, "head": a11y.HEAD, "css": a11y.CSS,
-            "app_kwargs": app_options(app)}
+    the page's additions for assistive technology (:mod:`web.a11y`) and for small screens (:mod:`web.layout`),
+    and the web server's own options (:func:`app_options`)."""
+    return {"show_error": False, "max_file_size": app.limits.max_upload, "head": a11y.HEAD + layout.HEAD,
+            "css": a11y.CSS + layout.CSS, "app_kwargs": app_options(app)}
 
 
 def app_options(app: AgeApp) -> dict[str, Any]:

@@ -318,6 +318,7 @@ class AgeApp:
         mp4 = self.new_path(".mp4")
         kind = "lifespan" if one else "group lifespan"  # each kind its own pace (seconds per frame)
         with self.jobs.long_turn(owner, kind, frames, should_stop, progress, address) as step:
+            step(0, frames, "encoding the key ages (the frames follow)…")  # (a few seconds before the first frame)
             return whole.lifespan(mp4, start_age, end_age, between, fps, size, flag, label,
                                   gif_path=mp4.with_suffix(".gif") if gif else None, progress=step,
                                   should_stop=should_stop)

@@ -26,7 +26,7 @@ class GroupPanel(Panel):
         with gr.Group(visible=False, elem_id="group-box") as self.group_box:
             gr.Markdown("### Everyone in the picture\nThe age slider above sets the age of everyone chosen, or of one "
                         "face: click its thumbnail (or pick it here) to give it its own age.")
-            with gr.Row():
+            with gr.Row(elem_id="group-row"):
                 self.g_who = gr.Radio([("everyone", "all")], value="all", label="The age slider sets the age of",
                                       elem_id="group-who")
                 self.g_info = gr.Markdown("", elem_id="group-ages")

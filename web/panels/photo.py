@@ -28,8 +28,8 @@ class PhotoPanel(Panel):
     def build(self) -> None:
         self.status = gr.Markdown("", elem_id="status")
         self.face_index = gr.State(0)
-        with gr.Row():
-            with gr.Column(scale=1):
+        with gr.Row(elem_id="photo-row"):  # (its order on a phone: web/layout.py)
+            with gr.Column(scale=1, elem_id="photo-col"):
                 self.photo = photo_input(sources=["upload", "webcam", "clipboard"], label="Your photo", height=320)
                 self.already = gr.Checkbox(False, label="already aligned (an FFHQ-style face crop: skip face "
                                            "detection)")
@@ -43,11 +43,11 @@ class PhotoPanel(Panel):
                                                    "thumbnails, best first)", elem_id="group-faces")
                 if EXAMPLES:
                     gr.Examples(EXAMPLES, inputs=self.photo, label="Examples")
-            with gr.Column(scale=1):
+            with gr.Column(scale=1, elem_id="aligned-col"):
                 self.aligned_view = gr.Image(label="Aligned face (what the model sees)", format="png",
                                              interactive=False, elem_id="aligned", height=320)
                 self.input_info = gr.Markdown("", elem_id="input-age")
-            with gr.Column(scale=1):
+            with gr.Column(scale=1, elem_id="result-col"):
                 self.result = gr.Image(label="Result (preview)", format="png", interactive=False, height=320,
                                        elem_id="result")
                 self.result_info = gr.Markdown("", elem_id="result-metrics")
@@ -79,7 +79,10 @@ class PhotoPanel(Panel):
             photo_ = app.sessions.photo(image)
             if len(photo_.faces) > 1:  # the full look, for the face picker (said on the status line: a toast
                 # would outlive its photo)
-                yield {self.picker: gr.update(value=photo_.thumbnails(), visible=True, selected_index=0),
+                n = len(photo_.faces)
+                faces = [(thumb, f"face {i}") for i, thumb in enumerate(photo_.thumbnails())]
+                yield {self.picker: gr.update(value=faces, visible=True, selected_index=0,
+                                              label=f"{n} faces found, numbered best first: click the one to age"),
                        self.status: f"{len(photo_.faces)} faces found; showing the best one. Click a face to "
                                     "switch."}
             if not photo_.best_face_confirmed():  # rare: the full look ranks another face first

@@ -20,7 +20,8 @@ class StripPanel(Panel):
         self.strip_ages = gr.CheckboxGroup([str(a) for a in STRIP_AGES], value=[str(a) for a in STRIP_AGES],
                                            label="Ages")
         self.strip_btn = gr.Button("Render the strip")
-        self.strip = gr.Gallery(label="Ages side by side", columns=6, format="png", height="auto")
+        self.strip = gr.Gallery(label="Ages side by side", columns=6, format="png", height="auto",
+                                elem_id="strip-gallery")
         self.strip_info = gr.Markdown("", elem_id="strip-metrics")
 
     def on_strip(self, image: Any, ages: Any, aligned: bool, idx: int, *, progress=None, should_stop=None) -> dict:
