@@ -115,3 +115,11 @@ def test_group_progress_and_one_face_rendered_for_its_own_age(page, two_faces):
         single = list(on_age(two_faces, 75, False, 0, False, [0, 1]))  # the same slider move, single-face panel
         assert not shown(single, p.result) and "faces aged together" in shown(single, p.result_info)[0]
         assert alone.pictures_rendered == rendered
+
+
+def test_the_lifespan_bar_says_what_happens_before_the_first_frame(page):
+    """The key ages are encoded before any frame exists: the bar says so at once, then counts the frames."""
+    calls = []
+    res = page.app.lifespan_job(ASTRONAUT, 30, 50, 2, 10, 32, progress=lambda *a: calls.append(a))
+    assert calls[0] == (0, res.frames, "encoding the key ages (the frames follow)…")
+    assert calls[-1][:2] == (res.frames, res.frames) and len(calls) > 2

@@ -39,7 +39,8 @@ class LifespanPanel(Panel):
                     self.v_btn = gr.Button("Render video", variant="primary", elem_id="video-button")
                     self.v_cancel = gr.Button("Cancel", variant="stop", elem_id="video-cancel", interactive=False)
             with gr.Column():
-                self.video = gr.Video(label="Lifespan", autoplay=True, loop=True, elem_id="lifespan-video")
+                self.video = gr.Video(label="Lifespan", autoplay=True, loop=True, interactive=False,
+                                      elem_id="lifespan-video")
                 self.v_files = gr.File(label="Downloads", file_count="multiple", interactive=False, visible=False,
                                        elem_id="lifespan-files")
 

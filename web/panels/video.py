@@ -45,7 +45,7 @@ class VideoPanel(Panel):
                     self.c_btn = gr.Button("Age the video", variant="primary", elem_id="clip-button")
                     self.c_cancel = gr.Button("Cancel", variant="stop", elem_id="clip-cancel", interactive=False)
             with gr.Column():
-                self.c_out = gr.Video(label="Aged video", autoplay=True, elem_id="clip-video")
+                self.c_out = gr.Video(label="Aged video", autoplay=True, interactive=False, elem_id="clip-video")
                 self.c_file = gr.File(label="Download", interactive=False, elem_id="clip-file", visible=False)
 
     def on_clip(self, clip: Any, target: Any, who: str, side: Any, start: Any, end: Any, preview: bool,
