@@ -73,6 +73,14 @@ def main(argv: list[str] | None = None) -> int:
     rows["exact encodings of every face"], _ = timed(lambda: [s.encoded for s in group.sessions])
     exact = [timed(lambda k=k: group.preview(group.ages(40 + 10 * k)))[0] for k in range(args.repeats)]
     rows["exact group preview (codes + render + paste)"] = statistics.median(exact)
+    one = group.ages(40)  # every face at 40 (kept from the first exact preview), then face 2 alone at 75
+    one[2 % n] = 75
+    rendered = group.pictures_rendered
+    rows["one face's own age (the others' pictures kept)"], _ = timed(lambda: group.preview(one))
+    counts = {"faces rendered for one face's own age": group.pictures_rendered - rendered}
+    rendered = group.pictures_rendered
+    rows["every face at a new age (for comparison)"], _ = timed(lambda: group.preview(group.ages(85)))
+    counts["faces rendered for a new age of everyone"] = group.pictures_rendered - rendered
     for s in group.sessions:  # the key ages on both sides of 63-64 (the background warm-up's work)
         s.warm_key_ages([60, 70])
     quick = [timed(lambda k=k: group.preview(group.ages(63 + k), quick=True))[0] for k in range(args.repeats)]
@@ -88,11 +96,12 @@ def main(argv: list[str] | None = None) -> int:
              "- the machine is shared with other engineers' work (run niced): treat the times as upper bounds", "",
              "| step | seconds |", "|---|---:|"]
     lines += [f"| {k} | {v:.2f} |" for k, v in rows.items()]
+    lines += ["", "| count | faces |", "|---|---:|", *[f"| {k} | {v} |" for k, v in counts.items()]]
     text = "\n".join(lines) + "\n"
     print(text)
     if not args.no_save:
         slug = "-".join(w for w in machine.lower().replace("(r)", "").split()[:3] if w.isalnum()) or "cpu"
-        report.save("group", slug, text, {"photo": str(photo.name), "faces": n, "seconds": rows,
+        report.save("group", slug, text, {"photo": str(photo.name), "faces": n, "seconds": rows, "counts": counts,
                                           "machine": machine, "threads": torch.get_num_threads(),
                                           "precision": pipe.precision.name, "load_s": load_s})
     return 0

@@ -14,6 +14,7 @@ from PIL import Image
 
 import web
 from tests.test_app import ASTRONAUT, _innermost
+from tests.test_group import GROUP, needs_group
 from web import glue
 from web.latest import STOPPED
 
@@ -123,3 +124,16 @@ def test_the_lifespan_bar_says_what_happens_before_the_first_frame(page):
     res = page.app.lifespan_job(ASTRONAUT, 30, 50, 2, 10, 32, progress=lambda *a: calls.append(a))
     assert calls[0] == (0, res.frames, "encoding the key ages (the frames follow)…")
     assert calls[-1][:2] == (res.frames, res.frames) and len(calls) > 2
+
+
+@needs_group
+def test_the_faces_found_stay_said(page):
+    """On the six-face photo the full look ranks another face best than the quick look did, and the face shown is
+    switched: the status line still says how many faces were found, and the picker's label keeps the count."""
+    p = page.photo
+    with visitor("six"):
+        updates = list(wired(page, "on_photo", p)(str(GROUP), False, 40, False))
+    said = shown(updates, p.status)
+    assert said[-1].startswith("6 faces found; showing the best one"), said
+    assert shown(updates, p.picker)[-1]["label"].startswith("6 faces found")
+    assert page.app.sessions.photo(str(GROUP)).best_face_confirmed() is False  # (the case this is about)

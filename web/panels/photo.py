@@ -77,17 +77,18 @@ class PhotoPanel(Panel):
         yield next(steps)  # the first preview, from the best face of a quick look
         if not aligned and app.pipe is not None:
             photo_ = app.sessions.photo(image)
+            said = {}
             if len(photo_.faces) > 1:  # the full look, for the face picker (said on the status line: a toast
                 # would outlive its photo)
                 n = len(photo_.faces)
                 faces = [(thumb, f"face {i}") for i, thumb in enumerate(photo_.thumbnails())]
+                said = {self.status: f"{n} faces found; showing the best one. Click a face to switch."}
                 yield {self.picker: gr.update(value=faces, visible=True, selected_index=0,
                                               label=f"{n} faces found, numbered best first: click the one to age"),
-                       self.status: f"{len(photo_.faces)} faces found; showing the best one. Click a face to "
-                                    "switch."}
-            if not photo_.best_face_confirmed():  # rare: the full look ranks another face first
+                       **said}
+            if not photo_.best_face_confirmed():  # the full look ranks another face first (the words stay)
                 steps.close()
-                steps = self.show_face(image, aligned, 0, target, pasted, {self.face_index: 0})
+                steps = self.show_face(image, aligned, 0, target, pasted, {self.face_index: 0, **said})
         yield from steps
 
     def on_pick(self, image: Any, aligned: bool, target: Any, pasted: bool, shown: int, evt: gr.SelectData):
