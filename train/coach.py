@@ -1,4 +1,5 @@
-"""The training loop: model set-up, the real and cycle passes, optimisation, logging, validation, checkpoints.
+"""The training loop: set-up (the network it starts from: :mod:`train.start`), the real and cycle passes,
+optimisation, logging, validation, checkpoints.
 
 Runs as one process (CPU or one GPU) or as several under ``torchrun`` (DistributedDataParallel with a
 DistributedSampler; rank 0 alone logs, validates and writes files).
@@ -37,24 +38,19 @@ from PIL import Image, ImageDraw
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from sam.network.checkpoint import load_file, load_model
-from sam.network.model import SAM, add_age_channel
+from sam.network.model import add_age_channel
 
 from . import state as rng_state
-from .aux_nets import AuxConfig, build_age_net, build_arcface, build_lpips, load_weights
+from .aux_nets import AuxConfig, build_age_net, build_arcface, build_lpips
 from .data import AgeSampler, EpochSampler, FaceFolder, prepare_aligned, seed_worker
 from .losses import LossWeights, SAMLoss
-from .options import CYDRAL, RANDOM, model_config
+from .start import build_net, check_weight_files, weights_path
 
 __all__ = ["Coach", "TrainingDivergedError", "optimizer_path"]
 
 
 class TrainingDivergedError(RuntimeError):
     """A loss or gradient became NaN / infinite."""
-
-
-def _path(p: str | None) -> str | None:
-    return None if p in (None, "", RANDOM) else p
 
 
 def optimizer_path(checkpoint: str | Path) -> Path:
@@ -96,8 +92,8 @@ class Coach:
         self.best_val_loss: float | None = None
 
         # ---- networks
-        self._check_weight_files()
-        self.net, resume = self._build_net()
+        check_weight_files(self.opts)
+        self.net, resume = build_net(self.opts, self._plain_opts, log=_log if self.is_main else None)
         if self.distributed and opts.sync_bn:  # before the optimizer takes the parameters
             from .sync_bn import convert_batchnorm
 
@@ -146,9 +142,9 @@ class Coach:
         need_lpips = max(w.lpips_lambda, w.lpips_lambda_aging, w.lpips_lambda_crop) > 0
         with torch.random.fork_rng(devices=[]):  # random loss nets (tests): the same in a fresh and a resumed run
             torch.manual_seed(opts.seed + 1)
-            arcface = build_arcface(_path(opts.ir_se50_path), self.aux_cfg) if w.id_lambda > 0 else None
-            age_net = build_age_net(_path(opts.age_predictor_path), self.aux_cfg)  # input ages are always needed
-            lpips = build_lpips(_path(opts.lpips_path), opts.lpips_lin_path) if need_lpips else None
+            arcface = build_arcface(weights_path(opts.ir_se50_path), self.aux_cfg) if w.id_lambda > 0 else None
+            age_net = build_age_net(weights_path(opts.age_predictor_path), self.aux_cfg)  # input ages are always needed
+            lpips = build_lpips(weights_path(opts.lpips_path), opts.lpips_lin_path) if need_lpips else None
         return SAMLoss(w, arcface, age_net, lpips, self.aux_cfg.id_input_size).to(self.device)
 
     def _build_optimizer(self) -> torch.optim.Optimizer:
@@ -202,86 +198,8 @@ class Coach:
             torch.cuda.set_device(dev)
         return dev
 
-    def _check_weight_files(self) -> None:
-        """Name every missing weights file at once, with its flag, before anything is built."""
-        o = self.opts
-        w = LossWeights.from_opts(o)
-        need = [("--age_predictor_path", o.age_predictor_path)]
-        if not o.checkpoint_path:
-            need += [("--ir_se50_path", o.ir_se50_path), ("--stylegan_weights", o.stylegan_weights)]
-            if o.start_from_encoded_w_plus:
-                need.append(("--pretrained_psp_path", o.pretrained_psp_path))
-        if w.id_lambda > 0 and ("--ir_se50_path", o.ir_se50_path) not in need:
-            need.append(("--ir_se50_path", o.ir_se50_path))
-        if max(w.lpips_lambda, w.lpips_lambda_aging, w.lpips_lambda_crop) > 0:
-            need.append(("--lpips_path", o.lpips_path))
-            if o.lpips_lin_path:
-                need.append(("--lpips_lin_path", o.lpips_lin_path))
-        missing = [f"{flag} {path}" for flag, path in need if _path(path) and path != CYDRAL
-                   and not Path(path).is_file()]
-        if missing:
-            raise FileNotFoundError("weights not found: " + "; ".join(missing) + " (see train/README.md for "
-                                    "where to get them; 'random' or --random_weights for smoke tests only)")
-
     def _plain_opts(self) -> dict[str, Any]:
         return {k: v for k, v in vars(self.opts).items() if isinstance(v, (str, int, float, bool, type(None)))}
-
-    def _build_net(self) -> tuple[SAM, dict | None]:
-        opts = self.opts
-        if opts.checkpoint_path:
-            ckpt = load_file(Path(opts.checkpoint_path), mmap=True)
-            net = load_model(opts.checkpoint_path, device="cpu", mmap=False)
-            # the model of the checkpoint, trained with this run's flags
-            for key in ("start_from_encoded_w_plus", "start_from_latent_avg"):
-                setattr(opts, key, bool(getattr(net.config, key)))
-            opts.output_size = net.config.output_size
-            net.opts = {**self._plain_opts(), "model_config": net.config.to_dict()}
-            if self.is_main:
-                _log(f"Loaded SAM checkpoint {opts.checkpoint_path}")
-            return net.train(), ckpt
-        config = model_config(opts)
-        opts.output_size = config.output_size
-        net = SAM(config, opts=self._plain_opts())
-        self._init_weights(net)
-        return net.train(), None
-
-    def _init_weights(self, net: SAM) -> None:
-        """Encoder from IR-SE50 (input conv widened to 4 channels), generator + latent_avg from StyleGAN2,
-        frozen encoder from pSp, as in the published training."""
-        opts, main = self.opts, self.is_main
-        ir = _path(opts.ir_se50_path)
-        if ir:
-            state = torch.load(ir, map_location="cpu", weights_only=True)
-            state = {k: v for k, v in state.items() if k.startswith(("input_layer.", "body."))}
-            w = state["input_layer.0.weight"]
-            if w.shape[1] != net.config.input_nc:  # widen RGB -> RGB + age; the extra slice random
-                wide = torch.randn(w.shape[0], net.config.input_nc, *w.shape[2:])
-                wide[:, : w.shape[1]] = w
-                state["input_layer.0.weight"] = wide
-            load_weights(net.encoder, state, ir, strict=False)
-            if main:
-                _log(f"Encoder initialised from {ir}")
-        sg = _path(opts.stylegan_weights)
-        if sg:
-            ckpt = torch.load(sg, map_location="cpu", weights_only=True)
-            load_weights(net.decoder, ckpt["g_ema"], sg)
-            avg = ckpt.get("latent_avg")
-            if avg is None:
-                avg = net.decoder.mean_latent()
-            net.latent_avg = avg.detach().float().reshape(1, -1).repeat(net.config.n_styles, 1)
-            if main:
-                _log(f"Generator initialised from {sg}")
-        else:
-            with torch.no_grad():
-                net.latent_avg = net.decoder.mean_latent(1024).repeat(net.config.n_styles, 1)
-        psp = _path(opts.pretrained_psp_path)
-        if psp and net.config.start_from_encoded_w_plus:
-            state = torch.load(psp, map_location="cpu", weights_only=True)
-            state = state.get("state_dict", state)
-            enc = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
-            load_weights(net.pretrained_encoder, enc, psp)
-            if main:
-                _log(f"Frozen pSp encoder from {psp}")
 
     def _data_layout(self) -> dict[str, int]:
         """What the saved data position means: it carries over only to a run with the same layout."""

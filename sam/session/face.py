@@ -161,7 +161,7 @@ class FaceSession:
 
     def preview_face(self, age: Any, first: bool = False) -> Image.Image:
         """The face of :meth:`preview` (not pasted back), rendered once per age: the last :data:`PICTURES_KEPT` are
-        kept. ``first``: while the exact encoding is not done, :meth:`first_preview`'s quicker picture (not kept)."""
+        kept. ``first``: while the exact encoding is not done, :meth:`first_previews`' quicker picture (not kept)."""
         a = to_age(age)
         with self._lock:
             kept = self._pictures.get(a)
@@ -184,19 +184,13 @@ class FaceSession:
         with self._lock:
             return self._pictures.get(to_age(age))
 
-    def first_preview(self, age: Any, paste: bool = False) -> Image.Image:
-        """The quickest look at a new face: the slider preview with the frozen encoder in the fast dtype too
-        (:meth:`AgingPipeline.first_look`, not cached) while the exact encoding is not done yet; call
-        :meth:`preview` after it for the preview every later slider move is consistent with."""
-        code = self.preview_code(age, first=True)
-        return self.finish(to_pil(self.pipe.render(code, size=self.preview_size, fast=True))[0], paste)
-
     def first_previews(self, age: Any, paste: bool = False, quick_size: int = FIRST_LOOK_SIZE
                        ) -> Iterator[tuple[Image.Image, bool]]:
         """A new face's first look in steps, from one code (:meth:`preview_code` with ``first``): ``(picture,
         final)``: a picture as soon as it exists (the generator stopped at ``quick_size`` px and scaled up to the
-        preview's size) when that is smaller than the preview, then :meth:`first_preview`'s picture itself
-        (``final``)."""
+        preview's size) when that is smaller than the preview, then the preview's size (``final``): the frozen encoder
+        in the fast dtype too (:meth:`AgingPipeline.first_look`, not cached) while the exact encoding is not done;
+        call :meth:`preview` after it for the preview every later slider move is consistent with."""
         code = self.preview_code(age, first=True)
         side = self.preview_size
         if quick_size < side:
@@ -221,7 +215,7 @@ class FaceSession:
         """The W+ code (``1 x n_styles x style_dim``) a preview of ``age`` is rendered from, for a caller that renders
         several faces together (:class:`GroupSession`). ``quick``: a known or interpolated code only (no encoder
         pass; ``None`` when there is none yet). ``first``: while the exact encoding is not done, the quick fast-dtype
-        encoding of :meth:`first_preview`. Otherwise the exact preview code of :meth:`preview`."""
+        encoding of :meth:`first_previews`. Otherwise the exact preview code of :meth:`preview`."""
         a = to_age(age)
         if quick:
             if not self.has_exact_encoding:
